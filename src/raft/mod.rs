@@ -1,0 +1,107 @@
+//! Everything openraft: the type configuration, the replicated commands, the sled-backed log
+//! store and state machine, and the HTTP network between members.
+//!
+//! Nothing outside this module touches sled. The rest of the crate sees a [`RaftHandle`]-free
+//! surface: [`Proposal`] to write, [`SessionMapReader`] to read.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::session::{RemovalReason, Session};
+
+pub mod durable;
+pub mod log_store;
+pub mod network;
+pub mod session_map;
+pub mod state_machine;
+
+pub use session_map::{Lookup, SessionMapReader};
+
+/// Member ids are small integers chosen by the operator.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// gridraft's openraft type configuration.
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// One replicated change to the session map.
+///
+/// `at` is the proposing member's wall clock in nanoseconds since the Unix epoch. It is the only
+/// notion of time `apply()` has: removal timestamps and tombstone expiry are derived from it, so
+/// every member applies exactly the same thing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub at: i64,
+    /// The Grid event this proposal came from. Every member proposes the events it receives;
+    /// `apply()` skips an id it has already applied, so an event takes effect once.
+    pub event_id: Option<Uuid>,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Insert or replace a session (a re-add replaces the whole record).
+    Add(Session),
+    /// Remove one session if present.
+    Remove { id: String, reason: RemovalReason },
+    /// Remove every session whose node URI equals `uri` exactly.
+    RemoveByUri { uri: String, reason: RemovalReason },
+}
+
+/// What applying a [`Proposal`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Sessions added, replaced or removed.
+    pub changed: u32,
+    /// The proposal carried an event id that was already applied; nothing changed.
+    pub duplicate: bool,
+}
+
+/// Nanoseconds since the Unix epoch, as stamped into proposals.
+pub fn now_nanos() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Opens a member's storage under `dir`: the identity check, the log store and the state
+/// machine (restored from its latest snapshot).
+pub fn open_storage(
+    dir: &std::path::Path,
+    identity: &durable::DataIdentity,
+) -> Result<(durable::Storage, log_store::LogStore, state_machine::StateMachine), OpenStorageError>
+{
+    let storage = durable::Storage::open(dir, identity)?;
+    let log = log_store::LogStore::open(&storage).map_err(|source| {
+        OpenStorageError::Open(durable::OpenError::Sled {
+            path: dir.to_owned(),
+            source,
+        })
+    })?;
+    let sm = state_machine::StateMachine::open(&storage).map_err(OpenStorageError::Restore)?;
+    Ok((storage, log, sm))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStorageError {
+    #[error(transparent)]
+    Open(#[from] durable::OpenError),
+    #[error("restore the state machine from its snapshot: {0}")]
+    Restore(StorageError),
+}

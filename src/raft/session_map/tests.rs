@@ -1,0 +1,203 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn session(id: &str, uri: &str) -> Session {
+    Session {
+        id: id.to_owned(),
+        uri: uri.to_owned(),
+        start: "2024-05-01T10:20:30Z".to_owned(),
+        capabilities: "{\n}".to_owned(),
+        stereotype: "{\n}".to_owned(),
+    }
+}
+
+fn add(at: i64, id: &str, uri: &str) -> Proposal {
+    Proposal {
+        at,
+        event_id: None,
+        op: Op::Add(session(id, uri)),
+    }
+}
+
+fn remove(at: i64, id: &str) -> Proposal {
+    Proposal {
+        at,
+        event_id: None,
+        op: Op::Remove {
+            id: id.to_owned(),
+            reason: RemovalReason::QuitCommand,
+        },
+    }
+}
+
+fn remove_by_uri(at: i64, uri: &str, event_id: Option<Uuid>) -> Proposal {
+    Proposal {
+        at,
+        event_id,
+        op: Op::RemoveByUri {
+            uri: uri.to_owned(),
+            reason: RemovalReason::NodeRestarted,
+        },
+    }
+}
+
+#[test]
+fn re_add_replaces_and_moves_to_the_new_node() {
+    let mut m = SessionMap::default();
+    m.apply(&add(1, "a", "http://n1:5555"));
+    m.apply(&add(2, "a", "http://n2:5555"));
+    assert_eq!(m.len(), 1);
+    assert_eq!(m.apply(&remove_by_uri(3, "http://n1:5555", None)).changed, 0);
+    assert!(matches!(m.get("a"), Lookup::Found(r) if r.session.uri == "http://n2:5555"));
+    assert_eq!(m.apply(&remove_by_uri(4, "http://n2:5555", None)).changed, 1);
+    assert!(matches!(m.get("a"), Lookup::Removed(t) if t.node == "http://n2:5555"));
+}
+
+#[test]
+fn remove_by_uri_matches_exactly() {
+    let mut m = SessionMap::default();
+    m.apply(&add(1, "a", "http://n:5555"));
+    m.apply(&add(1, "b", "http://n:5555/"));
+    m.apply(&add(1, "c", "http://n:5555"));
+    assert_eq!(m.apply(&remove_by_uri(2, "http://n:5555", None)).changed, 2);
+    assert!(matches!(m.get("b"), Lookup::Found(_)));
+}
+
+#[test]
+fn removal_is_remembered_with_time_reason_and_node_then_expires_by_log_time() {
+    let mut m = SessionMap::default();
+    m.apply(&add(1, "a", "http://n:5555"));
+    m.apply(&remove(10, "a"));
+    match m.get("a") {
+        Lookup::Removed(t) => {
+            assert_eq!(t.removed_at, 10);
+            assert_eq!(t.reason, RemovalReason::QuitCommand);
+            assert_eq!(t.node, "http://n:5555");
+        }
+        other => panic!("expected a tombstone, got {other:?}"),
+    }
+    // Removing an unknown id records nothing.
+    m.apply(&remove(11, "never"));
+    assert!(matches!(m.get("never"), Lookup::Missing));
+    // Only a later log entry moves the clock past the expiry.
+    m.apply(&remove(10 + TOMBSTONE_TTL_NANOS + 1, "x"));
+    assert!(matches!(m.get("a"), Lookup::Missing));
+}
+
+#[test]
+fn re_add_after_removal_is_found_again() {
+    let mut m = SessionMap::default();
+    m.apply(&add(1, "a", "u"));
+    m.apply(&remove(2, "a"));
+    m.apply(&add(3, "a", "u"));
+    assert!(matches!(m.get("a"), Lookup::Found(_)));
+}
+
+#[test]
+fn the_same_event_applies_once() {
+    let mut m = SessionMap::default();
+    let event = Uuid::new_v4();
+    m.apply(&add(1, "a", "u"));
+    let first = m.apply(&remove_by_uri(2, "u", Some(event)));
+    assert_eq!((first.changed, first.duplicate), (1, false));
+    m.apply(&add(3, "a", "u"));
+    let again = m.apply(&remove_by_uri(4, "u", Some(event)));
+    assert!(again.duplicate);
+    assert!(matches!(m.get("a"), Lookup::Found(_)));
+}
+
+#[test]
+fn event_memory_and_tombstones_are_bounded() {
+    let mut m = SessionMap::default();
+    for i in 0..(MAX_EVENT_IDS + 10) {
+        m.apply(&remove_by_uri(i as i64, "u", Some(Uuid::new_v4())));
+    }
+    assert_eq!(m.events.len(), MAX_EVENT_IDS);
+    assert_eq!(m.event_order.len(), MAX_EVENT_IDS);
+    for i in 0..(MAX_TOMBSTONES + 5) {
+        let id = format!("s{i}");
+        m.apply(&add(1, &id, "u"));
+        m.apply(&remove(1, &id));
+    }
+    assert!(m.tombstones.len() <= MAX_TOMBSTONES);
+    assert!(m.tombstone_order.len() <= MAX_TOMBSTONES);
+}
+
+#[test]
+fn image_round_trip_keeps_everything() {
+    let mut m = SessionMap::default();
+    m.apply(&add(1, "a", "u1"));
+    m.apply(&add(2, "b", "u2"));
+    m.apply(&remove(3, "a"));
+    let e = Uuid::new_v4();
+    m.apply(&remove_by_uri(4, "none", Some(e)));
+    let image = m.to_image();
+    let bytes = bincode::serialize(&image).unwrap();
+    let mut back = SessionMap::from_image(bincode::deserialize(&bytes).unwrap());
+    assert!(matches!(back.get("a"), Lookup::Removed(_)));
+    assert!(matches!(back.get("b"), Lookup::Found(_)));
+    assert!(back.apply(&remove_by_uri(5, "none", Some(e))).duplicate);
+    assert_eq!(back.apply(&remove_by_uri(6, "u2", None)).changed, 1);
+}
+
+#[derive(Debug, Clone)]
+enum ModelOp {
+    Add(u8, u8),
+    Remove(u8),
+    RemoveByUri(u8),
+}
+
+fn model_op() -> impl Strategy<Value = ModelOp> {
+    prop_oneof![
+        (0u8..16, 0u8..4).prop_map(|(i, u)| ModelOp::Add(i, u)),
+        (0u8..16).prop_map(ModelOp::Remove),
+        (0u8..4).prop_map(ModelOp::RemoveByUri),
+    ]
+}
+
+proptest! {
+    /// The map behaves like a `BTreeMap<id, uri>`, and a snapshot image restores the same map.
+    #[test]
+    fn behaves_like_a_btreemap(ops in proptest::collection::vec(model_op(), 0..200)) {
+        let mut m = SessionMap::default();
+        let mut model: BTreeMap<String, String> = BTreeMap::new();
+        for (t, op) in ops.iter().enumerate() {
+            let at = t as i64;
+            match op {
+                ModelOp::Add(i, u) => {
+                    let (id, uri) = (format!("s{i}"), format!("http://n{u}"));
+                    m.apply(&add(at, &id, &uri));
+                    model.insert(id, uri);
+                }
+                ModelOp::Remove(i) => {
+                    let id = format!("s{i}");
+                    let changed = m.apply(&remove(at, &id)).changed;
+                    prop_assert_eq!(changed == 1, model.remove(&id).is_some());
+                }
+                ModelOp::RemoveByUri(u) => {
+                    let uri = format!("http://n{u}");
+                    let before = model.len();
+                    model.retain(|_, v| *v != uri);
+                    let changed = m.apply(&remove_by_uri(at, &uri, None)).changed;
+                    prop_assert_eq!(changed as usize, before - model.len());
+                }
+            }
+        }
+        let restored = SessionMap::from_image(m.to_image());
+        for map in [&m, &restored] {
+            prop_assert_eq!(map.len(), model.len());
+            for i in 0..16u8 {
+                let id = format!("s{i}");
+                match (map.get(&id), model.get(&id)) {
+                    (Lookup::Found(r), Some(uri)) => prop_assert_eq!(&r.session.uri, uri),
+                    (Lookup::Found(_), None) => prop_assert!(false, "{} should be gone", id),
+                    (_, Some(_)) => prop_assert!(false, "{} should be present", id),
+                    (_, None) => {}
+                }
+            }
+        }
+    }
+}
