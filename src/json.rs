@@ -1,0 +1,189 @@
+//! Selenium's `Json` writer (`org.openqa.selenium.json.JsonOutput`), byte for byte.
+//!
+//! The Java Grid stores capabilities in Redis and Postgres as the exact text its writer produces,
+//! and gridraft mirrors into those stores, so this module reproduces that text (grid-protocol.md
+//! §2.10): the pretty and compact layouts, Java's string escaping and Java's number text.
+//! Numbers are normalised once, when a document is parsed ([`normalise_numbers`]); the writers
+//! then print each number's stored text (spelling only the exponent Java's way), which is why a
+//! `Value` handed to a writer must have been normalised first. This module owns no I/O and knows nothing about sessions.
+
+mod number;
+
+#[cfg(test)]
+mod tests;
+
+use serde_json::{Map, Number, Value};
+
+pub use number::{java_double_to_string, normalise_number};
+
+/// A JSON document that Selenium's reader would reject or could not represent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    /// An integer literal outside the signed 64-bit range (Java reads numbers as `Long`).
+    #[error("integer out of the 64-bit range: {0}")]
+    IntegerOutOfRange(String),
+    /// A non-integer literal that is not a finite `double`.
+    #[error("number out of the double range: {0}")]
+    DoubleOutOfRange(String),
+    /// Text that is not a JSON number at all (only reachable through [`normalise_number`]).
+    #[error("not a JSON number: {0}")]
+    NotANumber(String),
+}
+
+/// Java's line separator in `JsonOutput`; fixed, not the platform's.
+const NEWLINE: char = '\n';
+/// Java indents two spaces per nesting level.
+const INDENT: &str = "  ";
+
+/// Rewrites every number in `value`, at any depth, into the text Java would print for it.
+///
+/// Doing this once at parse time keeps the writers trivial and makes a stored document print the
+/// same way on every member. Object key order is kept.
+pub fn normalise_numbers(value: Value) -> Result<Value, JsonError> {
+    Ok(match value {
+        Value::Number(n) => Value::Number(normalise_number(&n)?),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(normalise_numbers)
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => {
+            let mut out = Map::with_capacity(map.len());
+            for (k, v) in map {
+                out.insert(k, normalise_numbers(v)?);
+            }
+            Value::Object(out)
+        }
+        other => other,
+    })
+}
+
+/// Appends `value` in Java's pretty layout, as if it started at nesting level `indent`.
+///
+/// The first line is not indented (the caller has already written the `"name": ` or the
+/// indentation in front of it); nested lines and the closing bracket are.
+pub fn write_pretty(value: &Value, indent: usize, out: &mut String) {
+    write_value(value, Some(indent), out);
+}
+
+/// Appends `value` in Java's compact layout: no newlines, but still `": "` after names.
+pub fn write_compact(value: &Value, out: &mut String) {
+    write_value(value, None, out);
+}
+
+/// `value` in the pretty layout at nesting level 0, as `new Json().toJson(value)` returns it.
+pub fn to_pretty_string(value: &Value) -> String {
+    let mut out = String::new();
+    write_pretty(value, 0, &mut out);
+    out
+}
+
+/// `level` is `None` for the compact layout.
+fn write_value(value: &Value, level: Option<usize>, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            write_container(('[', ']'), items.iter().map(|v| (None, v)), level, out)
+        }
+        Value::Object(map) => write_container(
+            ('{', '}'),
+            map.iter().map(|(k, v)| (Some(k.as_str()), v)),
+            level,
+            out,
+        ),
+    }
+}
+
+/// Objects and arrays share one layout; array members simply have no name.
+fn write_container<'a>(
+    (open, close): (char, char),
+    members: impl Iterator<Item = (Option<&'a str>, &'a Value)>,
+    level: Option<usize>,
+    out: &mut String,
+) {
+    out.push(open);
+    let inner = level.map(|l| l + 1);
+    for (i, (name, value)) in members.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        line_break(inner, out);
+        if let Some(name) = name {
+            write_string(name, out);
+            out.push_str(": ");
+        }
+        write_value(value, inner, out);
+    }
+    // Java breaks the line before the closing bracket even when the container is empty, which is
+    // where `"args": [\n    ]` comes from.
+    line_break(level, out);
+    out.push(close);
+}
+
+/// A newline plus indentation to `level` in the pretty layout; nothing in the compact one.
+fn line_break(level: Option<usize>, out: &mut String) {
+    if let Some(level) = level {
+        out.push(NEWLINE);
+        for _ in 0..level {
+            out.push_str(INDENT);
+        }
+    }
+}
+
+/// Prints the stored text: [`normalise_numbers`] has already turned it into Java's form, except
+/// for the exponent, which serde_json's parser always stores as `e+` or `e-` while Java's
+/// `Double.toString` writes `E` or `E-`. A normalised number has no other letter or `+`.
+fn write_number(n: &Number, out: &mut String) {
+    let text = n.as_str();
+    match text.split_once('e') {
+        Some((mantissa, exponent)) => {
+            out.push_str(mantissa);
+            out.push('E');
+            out.push_str(exponent.strip_prefix('+').unwrap_or(exponent));
+        }
+        None => out.push_str(text),
+    }
+}
+
+/// Appends `s` as a JSON string literal with Java's escaping (grid-protocol.md §2.10).
+///
+/// `/`, `<` and `&` are escaped because Selenium guards against HTML/script injection; U+2028 is
+/// escaped because JavaScript treats it as a line break, but U+2029 is not (Selenium's table
+/// simply lacks it), and neither is U+007F.
+pub fn write_string(s: &str, out: &mut String) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' => out.push_str("\\u002f"),
+            '<' => out.push_str("\\u003c"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' => push_unicode_escape(c, out),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `\u00xx` with lower-case hex, as Java's `String.format("\\u%04x", ...)` gives.
+fn push_unicode_escape(c: char, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let code = c as u32;
+    out.push_str("\\u");
+    for shift in [12, 8, 4, 0] {
+        let digit = (code >> shift) & 0xf;
+        out.push(char::from(HEX[digit as usize]));
+    }
+}

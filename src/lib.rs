@@ -3,6 +3,18 @@
 //! # Layout
 //! - [`session`], [`json`]: the Grid's session type, its parsing and Selenium-exact JSON output.
 //! - [`raft`]: openraft type config, the sled log store and state machine, the peer network.
+//! - [`cluster`]: serving on any member: forwarding writes, ReadIndex reads, bootstrap, membership.
+//! - [`api`]: the public Grid listener and the secret-guarded peer listener.
+//! - [`client`]: typed client for the peer port (forwarding, admin, CLI, tests).
+//! - [`config`], [`cli`], [`telemetry`]: settings, flags, logs and metrics.
+//! - [`node`]: wiring and shutdown.
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod cluster;
+pub mod config;
 pub mod json;
+pub mod node;
 pub mod raft;
 pub mod session;
+pub mod telemetry;

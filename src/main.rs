@@ -1,1 +1,100 @@
-fn main() {}
+//! The `gridraft` binary: parse flags, load settings, run.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use gridraft::cli::{Cli, ClusterAction, ClusterArgs, Command, ServeArgs};
+use gridraft::client::{AddMember, PeerClient, RemoveMember};
+use gridraft::{node, telemetry};
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let result = runtime.block_on(async {
+        match cli.command {
+            None => serve(ServeArgs::default()).await,
+            Some(Command::Serve(args)) => serve(args).await,
+            Some(Command::PrintConfig(args)) => print_config(args),
+            Some(Command::Cluster(args)) => cluster(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gridraft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let settings = args.load()?;
+    let cfg = settings.validate()?;
+    telemetry::init_logging(&cfg.log_format);
+    let public = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("bind the public listener on {}", cfg.listen))?;
+    let peer = TcpListener::bind(cfg.peer_listen)
+        .await
+        .with_context(|| format!("bind the peer listener on {}", cfg.peer_listen))?;
+    let member = node::start(&cfg, public, peer).await?;
+    wait_for_signal().await;
+    tracing::info!("signal received; stopping");
+    member.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn print_config(args: ServeArgs) -> Result<()> {
+    let settings = args.load()?;
+    settings.validate()?;
+    print!("{}", settings.to_redacted_toml());
+    Ok(())
+}
+
+async fn cluster(args: ClusterArgs) -> Result<()> {
+    let secret = match (&args.cluster_secret, &args.cluster_secret_file) {
+        (Some(s), _) => s.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("read {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => anyhow::bail!("give --cluster-secret-file or GRIDRAFT_CLUSTER_SECRET"),
+    };
+    let client = PeerClient::new(reqwest::Client::new(), Arc::from(secret));
+    let post = reqwest::Method::POST;
+    let answer = match args.action {
+        ClusterAction::Status => {
+            client
+                .admin(&args.peer, reqwest::Method::GET, "/admin/status", None::<&()>)
+                .await?
+        }
+        ClusterAction::Init => client.admin(&args.peer, post, "/admin/init", None::<&()>).await?,
+        ClusterAction::Add { id, addr } => {
+            client
+                .admin(&args.peer, post, "/admin/add", Some(&AddMember { id, addr }))
+                .await?
+        }
+        ClusterAction::Remove { id } => {
+            client
+                .admin(&args.peer, post, "/admin/remove", Some(&RemoveMember { id }))
+                .await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}

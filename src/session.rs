@@ -1,62 +1,181 @@
-//! Temporary stand-in for the session domain type; replaced by the full parser.
-use serde::{Deserialize, Serialize};
+//! The session record of the session map and everything about its wire form: parsing the body
+//! of `POST /se/grid/session`, normalising it the way the Java `LocalSessionMap` does, and
+//! rendering the exact bytes Java answers with (grid-protocol.md §2.3–§2.6, §2.9).
+//!
+//! A [`Session`] is stored already rendered: capabilities and stereotype as Selenium's pretty
+//! JSON text, `start` as `Instant.toString()`. That makes the Raft log entry small and
+//! deterministic, makes the hot `GET` a string concatenation, and gives the Redis and Postgres
+//! mirrors their values for free. This module is pure: no I/O, no clock, no HTTP status codes.
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+mod instant;
+mod uri;
+
+#[cfg(test)]
+mod tests;
+
+use serde_json::{Map, Value};
+
+use crate::json;
+
+pub use instant::{format_instant_nanos, parse_start};
+
+/// A session as stored, already normalised. All fields are strings so the type is
+/// cheap to encode with bincode in the Raft log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     pub id: String,
+    /// `URI.toString()` of the node's external URI, raw (not JSON).
     pub uri: String,
+    /// `Instant.toString()` form, e.g. `2024-05-01T10:20:30.123400Z`.
     pub start: String,
+    /// Capabilities rendered in Selenium's pretty JSON at indent level 0, top-level keys sorted
+    /// (Java String order = UTF-16 code unit order), top-level nulls dropped, nested order kept.
     pub capabilities: String,
+    /// Stereotype, same normalisation and rendering.
     pub stereotype: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why a `POST /se/grid/session` body was refused; both are 500 `unknown error` in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AddError {
+    /// The body is the JSON literal `null`.
     #[error("Session to add must be set")]
     NullBody,
+    /// Anything else that is not a valid session (§2.3); the API message quotes the raw body.
     #[error("Unable to parse")]
     Unparsable,
 }
 
-pub fn parse_add_body(body: &[u8]) -> Result<Session, AddError> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| AddError::Unparsable)?;
-    if v.is_null() {
-        return Err(AddError::NullBody);
+impl AddError {
+    /// The exact W3C `message` Java gives for this error and request body.
+    pub fn message(&self, body: &[u8]) -> String {
+        match self {
+            AddError::NullBody => "Session to add must be set".to_owned(),
+            AddError::Unparsable => format!("Unable to parse: {}", String::from_utf8_lossy(body)),
+        }
     }
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned).ok_or(AddError::Unparsable);
+}
+
+/// Parses and normalises the body of `POST /se/grid/session`.
+///
+/// All five fields are required and other top-level keys are ignored; duplicate keys keep the
+/// last value, as Java's streaming reader does.
+pub fn parse_add_body(body: &[u8]) -> Result<Session, AddError> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| AddError::Unparsable)?;
+    let mut fields = match value {
+        Value::Object(fields) => fields,
+        Value::Null => return Err(AddError::NullBody),
+        _ => return Err(AddError::Unparsable),
+    };
+    let id = take_string(&mut fields, "sessionId")?;
+    let uri = take_string(&mut fields, "uri")?;
+    if !uri::is_java_uri(&uri) {
+        return Err(AddError::Unparsable);
+    }
+    let start = fields
+        .get("start")
+        .and_then(parse_start)
+        .ok_or(AddError::Unparsable)?;
     Ok(Session {
-        id: s("sessionId")?,
-        uri: s("uri")?,
-        start: s("start")?,
-        capabilities: v.get("capabilities").ok_or(AddError::Unparsable)?.to_string(),
-        stereotype: v.get("stereotype").ok_or(AddError::Unparsable)?.to_string(),
+        id,
+        uri,
+        start: format_instant_nanos(start),
+        capabilities: render_capabilities(fields.remove("capabilities"))?,
+        stereotype: render_capabilities(fields.remove("stereotype"))?,
     })
 }
 
+fn take_string(fields: &mut Map<String, Value>, name: &str) -> Result<String, AddError> {
+    match fields.remove(name) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(AddError::Unparsable),
+    }
+}
+
+/// Java copies capabilities into an `ImmutableCapabilities` (a `TreeMap` without null values),
+/// so only the top level is sorted and stripped of nulls; nested maps keep their parse order.
+fn render_capabilities(value: Option<Value>) -> Result<String, AddError> {
+    let Some(Value::Object(map)) = value else {
+        return Err(AddError::Unparsable);
+    };
+    let mut entries: Vec<(String, Value)> = map.into_iter().filter(|(_, v)| !v.is_null()).collect();
+    // Java compares strings by UTF-16 code units, which differs from Rust's byte order for
+    // characters at and above U+E000 versus supplementary-plane characters.
+    entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+    let mut sorted = Map::with_capacity(entries.len());
+    for (key, value) in entries {
+        let value = json::normalise_numbers(value).map_err(|_| AddError::Unparsable)?;
+        sorted.insert(key, value);
+    }
+    Ok(json::to_pretty_string(&Value::Object(sorted)))
+}
+
 impl Session {
+    /// The complete body of a 200 answer to GET /se/grid/session/{id}: `{"value": {...}}`,
+    /// pretty, byte-identical to Java.
     pub fn render_get_body(&self) -> String {
-        format!(
-            "{{\"value\": {{\"capabilities\": {}, \"sessionId\": {:?}, \"start\": {:?}, \"stereotype\": {}, \"uri\": {:?}}}}}",
-            self.capabilities, self.id, self.start, self.stereotype, self.uri
-        )
+        let mut out = String::with_capacity(
+            self.capabilities.len() + self.stereotype.len() + self.id.len() + self.uri.len() + 160,
+        );
+        out.push_str("{\n  \"value\": {\n    \"capabilities\": ");
+        push_nested(&self.capabilities, &mut out);
+        out.push_str(",\n    \"sessionId\": ");
+        json::write_string(&self.id, &mut out);
+        out.push_str(",\n    \"start\": ");
+        json::write_string(&self.start, &mut out);
+        out.push_str(",\n    \"stereotype\": ");
+        push_nested(&self.stereotype, &mut out);
+        out.push_str(",\n    \"uri\": ");
+        json::write_string(&self.uri, &mut out);
+        out.push_str("\n  }\n}");
+        out
     }
+
+    /// The complete body of a 200 answer to GET /se/grid/session/{id}/uri.
     pub fn render_uri_body(&self) -> String {
-        format!("{{\"value\": {:?}}}", self.uri)
+        let mut out = String::with_capacity(self.uri.len() + 32);
+        out.push_str("{\n  \"value\": ");
+        json::write_string(&self.uri, &mut out);
+        out.push_str("\n}");
+        out
     }
+
+    /// `"` + start + `"`: the stored form Selenium writes to Redis `session:<id>:start` and
+    /// Postgres `session_start`.
     pub fn start_json(&self) -> String {
-        format!("\"{}\"", self.start)
+        let mut out = String::with_capacity(self.start.len() + 2);
+        json::write_string(&self.start, &mut out);
+        out
     }
 }
 
-pub fn format_instant_nanos(nanos: i128) -> String {
-    format!("{nanos}")
+/// Embeds a document rendered at level 0 two levels deeper. The pretty writer escapes every
+/// newline inside strings, so each raw `\n` is a line break that only needs more indentation.
+fn push_nested(level0: &str, out: &mut String) {
+    for (i, line) in level0.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str("\n    ");
+        }
+        out.push_str(line);
+    }
 }
 
+/// The pretty W3C error body with keys in Java's order:
+/// `{"value": {"stacktrace": "", "error": .., "message": ..}}`.
 pub fn w3c_error_body(error: &str, message: &str) -> String {
-    serde_json::json!({"value": {"stacktrace": "", "error": error, "message": message}}).to_string()
+    let mut inner = Map::new();
+    inner.insert("stacktrace".to_owned(), Value::String(String::new()));
+    inner.insert("error".to_owned(), Value::String(error.to_owned()));
+    inner.insert("message".to_owned(), Value::String(message.to_owned()));
+    let mut outer = Map::new();
+    outer.insert("value".to_owned(), Value::Object(inner));
+    json::to_pretty_string(&Value::Object(outer))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Why a session was removed: Selenium's `SessionClosedReason`. Serialised with the Java enum
+/// names so that log entries and events read the same as on the Java side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RemovalReason {
     QuitCommand,
     Timeout,
@@ -65,6 +184,7 @@ pub enum RemovalReason {
 }
 
 impl RemovalReason {
+    /// The reason text shown in the 404 message after removal (§2.9).
     pub fn text(&self) -> &'static str {
         match self {
             RemovalReason::QuitCommand => "session closed normally (QUIT command)",
@@ -73,31 +193,58 @@ impl RemovalReason {
             RemovalReason::NodeRestarted => "node was restarted",
         }
     }
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "QUIT_COMMAND" => Some(Self::QuitCommand),
-            "TIMEOUT" => Some(Self::Timeout),
-            "NODE_REMOVED" => Some(Self::NodeRemoved),
-            "NODE_RESTARTED" => Some(Self::NodeRestarted),
-            _ => None,
+
+    /// The Java enum name, e.g. `QUIT_COMMAND`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RemovalReason::QuitCommand => "QUIT_COMMAND",
+            RemovalReason::Timeout => "TIMEOUT",
+            RemovalReason::NodeRemoved => "NODE_REMOVED",
+            RemovalReason::NodeRestarted => "NODE_RESTARTED",
         }
+    }
+
+    /// Parses an exact Java enum name (case-sensitive, as `Enum.valueOf`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            RemovalReason::QuitCommand,
+            RemovalReason::Timeout,
+            RemovalReason::NodeRemoved,
+            RemovalReason::NodeRestarted,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
     }
 }
 
+/// The 404 message for an id, with or without removal info (see §2.9 "Removal memory"):
+/// `Unable to find session with ID: <id>` or `Unable to find session with ID: <id>. Session was
+/// removed at <instant> (<n> seconds ago), reason: <text>, node: <uri>` ("1 second ago" when
+/// n == 1).
+///
+/// The removal time comes from the Raft leader's clock and `now_nanos` from this member's, so a
+/// removal that appears to lie in the future (clock skew) is reported as `0 seconds ago` rather
+/// than a negative age.
 pub fn not_found_message(
     id: &str,
     removal: Option<(&i128, RemovalReason, &str)>,
     now_nanos: i128,
 ) -> String {
-    match removal {
-        None => format!("Unable to find session with ID: {id}"),
-        Some((at, reason, node)) => {
-            let secs = (now_nanos - at) / 1_000_000_000;
-            format!(
-                "Unable to find session with ID: {id}. Session was removed at {} ({secs} seconds ago), reason: {}, node: {node}",
-                format_instant_nanos(*at),
-                reason.text()
-            )
-        }
-    }
+    let Some((removed_at, reason, node)) = removal else {
+        return format!("Unable to find session with ID: {id}");
+    };
+    let seconds = now_nanos
+        .saturating_sub(*removed_at)
+        .div_euclid(1_000_000_000)
+        .max(0);
+    let ago = if seconds == 1 {
+        "1 second ago".to_owned()
+    } else {
+        format!("{seconds} seconds ago")
+    };
+    format!(
+        "Unable to find session with ID: {id}. Session was removed at {} ({ago}), reason: {}, node: {node}",
+        format_instant_nanos(*removed_at),
+        reason.text(),
+    )
 }

@@ -1,0 +1,253 @@
+//! The public listener: Selenium's SessionMap routes plus `/status`, `/readyz` and `/healthz`,
+//! answered exactly as Java's `LocalSessionMap` server answers them (grid-protocol.md §2).
+//!
+//! Routing is done by hand rather than with axum's router because the contract's rules are
+//! unusual: the whole path is percent-decoded before matching (so `%2F` splits segments), HEAD
+//! is a GET without a body, PUT/PATCH/TRACE are refused before routing, and any other miss is a
+//! W3C `unknown command` 404 naming the method and path.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, Response, StatusCode};
+use axum::Router;
+use percent_encoding::percent_decode_str;
+
+use super::error::{ok, ApiError};
+use super::AppState;
+use crate::client::{LookupKind, PeerLookup};
+use crate::raft::session_map::{Tombstone, TOMBSTONE_TTL_NANOS};
+use crate::raft::{now_nanos, Op, Proposal};
+use crate::session::{not_found_message, parse_add_body, AddError, RemovalReason};
+
+const ADDED: &str = "{\n  \"value\": true\n}";
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+/// The routes a request can resolve to.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Add,
+    Get(String),
+    GetUri(String),
+    Delete(String),
+    Status,
+    Readyz,
+    Healthz,
+}
+
+impl Route {
+    fn label(&self) -> &'static str {
+        match self {
+            Route::Add => "add",
+            Route::Get(_) => "get",
+            Route::GetUri(_) => "get_uri",
+            Route::Delete(_) => "delete",
+            Route::Status => "status",
+            Route::Readyz => "readyz",
+            Route::Healthz => "healthz",
+        }
+    }
+}
+
+/// Resolves a method (HEAD already mapped to GET) and a raw path to a route.
+fn resolve(method: &Method, raw_path: &str) -> Option<Route> {
+    let path = percent_decode_str(raw_path).decode_utf8_lossy();
+    if let Some(rest) = path.strip_prefix("/se/grid/session") {
+        return match (method, rest) {
+            (&Method::POST, "") => Some(Route::Add),
+            (_, "") => None,
+            (_, rest) => {
+                let rest = rest.strip_prefix('/')?;
+                match rest.split_once('/') {
+                    None if *method == Method::GET => Some(Route::Get(rest.to_owned())),
+                    None if *method == Method::DELETE => Some(Route::Delete(rest.to_owned())),
+                    Some((id, "uri")) if *method == Method::GET => Some(Route::GetUri(id.to_owned())),
+                    _ => None,
+                }
+            }
+        };
+    }
+    match (method, path.as_ref()) {
+        (&Method::GET, "/status") => Some(Route::Status),
+        (&Method::GET, "/readyz") => Some(Route::Readyz),
+        (&Method::GET, "/healthz") => Some(Route::Healthz),
+        _ => None,
+    }
+}
+
+async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    if matches!(method, Method::PUT | Method::PATCH | Method::TRACE) {
+        return ApiError::MethodNotAllowed.into_response();
+    }
+    let routed_method = if method == Method::HEAD { Method::GET } else { method.clone() };
+    let raw_path = req.uri().path().to_owned();
+    let Some(route) = resolve(&routed_method, &raw_path) else {
+        state.metrics.requests.with_label_values(&["unknown", "404"]).inc();
+        return ApiError::UnknownCommand {
+            method: method.to_string(),
+            path: raw_path,
+        }
+        .into_response();
+    };
+    let label = route.label();
+    let response = match route {
+        Route::Add => add(&state, req).await,
+        Route::Get(id) => lookup(&state, &id, LookupKind::Session).await,
+        Route::GetUri(id) => lookup(&state, &id, LookupKind::Uri).await,
+        Route::Delete(id) => delete(&state, id).await,
+        Route::Status => Ok(status(&state)),
+        Route::Readyz => Ok(readyz(&state)),
+        Route::Healthz => Ok(ok("ok")),
+    };
+    let response = response.unwrap_or_else(ApiError::into_response);
+    state
+        .metrics
+        .requests
+        .with_label_values(&[label, response.status().as_str()])
+        .inc();
+    state
+        .metrics
+        .latency
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn add(state: &AppState, req: Request) -> Result<Response<Body>, ApiError> {
+    let body = axum::body::to_bytes(req.into_body(), state.max_body_bytes)
+        .await
+        .map_err(|e| {
+            ApiError::Unknown(format!(
+                "Unable to parse: request body refused ({e}); the limit is {} bytes",
+                state.max_body_bytes
+            ))
+        })?;
+    let session = parse_add_body(&body).map_err(|e| match e {
+        AddError::NullBody => ApiError::Unknown("Session to add must be set".into()),
+        AddError::Unparsable => {
+            ApiError::Unknown(format!("Unable to parse: {}", String::from_utf8_lossy(&body)))
+        }
+    })?;
+    let proposal = Proposal {
+        at: now_nanos(),
+        event_id: None,
+        op: Op::Add(session),
+    };
+    state
+        .cluster
+        .write(proposal)
+        .await
+        .map_err(|e| ApiError::Unknown(format!("Unable to add session: {e}")))?;
+    Ok(ok(ADDED))
+}
+
+async fn delete(state: &AppState, id: String) -> Result<Response<Body>, ApiError> {
+    let proposal = Proposal {
+        at: now_nanos(),
+        event_id: None,
+        op: Op::Remove {
+            id,
+            reason: RemovalReason::QuitCommand,
+        },
+    };
+    state
+        .cluster
+        .write(proposal)
+        .await
+        .map_err(|e| ApiError::Unknown(format!("Unable to remove session: {e}")))?;
+    Ok(ok(Body::empty()))
+}
+
+async fn lookup(state: &AppState, id: &str, kind: LookupKind) -> Result<Response<Body>, ApiError> {
+    let found = state
+        .cluster
+        .lookup(id, kind)
+        .await
+        .map_err(|e| ApiError::Unknown(format!("Unable to look up session {id}: {e}")))?;
+    match found {
+        PeerLookup::Found(body) => Ok(ok(body)),
+        PeerLookup::Removed(t) => Err(ApiError::NoSuchSession(removed_message(id, &t))),
+        PeerLookup::Missing => Err(ApiError::NoSuchSession(not_found_message(id, None, 0))),
+    }
+}
+
+/// The 404 message for a removed session; after 60 minutes (by this member's clock) the plain
+/// message, as Java's cache expiry gives.
+pub fn removed_message(id: &str, t: &Tombstone) -> String {
+    let now = now_nanos();
+    if now.saturating_sub(t.removed_at) >= TOMBSTONE_TTL_NANOS {
+        return not_found_message(id, None, 0);
+    }
+    not_found_message(
+        id,
+        Some((&i128::from(t.removed_at), t.reason, t.node.as_str())),
+        i128::from(now),
+    )
+}
+
+fn status(state: &AppState) -> Response<Body> {
+    let body = if state.cluster.is_ready() {
+        "{\n  \"value\": {\n    \"message\": \"Session map is ready.\",\n    \"ready\": true\n  }\n}"
+    } else {
+        "{\n  \"value\": {\n    \"message\": \"Session map is not ready: no leader can serve linearizable reads and writes.\",\n    \"ready\": false\n  }\n}"
+    };
+    let mut resp = ok(body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+fn readyz(state: &AppState) -> Response<Body> {
+    let ready = state.cluster.is_ready();
+    state.metrics.ready.set(i64::from(ready));
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = if ready {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_decoded_before_matching() {
+        assert_eq!(resolve(&Method::GET, "/se/grid/session/a%20b"), Some(Route::Get("a b".into())));
+        assert_eq!(resolve(&Method::GET, "/se/grid/session/a+b"), Some(Route::Get("a+b".into())));
+        assert_eq!(resolve(&Method::GET, "/se/grid/session/%C3%BC/uri"), Some(Route::GetUri("ü".into())));
+        assert_eq!(resolve(&Method::GET, "/se/grid/session/a%2Fb"), None);
+        assert_eq!(resolve(&Method::GET, "/se/grid/session/a%2Furi"), Some(Route::GetUri("a".into())));
+    }
+
+    #[test]
+    fn only_exact_paths_and_methods_match() {
+        for (m, p) in [
+            (Method::GET, "/STATUS"),
+            (Method::GET, "/status/"),
+            (Method::GET, "/se/grid/session/"),
+            (Method::GET, "/se/grid/session"),
+            (Method::GET, "/se/grid//session/x"),
+            (Method::POST, "/se/grid/session/x"),
+            (Method::DELETE, "/status"),
+            (Method::POST, "/status"),
+            (Method::OPTIONS, "/status"),
+            (Method::DELETE, "/se/grid/session/x/uri"),
+        ] {
+            assert_eq!(resolve(&m, p), None, "{m} {p}");
+        }
+        assert_eq!(resolve(&Method::POST, "/se/grid/session"), Some(Route::Add));
+        assert_eq!(resolve(&Method::DELETE, "/se/grid/session/x"), Some(Route::Delete("x".into())));
+    }
+}

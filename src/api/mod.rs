@@ -1,0 +1,19 @@
+//! HTTP: the public Grid listener ([`grid`]) and the secret-guarded peer listener ([`peer`]).
+
+pub mod error;
+pub mod grid;
+pub mod peer;
+
+use std::sync::Arc;
+
+use crate::cluster::Cluster;
+use crate::telemetry::Metrics;
+
+/// Shared by every handler of both listeners.
+pub struct AppState {
+    pub cluster: Arc<Cluster>,
+    pub metrics: Metrics,
+    pub max_body_bytes: usize,
+    pub secret: Arc<str>,
+    pub cluster_name: String,
+}

@@ -1,0 +1,208 @@
+//! The peer listener: Raft RPC, write forwarding, ReadIndex, admin and `/metrics`. Every route
+//! requires `Authorization: Bearer <cluster secret>`; without it the answer is 401 and nothing
+//! changes. Raft and forwarding bodies are bincode; admin bodies are JSON.
+
+use std::sync::Arc;
+
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::AppState;
+use crate::client::{self, AddMember, LookupKind, PeerInfo, Reject, RemoveMember};
+use crate::cluster::membership::{ADD_PATH, REMOVE_PATH};
+use crate::cluster::Leader;
+use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use crate::raft::{Proposal, TypeConfig};
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(APPEND_PATH, post(append))
+        .route(VOTE_PATH, post(vote))
+        .route(SNAPSHOT_PATH, post(snapshot))
+        .route(client::WRITE_PATH, post(write))
+        .route(client::READ_INDEX_PATH, post(read_index))
+        .route(client::LOOKUP_PATH, post(lookup))
+        .route(client::TIMEOUT_NOW_PATH, post(timeout_now))
+        .route(client::INFO_PATH, get(info))
+        .route("/admin/status", get(status))
+        .route("/admin/init", post(init))
+        .route(ADD_PATH, post(add_member))
+        .route(REMOVE_PATH, post(remove_member))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_secret))
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
+        .with_state(state)
+}
+
+async fn require_secret(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), state.secret.as_bytes()) => next.run(req).await,
+        _ => (StatusCode::UNAUTHORIZED, "the cluster secret is required\n").into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    bincode::deserialize(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable request: {e}\n")).into_response())
+}
+
+fn encode<T: Serialize>(value: &T) -> Response {
+    match bincode::serialize(value) {
+        Ok(bytes) => Body::from(bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encode answer: {e}\n")).into_response(),
+    }
+}
+
+async fn append(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    encode(&s.cluster.raft.append_entries(req).await)
+}
+
+async fn vote(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: VoteRequest<u64> = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    encode(&s.cluster.raft.vote(req).await)
+}
+
+async fn snapshot(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    encode(&s.cluster.raft.install_snapshot(req).await)
+}
+
+async fn write(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+    let p: Proposal = match decode(&body) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let result = match s.cluster.leader() {
+        Leader::Me => s.cluster.write_here(p, s.cluster.settings.write_timeout).await,
+        _ => Err(Reject::NotLeader {
+            leader: s.cluster.raft.current_leader().await,
+        }),
+    };
+    encode(&result)
+}
+
+async fn read_index(State(s): State<Arc<AppState>>) -> Response {
+    let result = match s.cluster.leader() {
+        Leader::Me => s
+            .cluster
+            .leader_read_index()
+            .await
+            .map_err(|e| Reject::Failed(e.to_string())),
+        _ => Err(Reject::NotLeader {
+            leader: s.cluster.raft.current_leader().await,
+        }),
+    };
+    encode(&result)
+}
+
+async fn lookup(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+    let (id, kind): (String, LookupKind) = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let result = match s.cluster.leader() {
+        Leader::Me => match s.cluster.read_barrier().await {
+            Ok(()) => Ok(s.cluster.lookup_here(&id, kind)),
+            Err(e) => Err(Reject::Failed(e.to_string())),
+        },
+        _ => Err(Reject::NotLeader {
+            leader: s.cluster.raft.current_leader().await,
+        }),
+    };
+    encode(&result)
+}
+
+async fn timeout_now(State(s): State<Arc<AppState>>) -> Response {
+    let result: Result<(), Reject> = s
+        .cluster
+        .raft
+        .trigger()
+        .elect()
+        .await
+        .map_err(|e| Reject::Failed(e.to_string()));
+    encode(&result)
+}
+
+async fn info(State(s): State<Arc<AppState>>) -> Json<PeerInfo> {
+    Json(PeerInfo {
+        node_id: s.cluster.id(),
+        cluster: s.cluster_name.clone(),
+        initialized: s.cluster.raft.is_initialized().await.unwrap_or(false),
+    })
+}
+
+async fn status(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(s.cluster.status())
+}
+
+async fn init(State(s): State<Arc<AppState>>) -> Response {
+    let members = s.cluster.raft.metrics().borrow().membership_config.membership().clone();
+    if members.voter_ids().count() > 0 {
+        return (StatusCode::CONFLICT, Json(serde_json::json!({"error": "the cluster is already initialised"}))).into_response();
+    }
+    match s.cluster.initialize_from_static_members().await {
+        Ok(()) => Json(s.cluster.status()).into_response(),
+        Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({"error": e}))).into_response(),
+    }
+}
+
+async fn add_member(State(s): State<Arc<AppState>>, Json(req): Json<AddMember>) -> Response {
+    match s.cluster.add_member(&req).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn remove_member(State(s): State<Arc<AppState>>, Json(req): Json<RemoveMember>) -> Response {
+    match s.cluster.remove_member(&req).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let m = s.cluster.raft.metrics().borrow().clone();
+    let g = &s.metrics;
+    g.term.set(m.current_term as i64);
+    g.leader.set(m.current_leader.map(|l| l as i64).unwrap_or(-1));
+    g.is_leader.set(i64::from(m.current_leader == Some(m.id)));
+    g.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
+    g.applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+    g.snapshot_index.set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
+    g.live_sessions.set(s.cluster.reader.len() as i64);
+    g.ready.set(i64::from(s.cluster.is_ready()));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+

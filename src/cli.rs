@@ -1,0 +1,153 @@
+//! Command-line interface. Every serve flag has a `GRIDRAFT_*` variable and a TOML key
+//! (see `config/gridraft.example.toml`); flags win over the environment, which wins over the file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigError, Settings};
+
+#[derive(Debug, Parser)]
+#[command(name = "gridraft", version, about = "A Raft-replicated SessionMap for Selenium Grid 4")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a member (the default when no command is given).
+    Serve(ServeArgs),
+    /// Print the effective configuration, secrets redacted, and exit.
+    PrintConfig(ServeArgs),
+    /// Inspect or change the cluster through a member's peer port.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "GRIDRAFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This member's id.
+    #[arg(long, env = "GRIDRAFT_ID")]
+    pub id: Option<u64>,
+    /// Public Grid address (default 0.0.0.0:5556).
+    #[arg(long, env = "GRIDRAFT_LISTEN")]
+    pub listen: Option<String>,
+    /// Peer address for Raft, forwarding and admin (default 127.0.0.1:7556).
+    #[arg(long, env = "GRIDRAFT_PEER_LISTEN")]
+    pub peer_listen: Option<String>,
+    /// Peer address other members use to reach this one.
+    #[arg(long, env = "GRIDRAFT_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
+    /// Data directory (default ./data).
+    #[arg(long, env = "GRIDRAFT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Static member list: 1=host:port,2=host:port,3=host:port (peer addresses).
+    #[arg(long, env = "GRIDRAFT_MEMBERS")]
+    pub members: Option<String>,
+    /// Cluster name recorded in the data directory.
+    #[arg(long, env = "GRIDRAFT_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// File holding the cluster secret.
+    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The cluster secret (prefer the file or the environment variable).
+    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "GRIDRAFT_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    #[arg(long, env = "GRIDRAFT_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<String>,
+    #[arg(long, env = "GRIDRAFT_ELECTION_TIMEOUT_MIN")]
+    pub election_timeout_min: Option<String>,
+    #[arg(long, env = "GRIDRAFT_ELECTION_TIMEOUT_MAX")]
+    pub election_timeout_max: Option<String>,
+    #[arg(long, env = "GRIDRAFT_SNAPSHOT_AFTER_ENTRIES")]
+    pub snapshot_after_entries: Option<u64>,
+    #[arg(long, env = "GRIDRAFT_WRITE_TIMEOUT")]
+    pub write_timeout: Option<String>,
+    #[arg(long, env = "GRIDRAFT_READ_TIMEOUT")]
+    pub read_timeout: Option<String>,
+    /// follower (answer reads locally after a ReadIndex round) or leader (forward reads).
+    #[arg(long, env = "GRIDRAFT_READ_MODE")]
+    pub read_mode: Option<String>,
+    #[arg(long, env = "GRIDRAFT_READY_GRACE")]
+    pub ready_grace: Option<String>,
+    #[arg(long, env = "GRIDRAFT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+}
+
+impl ServeArgs {
+    /// Defaults, then the file, then environment and flags (clap merges those two).
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        let mut s = match &self.config {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        macro_rules! overlay {
+            ($($field:ident => $($target:ident).+),* $(,)?) => {
+                $(if let Some(v) = &self.$field { s.$($target).+ = v.clone().into(); })*
+            };
+        }
+        overlay!(
+            id => id,
+            listen => listen,
+            peer_listen => peer_listen,
+            data_dir => data_dir,
+            members => members,
+            cluster_name => cluster_name,
+            log_format => log_format,
+            heartbeat_interval => raft.heartbeat_interval,
+            election_timeout_min => raft.election_timeout_min,
+            election_timeout_max => raft.election_timeout_max,
+            snapshot_after_entries => raft.snapshot_after_entries,
+            write_timeout => grid.write_timeout,
+            read_timeout => grid.read_timeout,
+            read_mode => grid.read_mode,
+            ready_grace => grid.ready_grace,
+            max_body_bytes => grid.max_body_bytes,
+        );
+        if let Some(v) = &self.advertise_peer {
+            s.advertise_peer = Some(v.clone());
+        }
+        if let Some(v) = &self.cluster_secret_file {
+            s.cluster_secret_file = Some(v.clone());
+        }
+        if let Some(v) = &self.cluster_secret {
+            s.cluster_secret = Some(v.clone());
+        }
+        Ok(s)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Peer address of any member.
+    #[arg(long, env = "GRIDRAFT_PEER", default_value = "127.0.0.1:7556")]
+    pub peer: String,
+    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    #[command(subcommand)]
+    pub action: ClusterAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterAction {
+    /// Leader, term, membership, and each member's log and apply progress.
+    Status,
+    /// Initialise a cluster from the static member list (normally automatic).
+    Init,
+    /// Add a member: as a learner, wait for it to catch up, then promote it to voter.
+    Add {
+        id: u64,
+        /// The new member's peer address, host:port.
+        addr: String,
+    },
+    /// Remove a member (the leader included).
+    Remove { id: u64 },
+}

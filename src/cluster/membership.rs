@@ -1,0 +1,99 @@
+//! Online membership changes and the status report behind `gridraft cluster ...`.
+//!
+//! A change is executed by the leader; any other member forwards it there.
+
+use std::collections::BTreeSet;
+
+use openraft::{BasicNode, ChangeMembers};
+use serde_json::{json, Value};
+
+use super::{Cluster, Leader};
+use crate::client::{AddMember, RemoveMember};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("no leader is known; try again after the election")]
+    NoLeader,
+    #[error("{0}")]
+    Raft(String),
+    #[error("forward to the leader: {0}")]
+    Forward(#[from] crate::client::ClientError),
+}
+
+pub const ADD_PATH: &str = "/admin/add";
+pub const REMOVE_PATH: &str = "/admin/remove";
+
+impl Cluster {
+    /// Leader, term, indexes and membership as this member sees them.
+    pub fn status(&self) -> Value {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<_> = membership.voter_ids().collect();
+        let learners: Vec<_> = membership.learner_ids().collect();
+        let nodes: serde_json::Map<String, Value> = membership
+            .nodes()
+            .map(|(id, n)| (id.to_string(), json!(n.addr)))
+            .collect();
+        let replication: Option<serde_json::Map<String, Value>> = m.replication.as_ref().map(|r| {
+            r.iter()
+                .map(|(id, l)| (id.to_string(), json!(l.map(|l| l.index))))
+                .collect()
+        });
+        json!({
+            "id": m.id,
+            "state": format!("{:?}", m.state),
+            "term": m.current_term,
+            "leader": m.current_leader,
+            "last_log_index": m.last_log_index,
+            "last_applied": m.last_applied.map(|l| l.index),
+            "snapshot": m.snapshot.map(|l| l.index),
+            "purged": m.purged.map(|l| l.index),
+            "voters": voters,
+            "learners": learners,
+            "nodes": nodes,
+            "replication": replication,
+            "ready": self.is_ready(),
+            "live_sessions": self.reader.len(),
+        })
+    }
+
+    /// Adds a member as a learner, waits until it has caught up, then promotes it to voter.
+    pub async fn add_member(&self, req: &AddMember) -> Result<Value, MembershipError> {
+        match self.leader() {
+            Leader::Me => {}
+            Leader::Other { addr, .. } => {
+                return Ok(self.peers.admin(&addr, reqwest::Method::POST, ADD_PATH, Some(req)).await?);
+            }
+            Leader::Unknown => return Err(MembershipError::NoLeader),
+        }
+        tracing::info!(member = req.id, addr = %req.addr, "adding member as learner");
+        self.raft
+            .add_learner(req.id, BasicNode::new(&req.addr), true)
+            .await
+            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+        tracing::info!(member = req.id, "learner caught up; promoting to voter");
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
+            .await
+            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+        Ok(self.status())
+    }
+
+    /// Removes a member from the voters and the member list; the leader may remove itself.
+    pub async fn remove_member(&self, req: &RemoveMember) -> Result<Value, MembershipError> {
+        match self.leader() {
+            Leader::Me => {}
+            Leader::Other { addr, .. } => {
+                return Ok(self.peers.admin(&addr, reqwest::Method::POST, REMOVE_PATH, Some(req)).await?);
+            }
+            Leader::Unknown => return Err(MembershipError::NoLeader),
+        }
+        tracing::info!(member = req.id, "removing member");
+        // `retain = false`: the removed voter leaves the member list too, not kept as a learner.
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), false)
+            .await
+            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+        Ok(self.status())
+    }
+}

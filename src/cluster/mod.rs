@@ -1,0 +1,271 @@
+//! Serving a request on any member: writes go to the leader (locally or forwarded over the peer
+//! port), reads wait for a ReadIndex confirmed by a quorum and then use the local state machine.
+//!
+//! This layer knows openraft's client API but not sled; the API layer knows only this.
+
+pub mod bootstrap;
+pub mod membership;
+pub mod read_index;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::watch;
+
+use crate::client::{ClientError, LookupKind, PeerClient, PeerLookup, Reject};
+use crate::raft::{Applied, Lookup, NodeId, Proposal, Raft, SessionMapReader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no leader could commit the write within {0:?}")]
+    WriteTimeout(Duration),
+    #[error("no leader confirmed a read index within {0:?}")]
+    ReadTimeout(Duration),
+    #[error("raft has stopped: {0}")]
+    Stopped(String),
+}
+
+/// Where the leader is, as this member currently believes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leader {
+    Me,
+    Other { id: NodeId, addr: String },
+    Unknown,
+}
+
+pub struct ClusterSettings {
+    pub id: NodeId,
+    pub write_timeout: Duration,
+    pub read_timeout: Duration,
+    pub read_from_leader: bool,
+    pub ready_grace: Duration,
+    pub election_timeout_max: Duration,
+    /// The static member list (peer addresses); empty for a single member.
+    pub members: std::collections::BTreeMap<NodeId, String>,
+    /// This member's own peer address.
+    pub advertise_peer: String,
+}
+
+/// A member's view of the cluster, shared by all request handlers.
+pub struct Cluster {
+    pub settings: ClusterSettings,
+    pub raft: Raft,
+    pub reader: SessionMapReader,
+    pub peers: PeerClient,
+    applied: watch::Receiver<u64>,
+    reads: read_index::ReadIndexBatcher,
+    started: Instant,
+    /// Milliseconds since `started` when a leader was last known; `u64::MAX` if never.
+    leader_seen_ms: AtomicU64,
+}
+
+impl Cluster {
+    pub fn new(
+        settings: ClusterSettings,
+        raft: Raft,
+        reader: SessionMapReader,
+        applied: watch::Receiver<u64>,
+        peers: PeerClient,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|weak| Cluster {
+            reads: read_index::ReadIndexBatcher::spawn(weak.clone()),
+            settings,
+            raft,
+            reader,
+            peers,
+            applied,
+            started: Instant::now(),
+            leader_seen_ms: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.settings.id
+    }
+
+    pub fn leader(&self) -> Leader {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        match m.current_leader {
+            Some(id) if id == self.settings.id => Leader::Me,
+            Some(id) => match m.membership_config.membership().get_node(&id) {
+                Some(node) => Leader::Other {
+                    id,
+                    addr: node.addr.clone(),
+                },
+                None => Leader::Unknown,
+            },
+            None => Leader::Unknown,
+        }
+    }
+
+    /// Commits `p` through the leader, retrying across leader changes until the write timeout.
+    /// Every operation is idempotent, so a retry after an unknown outcome is harmless.
+    pub async fn write(&self, p: Proposal) -> Result<Applied, ProxyError> {
+        let timeout = self.settings.write_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ProxyError::WriteTimeout(timeout));
+            }
+            match self.leader() {
+                Leader::Me => match self.write_here(p.clone(), remaining).await {
+                    Ok(applied) => return Ok(applied),
+                    Err(Reject::Failed(e)) if e == STOPPED => return Err(ProxyError::Stopped(e)),
+                    Err(e) => tracing::debug!(error = %e, "local write failed; retrying"),
+                },
+                Leader::Other { id, addr } => match self.peers.forward_write(&addr, &p, remaining).await {
+                    Ok(applied) => return Ok(applied),
+                    Err(e) => tracing::debug!(leader = id, error = %e, "forwarded write failed; retrying"),
+                },
+                Leader::Unknown => {}
+            }
+            self.pause(backoff, deadline).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Proposes `p` on this member, which must be the leader (used by the forwarding route).
+    pub async fn write_here(&self, p: Proposal, timeout: Duration) -> Result<Applied, Reject> {
+        match tokio::time::timeout(timeout, self.raft.client_write(p)).await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Reject::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(Reject::Failed(e.to_string())),
+            Ok(Err(RaftError::Fatal(_))) => Err(Reject::Failed(STOPPED.into())),
+            Err(_) => Err(Reject::Failed(format!("not committed within {timeout:?}"))),
+        }
+    }
+
+    /// Waits until this member's state machine reflects every write acknowledged before the
+    /// call: one ReadIndex round (shared with every other read waiting at that moment), then
+    /// the local apply catching up to it.
+    pub async fn read_barrier(&self) -> Result<(), ProxyError> {
+        let timeout = self.settings.read_timeout;
+        let deadline = Instant::now() + timeout;
+        let index = self.reads.read_index(deadline).await?;
+        let mut applied = self.applied.clone();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let caught_up = tokio::time::timeout(remaining, applied.wait_for(|a| *a >= index))
+            .await
+            .map(|r| r.is_ok());
+        match caught_up {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ProxyError::Stopped("state machine closed".into())),
+            Err(_) => Err(ProxyError::ReadTimeout(timeout)),
+        }
+    }
+
+    /// A read index confirmed by this member as leader, batched with its own reads.
+    pub async fn leader_read_index(&self) -> Result<u64, ProxyError> {
+        self.reads
+            .read_index(Instant::now() + self.settings.read_timeout)
+            .await
+    }
+
+    /// Initialises the group from the static member list (or as a single member).
+    pub async fn initialize_from_static_members(&self) -> Result<(), String> {
+        bootstrap::initialize(self).await
+    }
+
+    /// A linearizable lookup, answered by this member or (read mode `leader`) by the leader.
+    pub async fn lookup(&self, id: &str, kind: LookupKind) -> Result<PeerLookup, ProxyError> {
+        if self.settings.read_from_leader {
+            let deadline = Instant::now() + self.settings.read_timeout;
+            loop {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Err(ProxyError::ReadTimeout(self.settings.read_timeout));
+                }
+                match self.leader() {
+                    Leader::Me => break,
+                    Leader::Other { addr, .. } => match self.peers.lookup(&addr, id, kind, remaining).await {
+                        Ok(found) => return Ok(found),
+                        Err(e) => tracing::debug!(error = %e, "forwarded read failed; retrying"),
+                    },
+                    Leader::Unknown => {}
+                }
+                self.pause(Duration::from_millis(25), deadline).await;
+            }
+        }
+        self.read_barrier().await?;
+        Ok(self.lookup_here(id, kind))
+    }
+
+    /// Reads the local state machine; the caller has passed a read barrier.
+    pub fn lookup_here(&self, id: &str, kind: LookupKind) -> PeerLookup {
+        match self.reader.get(id) {
+            Lookup::Found(record) => PeerLookup::Found(match kind {
+                LookupKind::Session => record.get_body.to_vec(),
+                LookupKind::Uri => record.uri_body.to_vec(),
+            }),
+            Lookup::Removed(t) => PeerLookup::Removed(t),
+            Lookup::Missing => PeerLookup::Missing,
+        }
+    }
+
+    async fn pause(&self, wait: Duration, deadline: Instant) {
+        let until = (Instant::now() + wait).min(deadline);
+        let mut metrics = self.raft.metrics();
+        // Wake early when the leader changes.
+        let _ = tokio::time::timeout_at(until.into(), metrics.changed()).await;
+    }
+
+    /// Ready: this member can serve linearizable reads and writes now, or lost its leader less
+    /// than the grace period ago (so an election never empties a load balancer).
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let in_grace = || {
+            let seen = self.leader_seen_ms.load(Ordering::Relaxed);
+            seen != u64::MAX && now_ms.saturating_sub(seen) < self.settings.ready_grace.as_millis() as u64
+        };
+        let voters = m.membership_config.membership().voter_ids().count();
+        let ready = match m.current_leader {
+            Some(id) if id == self.settings.id => {
+                voters <= 1
+                    || m.millis_since_quorum_ack
+                        .is_some_and(|ms| ms <= self.settings.election_timeout_max.as_millis() as u64)
+            }
+            Some(_) => {
+                let last_log = m.last_log_index.unwrap_or(0);
+                let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+                last_log.saturating_sub(applied) <= 1000
+            }
+            None => false,
+        };
+        if ready {
+            self.leader_seen_ms.store(now_ms, Ordering::Relaxed);
+            true
+        } else {
+            in_grace()
+        }
+    }
+
+    /// Keeps the "leader last seen" time fresh even when nobody polls `/readyz`.
+    pub async fn watch_leader(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let _ = self.is_ready();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = metrics.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+const STOPPED: &str = "raft has stopped";
+
+impl From<ClientError> for ProxyError {
+    fn from(e: ClientError) -> Self {
+        ProxyError::Stopped(e.to_string())
+    }
+}

@@ -1,0 +1,93 @@
+//! ReadIndex batching: one leadership-confirming quorum round serves every read that was
+//! waiting when the round started.
+//!
+//! A read joins the queue, then a single task takes everything queued, runs one round, and
+//! answers all of them with the same index. Reads that arrive during a round wait for the next
+//! one, so each read's round starts after the read itself did: that is what makes the answer
+//! linearizable. On the leader a round is `Raft::get_read_log_id` (heartbeats to a quorum); on
+//! a follower it is one request to the leader, which batches it with its own reads.
+
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Cluster, Leader, ProxyError};
+
+type Waiter = oneshot::Sender<Result<u64, ProxyError>>;
+
+struct Request {
+    deadline: Instant,
+    reply: Waiter,
+}
+
+pub struct ReadIndexBatcher {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl ReadIndexBatcher {
+    pub fn spawn(cluster: Weak<Cluster>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(cluster, rx));
+        ReadIndexBatcher { tx }
+    }
+
+    /// An index such that every write acknowledged before this call is at or below it.
+    pub async fn read_index(&self, deadline: Instant) -> Result<u64, ProxyError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { deadline, reply })
+            .map_err(|_| ProxyError::Stopped("read batcher stopped".into()))?;
+        rx.await
+            .unwrap_or_else(|_| Err(ProxyError::Stopped("read batcher stopped".into())))
+    }
+}
+
+async fn run(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        // The round may take as long as the most patient read allows.
+        let deadline = batch.iter().map(|r| r.deadline).max().expect("batch is never empty");
+        let result = round(&cluster, deadline).await;
+        drop(cluster);
+        for r in batch {
+            let answer = match &result {
+                Ok(i) => Ok(*i),
+                Err(_) => Err(ProxyError::ReadTimeout(r.deadline.saturating_duration_since(Instant::now()))),
+            };
+            let _ = r.reply.send(answer);
+        }
+    }
+}
+
+async fn round(cluster: &Cluster, deadline: Instant) -> Result<u64, ProxyError> {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ProxyError::ReadTimeout(cluster.settings.read_timeout));
+        }
+        match cluster.leader() {
+            Leader::Me => match cluster.raft.get_read_log_id().await {
+                Ok((read, _applied)) => return Ok(read.map(|l| l.index).unwrap_or(0)),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}
+                Err(RaftError::APIError(e)) => tracing::debug!(error = %e, "leadership not confirmed"),
+                Err(RaftError::Fatal(e)) => return Err(ProxyError::Stopped(e.to_string())),
+            },
+            Leader::Other { id, addr } => match cluster.peers.read_index(&addr, remaining).await {
+                Ok(index) => return Ok(index),
+                Err(e) => tracing::debug!(leader = id, error = %e, "read index from leader failed"),
+            },
+            Leader::Unknown => {}
+        }
+        cluster.pause(backoff, deadline).await;
+        backoff = (backoff * 2).min(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,372 @@
+//! gridraft's settings: defaults, then the TOML file, then `GRIDRAFT_*` environment variables,
+//! then command-line flags. [`Settings::validate`] reports every problem at once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a member needs to run. Field names are the TOML keys (kebab-case).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    /// This member's id; must appear in `members` when that is set.
+    pub id: u64,
+    /// Public Grid port (Grid routes, /status, /healthz, /readyz).
+    pub listen: String,
+    /// Peer port (Raft RPC, forwarding, admin, /metrics); requires the cluster secret.
+    pub peer_listen: String,
+    /// The peer address other members use to reach this one. Defaults to this member's entry in
+    /// `members`, else `peer-listen`.
+    pub advertise_peer: Option<String>,
+    pub data_dir: PathBuf,
+    /// Static member list `1=host:port,2=host:port,...` (peer addresses). Empty: a single member.
+    pub members: String,
+    /// Name recorded in the data directory; a member refuses data from another cluster.
+    pub cluster_name: String,
+    /// The cluster secret itself (prefer `cluster-secret-file` or the environment).
+    pub cluster_secret: Option<String>,
+    pub cluster_secret_file: Option<PathBuf>,
+    /// `text` or `json`.
+    pub log_format: String,
+    pub raft: RaftSettings,
+    pub grid: GridSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RaftSettings {
+    pub heartbeat_interval: String,
+    pub election_timeout_min: String,
+    pub election_timeout_max: String,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot for slow followers.
+    pub keep_entries_after_snapshot: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GridSettings {
+    /// How long a write may wait for a leader and a commit before the Grid gets a 500.
+    pub write_timeout: String,
+    /// How long a read may wait for its ReadIndex round and for this member to catch up.
+    pub read_timeout: String,
+    /// `follower`: a member answers reads itself once it has applied the leader's read index.
+    /// `leader`: a member forwards each read to the leader.
+    pub read_mode: String,
+    /// How long after losing its leader a member still reports ready (an election is short).
+    pub ready_grace: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            id: 1,
+            listen: "0.0.0.0:5556".into(),
+            peer_listen: "127.0.0.1:7556".into(),
+            advertise_peer: None,
+            data_dir: PathBuf::from("./data"),
+            members: String::new(),
+            cluster_name: "gridraft".into(),
+            cluster_secret: None,
+            cluster_secret_file: None,
+            log_format: "text".into(),
+            raft: RaftSettings::default(),
+            grid: GridSettings::default(),
+        }
+    }
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_interval: "100ms".into(),
+            election_timeout_min: "500ms".into(),
+            election_timeout_max: "1000ms".into(),
+            snapshot_after_entries: 10_000,
+            keep_entries_after_snapshot: 1_000,
+        }
+    }
+}
+
+impl Default for GridSettings {
+    fn default() -> Self {
+        GridSettings {
+            write_timeout: "10s".into(),
+            read_timeout: "10s".into(),
+            read_mode: "follower".into(),
+            ready_grace: "5s".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parse config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Settings after validation, with parsed values.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub id: u64,
+    pub listen: SocketAddr,
+    pub peer_listen: SocketAddr,
+    pub advertise_peer: String,
+    pub data_dir: PathBuf,
+    /// Empty for a single member.
+    pub members: BTreeMap<u64, String>,
+    pub cluster_name: String,
+    /// `None` for a single member without a configured secret (a random one is used).
+    pub cluster_secret: Option<String>,
+    pub log_format: String,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: (Duration, Duration),
+    pub snapshot_after_entries: u64,
+    pub keep_entries_after_snapshot: u64,
+    pub write_timeout: Duration,
+    pub read_timeout: Duration,
+    pub read_from_leader: bool,
+    pub ready_grace: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks every setting and reports all problems together.
+    pub fn validate(&self) -> Result<Resolved, ConfigError> {
+        let mut problems = Vec::new();
+        let mut addr = |key: &str, value: &str| -> SocketAddr {
+            value.parse().unwrap_or_else(|_| {
+                problems.push(format!("{key}: {value:?} is not an IP address and port"));
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            })
+        };
+        let listen = addr("listen", &self.listen);
+        let peer_listen = addr("peer-listen", &self.peer_listen);
+        let members = parse_members(&self.members).unwrap_or_else(|e| {
+            problems.push(format!("members: {e}"));
+            BTreeMap::new()
+        });
+        if !members.is_empty() && !members.contains_key(&self.id) {
+            problems.push(format!("id: member {} is not in members {:?}", self.id, self.members));
+        }
+        let mut duration = |key: &str, value: &str| -> Duration {
+            parse_duration(value).unwrap_or_else(|e| {
+                problems.push(format!("{key}: {e}"));
+                Duration::ZERO
+            })
+        };
+        let heartbeat_interval = duration("raft.heartbeat-interval", &self.raft.heartbeat_interval);
+        let emin = duration("raft.election-timeout-min", &self.raft.election_timeout_min);
+        let emax = duration("raft.election-timeout-max", &self.raft.election_timeout_max);
+        let write_timeout = duration("grid.write-timeout", &self.grid.write_timeout);
+        let read_timeout = duration("grid.read-timeout", &self.grid.read_timeout);
+        let ready_grace = duration("grid.ready-grace", &self.grid.ready_grace);
+        if emin >= emax {
+            problems.push("raft.election-timeout-min must be below raft.election-timeout-max".into());
+        }
+        if heartbeat_interval.is_zero() || heartbeat_interval >= emin {
+            problems.push("raft.heartbeat-interval must be above zero and below raft.election-timeout-min".into());
+        }
+        let read_from_leader = match self.grid.read_mode.as_str() {
+            "follower" => false,
+            "leader" => true,
+            other => {
+                problems.push(format!("grid.read-mode: {other:?} is neither \"follower\" nor \"leader\""));
+                false
+            }
+        };
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            problems.push(format!("log-format: {:?} is neither \"text\" nor \"json\"", self.log_format));
+        }
+        if self.grid.max_body_bytes < 64 * 1024 {
+            problems.push("grid.max-body-bytes must be at least 65536".into());
+        }
+        if self.cluster_name.is_empty() {
+            problems.push("cluster-name must not be empty".into());
+        }
+        let cluster_secret = self.secret(&mut problems);
+        if members.len() > 1 && cluster_secret.is_none() {
+            problems.push("cluster-secret-file (or GRIDRAFT_CLUSTER_SECRET) is required when members lists more than one member".into());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let advertise_peer = self
+            .advertise_peer
+            .clone()
+            .or_else(|| members.get(&self.id).cloned())
+            .unwrap_or_else(|| self.peer_listen.clone());
+        Ok(Resolved {
+            id: self.id,
+            listen,
+            peer_listen,
+            advertise_peer,
+            data_dir: self.data_dir.clone(),
+            members,
+            cluster_name: self.cluster_name.clone(),
+            cluster_secret,
+            log_format: self.log_format.clone(),
+            heartbeat_interval,
+            election_timeout: (emin, emax),
+            snapshot_after_entries: self.raft.snapshot_after_entries,
+            keep_entries_after_snapshot: self.raft.keep_entries_after_snapshot,
+            write_timeout,
+            read_timeout,
+            read_from_leader,
+            ready_grace,
+            max_body_bytes: self.grid.max_body_bytes,
+        })
+    }
+
+    fn secret(&self, problems: &mut Vec<String>) -> Option<String> {
+        if let Some(s) = &self.cluster_secret {
+            return Some(s.clone());
+        }
+        let path = self.cluster_secret_file.as_ref()?;
+        match std::fs::read_to_string(path) {
+            Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Ok(_) => {
+                problems.push(format!("cluster-secret-file: {} is empty", path.display()));
+                None
+            }
+            Err(e) => {
+                problems.push(format!("cluster-secret-file: read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    /// The settings as TOML, with secrets replaced by `"<redacted>"`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        if copy.cluster_secret.is_some() {
+            copy.cluster_secret = Some("<redacted>".into());
+        }
+        toml::to_string_pretty(&copy).expect("settings always serialise to TOML")
+    }
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut members = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not of the form ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} in {part:?} is not a member id"))?;
+        let addr = addr.trim();
+        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return Err(format!("{addr:?} in {part:?} is not HOST:PORT"));
+        }
+        if members.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("member {id} is listed twice"));
+        }
+    }
+    Ok(members)
+}
+
+/// Parses durations such as `500ms`, `10s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as \"500ms\" or \"10s\""))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration such as \"500ms\" or \"10s\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_valid_single_member() {
+        let r = Settings::default().validate().unwrap();
+        assert!(r.members.is_empty());
+        assert_eq!(r.listen.port(), 5556);
+        assert_eq!(r.advertise_peer, "127.0.0.1:7556");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let s = Settings {
+            listen: "nope".into(),
+            members: "1=a:1,2=b:2".into(),
+            id: 3,
+            grid: GridSettings {
+                read_mode: "sometimes".into(),
+                write_timeout: "soon".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let ConfigError::Invalid(problems) = s.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let text = problems.join("\n");
+        for needle in ["listen", "id: member 3", "read-mode", "write-timeout", "cluster-secret"] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn members_and_durations_parse() {
+        let m = parse_members("1=127.0.0.1:7556, 2=host:7557").unwrap();
+        assert_eq!(m[&2], "host:7557");
+        assert!(parse_members("1=x").is_err());
+        assert!(parse_members("1=a:1,1=b:2").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("1h").is_err());
+    }
+
+    #[test]
+    fn toml_keys_are_kebab_case_and_unknown_keys_fail() {
+        let s: Settings = toml::from_str("id = 2\npeer-listen = \"127.0.0.1:7557\"\n[grid]\nread-mode = \"leader\"\n").unwrap();
+        assert_eq!(s.id, 2);
+        assert!(s.validate().unwrap().read_from_leader);
+        assert!(toml::from_str::<Settings>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn print_config_redacts_the_secret() {
+        let s = Settings {
+            cluster_secret: Some("hunter2".into()),
+            ..Default::default()
+        };
+        let text = s.to_redacted_toml();
+        assert!(!text.contains("hunter2"));
+        assert!(text.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,277 @@
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+/// The Java text of a number literal, through the public normaliser.
+fn java(literal: &str) -> String {
+    let value = normalise_numbers(parse(literal)).unwrap();
+    let mut out = String::new();
+    write_compact(&value, &mut out);
+    out
+}
+
+fn escaped(s: &str) -> String {
+    let mut out = String::new();
+    write_string(s, &mut out);
+    out
+}
+
+#[test]
+fn integers_in_i64_range_round_trip_exactly() {
+    for text in [
+        "0",
+        "7",
+        "-1",
+        "300000",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9007199254740993",
+    ] {
+        assert_eq!(java(text), text);
+    }
+    assert_eq!(java("-0"), "0");
+}
+
+#[test]
+fn integers_beyond_i64_are_rejected() {
+    for text in [
+        "9223372036854775808",
+        "-9223372036854775809",
+        "1".repeat(40).as_str(),
+    ] {
+        let err = normalise_numbers(parse(text)).unwrap_err();
+        assert!(
+            matches!(err, JsonError::IntegerOutOfRange(_)),
+            "{text}: {err}"
+        );
+    }
+}
+
+#[test]
+fn integral_doubles_print_as_integers() {
+    for (text, expected) in [
+        ("1.0", "1"),
+        ("1e2", "100"),
+        ("1E2", "100"),
+        ("-0.0", "0"),
+        ("0.0", "0"),
+        ("2.0e0", "2"),
+        ("-3.000", "-3"),
+        ("1.2345E10", "12345000000"),
+        ("1e18", "1000000000000000000"),
+        ("-9.223372036854775808e18", "-9223372036854775808"),
+    ] {
+        assert_eq!(java(text), expected, "{text}");
+    }
+}
+
+#[test]
+fn non_integral_doubles_use_double_to_string() {
+    for (text, expected) in [
+        ("1.5", "1.5"),
+        ("0.1", "0.1"),
+        ("1234.56", "1234.56"),
+        ("2.50", "2.5"),
+        ("2.5", "2.5"),
+        ("-1.5", "-1.5"),
+        ("0.001", "0.001"),
+        ("0.00123", "0.00123"),
+        ("1e-7", "1.0E-7"),
+        ("1.0e-7", "1.0E-7"),
+        ("-1e-7", "-1.0E-7"),
+        ("0.0009999", "9.999E-4"),
+        ("9999999.5", "9999999.5"),
+        ("12345678.9", "1.23456789E7"),
+        ("1e300", "1.0E300"),
+        ("1e19", "1.0E19"),
+        ("-2.5e19", "-2.5E19"),
+        ("9.223372036854775808e18", "9.223372036854776E18"),
+        ("4.9e-324", "4.9E-324"),
+        ("1.7976931348623157e308", "1.7976931348623157E308"),
+    ] {
+        assert_eq!(java(text), expected, "{text}");
+    }
+}
+
+#[test]
+fn doubles_beyond_range_are_rejected() {
+    for text in ["1e400", "-1e400", "1.5E309"] {
+        let err = normalise_numbers(parse(text)).unwrap_err();
+        assert!(
+            matches!(err, JsonError::DoubleOutOfRange(_)),
+            "{text}: {err}"
+        );
+    }
+}
+
+#[test]
+fn double_to_string_layout_matches_java() {
+    for (d, expected) in [
+        (1.2345e10, "1.2345E10"),
+        (1e7, "1.0E7"),
+        (100.0, "100.0"),
+        (1.0, "1.0"),
+        (0.0, "0.0"),
+        (-0.0, "-0.0"),
+        (1e-3, "0.001"),
+        (1e-4, "1.0E-4"),
+        (123456.0, "123456.0"),
+        (5e-324, "4.9E-324"),
+        (2e-323, "2.0E-323"),
+        (0.02, "0.02"),
+        (3e10, "3.0E10"),
+        (f64::NAN, "NaN"),
+        (f64::INFINITY, "Infinity"),
+        (f64::NEG_INFINITY, "-Infinity"),
+    ] {
+        assert_eq!(java_double_to_string(d), expected);
+    }
+}
+
+#[test]
+fn normalisation_reaches_every_depth_and_keeps_order() {
+    let value = parse(r#"{"z": [1.0, {"b": 1e-7, "a": 2}], "a": 3.50}"#);
+    let value = normalise_numbers(value).unwrap();
+    let mut out = String::new();
+    write_compact(&value, &mut out);
+    assert_eq!(out, r#"{"z": [1,{"b": 1.0E-7,"a": 2}],"a": 3.5}"#);
+}
+
+#[test]
+fn every_special_character_is_escaped_like_java() {
+    assert_eq!(escaped(r#"a"b"#), r#""a\"b""#);
+    assert_eq!(escaped(r"a\b"), r#""a\\b""#);
+    assert_eq!(escaped("/"), r#""\u002f""#);
+    assert_eq!(escaped("<"), r#""\u003c""#);
+    assert_eq!(escaped("&"), r#""\u0026""#);
+    assert_eq!(escaped("\u{2028}"), r#""\u2028""#);
+    assert_eq!(escaped("\u{8}\u{c}\n\r\t"), r#""\b\f\n\r\t""#);
+    assert_eq!(escaped("\u{0}"), r#""\u0000""#);
+    assert_eq!(escaped("\u{1}\u{1b}\u{1f}"), r#""\u0001\u001b\u001f""#);
+    assert_eq!(escaped("\u{b}"), r#""\u000b""#);
+}
+
+#[test]
+fn other_characters_are_written_raw() {
+    for s in [
+        ">", "'", "\u{7f}", "\u{2029}", "ü", "日本", "😀", " ", "=+:;%#?",
+    ] {
+        assert_eq!(escaped(s), format!("\"{s}\""));
+    }
+    assert_eq!(escaped(""), r#""""#);
+}
+
+#[test]
+fn url_is_escaped_like_the_redis_example() {
+    assert_eq!(
+        escaped("http://10.0.0.5:5555"),
+        r#""http:\u002f\u002f10.0.0.5:5555""#
+    );
+}
+
+#[test]
+fn pretty_matches_the_redis_capabilities_value() {
+    let value = parse(
+        r#"{"browserName": "chrome", "goog:chromeOptions": {"args": [], "x": null},
+            "timeouts": {"pageLoad": 300000}}"#,
+    );
+    assert_eq!(
+        to_pretty_string(&value),
+        "{\n  \"browserName\": \"chrome\",\n  \"goog:chromeOptions\": {\n    \"args\": [\n    ],\n    \"x\": null\n  },\n  \"timeouts\": {\n    \"pageLoad\": 300000\n  }\n}"
+    );
+}
+
+#[test]
+fn pretty_empty_containers_and_scalars() {
+    assert_eq!(to_pretty_string(&json!({})), "{\n}");
+    assert_eq!(to_pretty_string(&json!([])), "[\n]");
+    assert_eq!(to_pretty_string(&json!(true)), "true");
+    assert_eq!(to_pretty_string(&Value::Null), "null");
+    let mut out = String::new();
+    write_pretty(&json!({}), 2, &mut out);
+    assert_eq!(out, "{\n    }");
+}
+
+#[test]
+fn pretty_arrays_and_nesting_levels() {
+    let value = parse(r#"[1, [true, "a/b"], {"k": []}]"#);
+    let mut out = String::new();
+    write_pretty(&value, 1, &mut out);
+    assert_eq!(
+        out,
+        "[\n    1,\n    [\n      true,\n      \"a\\u002fb\"\n    ],\n    {\n      \"k\": [\n      ]\n    }\n  ]"
+    );
+}
+
+#[test]
+fn compact_keeps_the_space_after_names() {
+    let value = parse(
+        r#"{"availability": "UP", "externalUri": "http://localhost:17555", "a": [], "o": {}}"#,
+    );
+    let mut out = String::new();
+    write_compact(&value, &mut out);
+    assert_eq!(
+        out,
+        r#"{"availability": "UP","externalUri": "http:\u002f\u002flocalhost:17555","a": [],"o": {}}"#
+    );
+}
+
+#[test]
+fn keys_are_escaped_too() {
+    let value = parse(r#"{"a/b": 1}"#);
+    let mut out = String::new();
+    write_compact(&value, &mut out);
+    assert_eq!(out, r#"{"a\u002fb": 1}"#);
+}
+
+proptest! {
+    #[test]
+    fn any_string_round_trips_through_write_string(s in any::<String>()) {
+        let text = escaped(&s);
+        let back: String = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(back, s);
+        let inner = &text[1..text.len() - 1];
+        let needs_escape = |c: char| c < ' ' || ['/', '<', '&', '\u{2028}'].contains(&c);
+        prop_assert!(!inner.chars().any(needs_escape), "unescaped character in {}", text);
+    }
+
+    #[test]
+    fn any_finite_double_prints_a_number_that_reads_back(d in any::<f64>()) {
+        prop_assume!(d.is_finite());
+        let text = java_double_to_string(d);
+        let back: f64 = text.parse().unwrap();
+        prop_assert_eq!(back, d);
+        prop_assert!(text.contains('.'));
+    }
+
+    #[test]
+    fn any_double_literal_normalises_and_prints_like_java(d in any::<f64>()) {
+        prop_assume!(d.is_finite());
+        let expected = if d.fract() == 0.0 && d.abs() < 9.2e18 {
+            format!("{}", d as i64)
+        } else {
+            java_double_to_string(d)
+        };
+        prop_assert_eq!(java(&format!("{d:e}")), expected.clone());
+        prop_assert_eq!(java(&format!("{d:E}")), expected);
+    }
+
+    #[test]
+    fn pretty_output_parses_back_to_the_same_value(
+        keys in proptest::collection::vec("[a-z/<&\"]{0,4}", 0..6),
+        n in any::<i64>(),
+    ) {
+        let mut map = serde_json::Map::new();
+        for (i, k) in keys.iter().enumerate() {
+            map.insert(k.clone(), if i % 2 == 0 { json!(n) } else { json!([k, {}]) });
+        }
+        let value = Value::Object(map);
+        let back: Value = serde_json::from_str(&to_pretty_string(&value)).unwrap();
+        prop_assert_eq!(back, value);
+    }
+}

@@ -1,0 +1,227 @@
+//! Wiring only: opens storage, starts Raft, both listeners and the background tasks, and runs
+//! the orderly shutdown. Listeners are bound by the caller so tests can use port 0.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::serve::ListenerExt;
+use openraft::SnapshotPolicy;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::api::{self, AppState};
+use crate::client::PeerClient;
+use crate::cluster::{bootstrap, Cluster, ClusterSettings, Leader};
+use crate::config::Resolved;
+use crate::raft::durable::{DataIdentity, Storage};
+use crate::raft::network::Network;
+use crate::raft::{open_storage, OpenStorageError, Raft};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Storage(#[from] OpenStorageError),
+    #[error("invalid raft settings: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("start raft: {0}")]
+    Raft(String),
+    #[error("cluster secret at {path}: {source}")]
+    Secret { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// A running member.
+pub struct Node {
+    pub cluster: Arc<Cluster>,
+    storage: Storage,
+    public_stop: CancellationToken,
+    peer_stop: CancellationToken,
+    tasks_stop: CancellationToken,
+    public_server: JoinHandle<()>,
+    peer_server: JoinHandle<()>,
+}
+
+/// Starts a member on already-bound listeners.
+pub async fn start(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> Result<Node, NodeError> {
+    let span = tracing::info_span!("member", id = cfg.id);
+    start_inner(cfg, public, peer).instrument(span).await
+}
+
+async fn start_inner(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> Result<Node, NodeError> {
+    let secret: Arc<str> = Arc::from(cluster_secret(cfg)?);
+    let identity = DataIdentity {
+        cluster: cfg.cluster_name.clone(),
+        node_id: cfg.id,
+    };
+    let (storage, log_store, state_machine) = open_storage(&cfg.data_dir, &identity)?;
+    let reader = state_machine.reader();
+    let applied = state_machine.applied_index();
+    let raft_config = openraft::Config {
+        cluster_name: cfg.cluster_name.clone(),
+        heartbeat_interval: cfg.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: cfg.election_timeout.0.as_millis() as u64,
+        election_timeout_max: cfg.election_timeout.1.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: cfg.keep_entries_after_snapshot,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    }
+    .validate()?;
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let network = Network::new(http.clone(), secret.clone());
+    let raft = Raft::new(cfg.id, Arc::new(raft_config), network, log_store, state_machine)
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let cluster = Cluster::new(
+        ClusterSettings {
+            id: cfg.id,
+            write_timeout: cfg.write_timeout,
+            read_timeout: cfg.read_timeout,
+            read_from_leader: cfg.read_from_leader,
+            ready_grace: cfg.ready_grace,
+            election_timeout_max: cfg.election_timeout.1,
+            members: cfg.members.clone(),
+            advertise_peer: cfg.advertise_peer.clone(),
+        },
+        raft,
+        reader,
+        applied,
+        PeerClient::new(http, secret.clone()),
+    );
+    let state = Arc::new(AppState {
+        cluster: cluster.clone(),
+        metrics: Metrics::new(),
+        max_body_bytes: cfg.max_body_bytes,
+        secret,
+        cluster_name: cfg.cluster_name.clone(),
+    });
+
+    let peer_stop = CancellationToken::new();
+    let peer_server = serve(peer, api::peer::router(state.clone()), peer_stop.clone(), "peer");
+    let public_stop = CancellationToken::new();
+    let public_server = serve(public, api::grid::router(state), public_stop.clone(), "public");
+
+    let tasks_stop = CancellationToken::new();
+    tokio::spawn(cluster.clone().watch_leader(tasks_stop.clone()).in_current_span());
+    let boot = cluster.clone();
+    tokio::spawn(async move { bootstrap::bootstrap(&boot).await }.in_current_span());
+    tracing::info!(public = %cfg.listen, peer = %cfg.peer_listen, "member started");
+    Ok(Node {
+        cluster,
+        storage,
+        public_stop,
+        peer_stop,
+        tasks_stop,
+        public_server,
+        peer_server,
+    })
+}
+
+fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken, name: &'static str) -> JoinHandle<()> {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(
+        async move {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(listener = name, error = %e, "server failed");
+            }
+        }
+        .in_current_span(),
+    )
+}
+
+/// The configured secret, or for a single member without one, a random secret kept in the
+/// data directory (so `gridraft cluster` can use it via `--cluster-secret-file`).
+fn cluster_secret(cfg: &Resolved) -> Result<String, NodeError> {
+    if let Some(s) = &cfg.cluster_secret {
+        return Ok(s.clone());
+    }
+    let path = cfg.data_dir.join("cluster-secret");
+    let err = |source| NodeError::Secret {
+        path: path.clone(),
+        source,
+    };
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(s.trim().to_owned());
+    }
+    std::fs::create_dir_all(&cfg.data_dir).map_err(err)?;
+    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    write_private(&path, &secret).map_err(err)?;
+    tracing::info!(path = %path.display(), "generated a cluster secret for this single member");
+    Ok(secret)
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+impl Node {
+    /// Orderly stop: stop accepting Grid requests and drain them, hand leadership over, stop
+    /// Raft, flush storage, close the peer port.
+    pub async fn stop(mut self) {
+        self.public_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.public_server).await;
+        self.hand_over_leadership().await;
+        self.tasks_stop.cancel();
+        if let Err(e) = self.cluster.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.storage.flusher.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        self.peer_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.peer_server).await;
+        tracing::info!("member stopped");
+    }
+
+    /// Simulates a crash (tests): every task is dropped at once, nothing is flushed beyond what
+    /// was already acknowledged as durable.
+    pub async fn kill(self) {
+        self.public_server.abort();
+        self.peer_server.abort();
+        self.tasks_stop.cancel();
+        let _ = self.cluster.raft.shutdown().await;
+    }
+
+    /// A leader that stops sends no more heartbeats and refuses to stand again, then waits
+    /// (bounded) until another member has taken over, so in-flight forwarding still works.
+    async fn hand_over_leadership(&self) {
+        let raft: &Raft = &self.cluster.raft;
+        let voters = raft.metrics().borrow().membership_config.membership().voter_ids().count();
+        if self.cluster.leader() != Leader::Me || voters < 2 {
+            return;
+        }
+        tracing::info!("leader stopping: handing leadership over");
+        raft.runtime_config().heartbeat(false);
+        raft.runtime_config().elect(false);
+        let deadline = Instant::now() + self.cluster.settings.election_timeout_max * 4;
+        let mut metrics = raft.metrics();
+        while Instant::now() < deadline {
+            let leader = metrics.borrow().current_leader;
+            if leader.is_some_and(|l| l != self.cluster.id()) {
+                tracing::info!(new_leader = leader, "leadership handed over");
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline.into(), metrics.changed()).await;
+        }
+        tracing::warn!("no other member took over before the deadline");
+    }
+}

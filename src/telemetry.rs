@@ -1,0 +1,95 @@
+//! Logging (tracing, text or JSON) and the Prometheus metrics registry served on the peer port.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global tracing subscriber. `RUST_LOG` overrides the default filter.
+pub fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("gridraft=info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Every metric gridraft exports. Raft gauges are refreshed when `/metrics` is scraped.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    pub term: IntGauge,
+    pub leader: IntGauge,
+    pub is_leader: IntGauge,
+    pub last_log_index: IntGauge,
+    pub applied_index: IntGauge,
+    pub snapshot_index: IntGauge,
+    pub live_sessions: IntGauge,
+    pub ready: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("gridraft_http_requests_total", "Public HTTP requests by route and status"),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("gridraft_http_request_duration_seconds", "Public HTTP request latency by route")
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let m = Metrics {
+            term: gauge("gridraft_raft_term", "Current Raft term"),
+            leader: gauge("gridraft_raft_leader", "Id of the known leader, -1 if none"),
+            is_leader: gauge("gridraft_raft_is_leader", "1 if this member is the leader"),
+            last_log_index: gauge("gridraft_raft_last_log_index", "Index of the last log entry"),
+            applied_index: gauge("gridraft_raft_applied_index", "Index of the last applied entry"),
+            snapshot_index: gauge("gridraft_raft_snapshot_index", "Index covered by the latest snapshot"),
+            live_sessions: gauge("gridraft_live_sessions", "Sessions in the map"),
+            ready: gauge("gridraft_ready", "1 while /readyz answers 204"),
+            registry,
+            requests,
+            latency,
+        };
+        for c in [
+            Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.latency.clone()),
+            Box::new(m.term.clone()),
+            Box::new(m.leader.clone()),
+            Box::new(m.is_leader.clone()),
+            Box::new(m.last_log_index.clone()),
+            Box::new(m.applied_index.clone()),
+            Box::new(m.snapshot_index.clone()),
+            Box::new(m.live_sessions.clone()),
+            Box::new(m.ready.clone()),
+        ] {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        m
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut out)
+            .expect("encoding to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
