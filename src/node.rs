@@ -194,11 +194,18 @@ impl Node {
 
     /// Simulates a crash (tests): every task is dropped at once, nothing is flushed beyond what
     /// was already acknowledged as durable.
-    pub async fn kill(self) {
-        self.public_server.abort();
-        self.peer_server.abort();
+    pub async fn kill(mut self) {
+        // Closing the listeners' connections matters: a crashed process closes its sockets, so
+        // peers must not keep talking to this member's handlers over pooled connections.
+        self.public_stop.cancel();
+        self.peer_stop.cancel();
         self.tasks_stop.cancel();
         let _ = self.cluster.raft.shutdown().await;
+        for server in [&mut self.public_server, &mut self.peer_server] {
+            if tokio::time::timeout(Duration::from_secs(2), &mut *server).await.is_err() {
+                server.abort();
+            }
+        }
     }
 
     /// A leader that stops sends no more heartbeats and refuses to stand again, then waits
