@@ -22,6 +22,10 @@ pub enum Command {
     PrintConfig(ServeArgs),
     /// Inspect or change the cluster through a member's peer port.
     Cluster(ClusterArgs),
+    /// Load the sessions of a Selenium Postgres or Redis store into a cluster (through Raft).
+    Import(ImportArgs),
+    /// Write a cluster's sessions into a Selenium Postgres or Redis store.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Default, Args)]
@@ -78,6 +82,20 @@ pub struct ServeArgs {
     pub ready_grace: Option<String>,
     #[arg(long, env = "GRIDRAFT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// The Grid event bus's publish address (Selenium's --publish-events), e.g. tcp://bus:4442.
+    #[arg(long, env = "GRIDRAFT_PUBLISH_EVENTS")]
+    pub publish_events: Option<String>,
+    /// The Grid event bus's subscribe address (Selenium's --subscribe-events), e.g. tcp://bus:4443.
+    #[arg(long, env = "GRIDRAFT_SUBSCRIBE_EVENTS")]
+    pub subscribe_events: Option<String>,
+    /// Selenium's registration secret (events signed with another are dropped).
+    #[arg(long, env = "GRIDRAFT_REGISTRATION_SECRET", hide_env_values = true)]
+    pub registration_secret: Option<String>,
+    /// File holding Selenium's registration secret.
+    #[arg(long, env = "GRIDRAFT_REGISTRATION_SECRET_FILE")]
+    pub registration_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
 }
 
 impl ServeArgs {
@@ -110,6 +128,19 @@ impl ServeArgs {
             ready_grace => grid.ready_grace,
             max_body_bytes => grid.max_body_bytes,
         );
+        for (target, value) in [
+            (&mut s.events.publish_events, &self.publish_events),
+            (&mut s.events.subscribe_events, &self.subscribe_events),
+            (&mut s.events.registration_secret, &self.registration_secret),
+        ] {
+            if value.is_some() {
+                *target = value.clone();
+            }
+        }
+        if let Some(v) = &self.registration_secret_file {
+            s.events.registration_secret_file = Some(v.clone());
+        }
+        self.mirror.overlay(&mut s);
         if let Some(v) = &self.advertise_peer {
             s.advertise_peer = Some(v.clone());
         }
@@ -150,4 +181,98 @@ pub enum ClusterAction {
     },
     /// Remove a member (the leader included).
     Remove { id: u64 },
+}
+
+/// Write-through mirror flags (`[mirror.postgres]`, `[mirror.redis]` in the file).
+#[derive(Debug, Default, Args)]
+pub struct MirrorArgs {
+    /// Postgres mirror URL, postgres://user:password@host:port/db (prefer the file or env).
+    #[arg(long, env = "GRIDRAFT_MIRROR_POSTGRES_URL", hide_env_values = true)]
+    pub mirror_postgres_url: Option<String>,
+    /// File holding the Postgres mirror URL.
+    #[arg(long, env = "GRIDRAFT_MIRROR_POSTGRES_URL_FILE")]
+    pub mirror_postgres_url_file: Option<PathBuf>,
+    /// async (default) or sync.
+    #[arg(long, env = "GRIDRAFT_MIRROR_POSTGRES_MODE")]
+    pub mirror_postgres_mode: Option<String>,
+    /// How long a sync-mode write waits for the Postgres mirror (default 2s).
+    #[arg(long, env = "GRIDRAFT_MIRROR_POSTGRES_SYNC_TIMEOUT")]
+    pub mirror_postgres_sync_timeout: Option<String>,
+    /// Redis mirror URL, redis://[:password@]host:port[/db] (prefer the file or env).
+    #[arg(long, env = "GRIDRAFT_MIRROR_REDIS_URL", hide_env_values = true)]
+    pub mirror_redis_url: Option<String>,
+    /// File holding the Redis mirror URL.
+    #[arg(long, env = "GRIDRAFT_MIRROR_REDIS_URL_FILE")]
+    pub mirror_redis_url_file: Option<PathBuf>,
+    /// async (default) or sync.
+    #[arg(long, env = "GRIDRAFT_MIRROR_REDIS_MODE")]
+    pub mirror_redis_mode: Option<String>,
+    /// How long a sync-mode write waits for the Redis mirror (default 2s).
+    #[arg(long, env = "GRIDRAFT_MIRROR_REDIS_SYNC_TIMEOUT")]
+    pub mirror_redis_sync_timeout: Option<String>,
+}
+
+impl MirrorArgs {
+    /// A URL given here replaces both `url` and `url-file` from the file (and vice versa).
+    fn overlay(&self, s: &mut Settings) {
+        for (m, url, file, mode, timeout) in [
+            (
+                &mut s.mirror.postgres,
+                &self.mirror_postgres_url,
+                &self.mirror_postgres_url_file,
+                &self.mirror_postgres_mode,
+                &self.mirror_postgres_sync_timeout,
+            ),
+            (
+                &mut s.mirror.redis,
+                &self.mirror_redis_url,
+                &self.mirror_redis_url_file,
+                &self.mirror_redis_mode,
+                &self.mirror_redis_sync_timeout,
+            ),
+        ] {
+            if let Some(f) = file {
+                m.url_file = Some(f.clone());
+                m.url = None;
+            }
+            if let Some(u) = url {
+                m.url = Some(u.clone());
+                m.url_file = None;
+            }
+            if let Some(v) = mode {
+                m.mode = v.clone();
+            }
+            if let Some(v) = timeout {
+                m.sync_timeout = v.clone();
+            }
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The Selenium store: postgres://... (table sessions_map) or redis://... (session:* keys).
+    #[arg(long, env = "GRIDRAFT_IMPORT_FROM", hide_env_values = true)]
+    pub from: String,
+    /// Public Grid address of any member, e.g. http://gridraft-1:5556.
+    #[arg(long)]
+    pub to: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The Selenium store to write: postgres://... or redis://...
+    #[arg(long, env = "GRIDRAFT_EXPORT_TO", hide_env_values = true)]
+    pub to: String,
+    /// Peer address of any member.
+    #[arg(long, env = "GRIDRAFT_PEER", default_value = "127.0.0.1:7556")]
+    pub peer: String,
+    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Also delete the store's sessions that the cluster does not have (the store then equals
+    /// the cluster). Without it, sessions are only added or replaced.
+    #[arg(long)]
+    pub replace: bool,
 }

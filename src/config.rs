@@ -33,6 +33,56 @@ pub struct Settings {
     pub log_format: String,
     pub raft: RaftSettings,
     pub grid: GridSettings,
+    pub events: EventSettings,
+    /// Write-through mirrors: `[mirror.postgres]`, `[mirror.redis]`.
+    pub mirror: MirrorsSettings,
+}
+
+/// `[mirror.postgres]` and `[mirror.redis]` (see `docs/mirrors.md`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MirrorsSettings {
+    pub postgres: MirrorSettings,
+    pub redis: MirrorSettings,
+}
+
+/// One mirror; it is enabled when `url` or `url-file` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MirrorSettings {
+    /// Connection URL (`postgres://...`, `redis://...`). It may carry a password: prefer
+    /// `url-file` or the environment.
+    pub url: Option<String>,
+    /// File holding the URL.
+    pub url_file: Option<PathBuf>,
+    /// `async` (Grid writes never wait) or `sync` (the leader waits up to `sync-timeout`).
+    pub mode: String,
+    pub sync_timeout: String,
+}
+
+impl Default for MirrorSettings {
+    fn default() -> Self {
+        MirrorSettings {
+            url: None,
+            url_file: None,
+            mode: "async".into(),
+            sync_timeout: "2s".into(),
+        }
+    }
+}
+
+/// The Selenium Grid event bus, named as Selenium names it (`[events]` in Selenium's TOML).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EventSettings {
+    /// The bus's publish address (its XPUB), e.g. `tcp://bus:4442`; members subscribe here.
+    /// Unset: no event bus (sessions then leave the map only by DELETE).
+    pub publish_events: Option<String>,
+    /// The bus's subscribe address (its XSUB), e.g. `tcp://bus:4443`.
+    pub subscribe_events: Option<String>,
+    /// Selenium's registration secret; events signed with another are dropped.
+    pub registration_secret: Option<String>,
+    pub registration_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +128,8 @@ impl Default for Settings {
             log_format: "text".into(),
             raft: RaftSettings::default(),
             grid: GridSettings::default(),
+            events: EventSettings::default(),
+            mirror: MirrorsSettings::default(),
         }
     }
 }
@@ -139,6 +191,16 @@ pub struct Resolved {
     pub read_from_leader: bool,
     pub ready_grace: Duration,
     pub max_body_bytes: usize,
+    pub events: Option<ResolvedEvents>,
+    /// Configured write-through mirrors (URLs unredacted: never log them).
+    pub mirrors: Vec<crate::mirror::MirrorConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolvedEvents {
+    pub publish_events: String,
+    pub subscribe_events: Option<String>,
+    pub registration_secret: String,
 }
 
 impl Settings {
@@ -207,6 +269,8 @@ impl Settings {
             problems.push("cluster-name must not be empty".into());
         }
         let cluster_secret = self.secret(&mut problems);
+        let events = self.resolve_events(&mut problems);
+        let mirrors = self.resolve_mirrors(&mut problems);
         if members.len() > 1 && cluster_secret.is_none() {
             problems.push("cluster-secret-file (or GRIDRAFT_CLUSTER_SECRET) is required when members lists more than one member".into());
         }
@@ -237,7 +301,55 @@ impl Settings {
             read_from_leader,
             ready_grace,
             max_body_bytes: self.grid.max_body_bytes,
+            events,
+            mirrors,
         })
+    }
+
+    fn resolve_mirrors(&self, problems: &mut Vec<String>) -> Vec<crate::mirror::MirrorConfig> {
+        use crate::mirror::{MirrorConfig, MirrorKind, MirrorMode};
+        let mut out = Vec::new();
+        for (kind, m) in [(MirrorKind::Postgres, &self.mirror.postgres), (MirrorKind::Redis, &self.mirror.redis)] {
+            let key = format!("mirror.{}", kind.name());
+            let url = match (&m.url, &m.url_file) {
+                (Some(u), _) => Some(u.trim().to_owned()),
+                (None, Some(path)) => match std::fs::read_to_string(path) {
+                    Ok(u) if !u.trim().is_empty() => Some(u.trim().to_owned()),
+                    Ok(_) => {
+                        problems.push(format!("{key}.url-file: {} is empty", path.display()));
+                        None
+                    }
+                    Err(e) => {
+                        problems.push(format!("{key}.url-file: read {}: {e}", path.display()));
+                        None
+                    }
+                },
+                (None, None) => None,
+            };
+            let mode = match m.mode.as_str() {
+                "async" => MirrorMode::Async,
+                "sync" => MirrorMode::Sync,
+                other => {
+                    problems.push(format!("{key}.mode: {other:?} is neither \"async\" nor \"sync\""));
+                    MirrorMode::Async
+                }
+            };
+            let sync_timeout = parse_duration(&m.sync_timeout).unwrap_or_else(|e| {
+                problems.push(format!("{key}.sync-timeout: {e}"));
+                Duration::ZERO
+            });
+            let Some(url) = url else { continue };
+            if MirrorKind::from_url(&url) != Some(kind) {
+                // The URL is not echoed: it may carry a password.
+                problems.push(format!("{key}.url: must start with {}", match kind {
+                    MirrorKind::Postgres => "postgres:// or postgresql://",
+                    MirrorKind::Redis => "redis://",
+                }));
+                continue;
+            }
+            out.push(MirrorConfig { kind, url, mode, sync_timeout });
+        }
+        out
     }
 
     fn secret(&self, problems: &mut Vec<String>) -> Option<String> {
@@ -258,11 +370,45 @@ impl Settings {
         }
     }
 
+    fn resolve_events(&self, problems: &mut Vec<String>) -> Option<ResolvedEvents> {
+        let e = &self.events;
+        for (key, value) in [("events.publish-events", &e.publish_events), ("events.subscribe-events", &e.subscribe_events)] {
+            if let Some(v) = value {
+                if !v.starts_with("tcp://") && !v.starts_with("ipc://") && !v.starts_with("inproc://") {
+                    problems.push(format!("{key}: {v:?} is not a ZeroMQ address such as tcp://host:4442"));
+                }
+            }
+        }
+        let secret = match (&e.registration_secret, &e.registration_secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(s) => s.trim_end_matches(['\n', '\r']).to_owned(),
+                Err(err) => {
+                    problems.push(format!("events.registration-secret-file: read {}: {err}", path.display()));
+                    String::new()
+                }
+            },
+            (None, None) => String::new(),
+        };
+        let publish_events = e.publish_events.clone()?;
+        Some(ResolvedEvents {
+            publish_events,
+            subscribe_events: e.subscribe_events.clone(),
+            registration_secret: secret,
+        })
+    }
+
     /// The settings as TOML, with secrets replaced by `"<redacted>"`.
     pub fn to_redacted_toml(&self) -> String {
         let mut copy = self.clone();
         if copy.cluster_secret.is_some() {
             copy.cluster_secret = Some("<redacted>".into());
+        }
+        if copy.events.registration_secret.is_some() {
+            copy.events.registration_secret = Some("<redacted>".into());
+        }
+        for m in [&mut copy.mirror.postgres, &mut copy.mirror.redis] {
+            m.url = m.url.as_deref().map(crate::mirror::redact_url);
         }
         toml::to_string_pretty(&copy).expect("settings always serialise to TOML")
     }

@@ -22,6 +22,8 @@ fn main() -> ExitCode {
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::PrintConfig(args)) => print_config(args),
             Some(Command::Cluster(args)) => cluster(args).await,
+            Some(Command::Import(args)) => gridraft::mirror::migrate::import_command(&args).await.map_err(Into::into),
+            Some(Command::Export(args)) => gridraft::mirror::migrate::export_command(&args).await.map_err(Into::into),
         }
     });
     match result {

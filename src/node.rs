@@ -13,7 +13,8 @@ use tracing::Instrument;
 
 use crate::api::{self, AppState};
 use crate::client::PeerClient;
-use crate::cluster::{bootstrap, Cluster, ClusterSettings, Leader};
+use crate::cluster::{bootstrap, event_sink, Cluster, ClusterSettings, Leader};
+use crate::events::{spawn_subscriber, EventBusSettings, EventMetrics};
 use crate::config::Resolved;
 use crate::raft::durable::{DataIdentity, Storage};
 use crate::raft::network::Network;
@@ -58,6 +59,8 @@ async fn start_inner(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> 
     let (storage, log_store, state_machine) = open_storage(&cfg.data_dir, &identity)?;
     let reader = state_machine.reader();
     let applied = state_machine.applied_index();
+    let mirror_applied = state_machine.applied_index();
+    let mirror_log = log_store.clone();
     let raft_config = openraft::Config {
         cluster_name: cfg.cluster_name.clone(),
         heartbeat_interval: cfg.heartbeat_interval.as_millis() as u64,
@@ -94,9 +97,11 @@ async fn start_inner(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> 
         applied,
         PeerClient::new(http, secret.clone()),
     );
+    let metrics = Metrics::new();
+    let event_metrics = EventMetrics::new(&metrics.registry);
     let state = Arc::new(AppState {
         cluster: cluster.clone(),
-        metrics: Metrics::new(),
+        metrics,
         max_body_bytes: cfg.max_body_bytes,
         secret,
         cluster_name: cfg.cluster_name.clone(),
@@ -108,6 +113,23 @@ async fn start_inner(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> 
     let public_server = serve(public, api::grid::router(state), public_stop.clone(), "public");
 
     let tasks_stop = CancellationToken::new();
+    let mirror_ctx = crate::mirror::runner::RunnerContext {
+        raft: cluster.raft.clone(),
+        reader: cluster.reader.clone(),
+        log: mirror_log,
+        applied: mirror_applied,
+    };
+    crate::mirror::runner::spawn_all(&cfg.mirrors, &cluster.mirrors, mirror_ctx, tasks_stop.clone());
+    if let Some(events) = &cfg.events {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let settings = EventBusSettings {
+            publish_events: events.publish_events.clone(),
+            subscribe_events: events.subscribe_events.clone(),
+            registration_secret: events.registration_secret.clone(),
+        };
+        spawn_subscriber(settings, tx, tasks_stop.clone(), event_metrics);
+        tokio::spawn(event_sink::run(cluster.clone(), rx, tasks_stop.clone()).in_current_span());
+    }
     tokio::spawn(cluster.clone().watch_leader(tasks_stop.clone()).in_current_span());
     let boot = cluster.clone();
     tokio::spawn(async move { bootstrap::bootstrap(&boot).await }.in_current_span());

@@ -1,6 +1,6 @@
 //! Logging (tracing, text or JSON) and the Prometheus metrics registry served on the peer port.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global tracing subscriber. `RUST_LOG` overrides the default filter.
@@ -29,6 +29,14 @@ pub struct Metrics {
     pub snapshot_index: IntGauge,
     pub live_sessions: IntGauge,
     pub ready: IntGauge,
+    /// Committed entries the mirror has not written yet, by mirror.
+    pub mirror_lag_entries: IntGaugeVec,
+    /// Age of the oldest entry the mirror has not written yet, by mirror (leader only).
+    pub mirror_lag_seconds: GaugeVec,
+    /// 1 when the mirror's connection works, 0 when down or failed (leader only).
+    pub mirror_up: IntGaugeVec,
+    /// `sync` writes answered without the mirror's confirmation, by mirror.
+    pub mirror_sync_timeouts: IntCounterVec,
 }
 
 impl Metrics {
@@ -57,6 +65,26 @@ impl Metrics {
             snapshot_index: gauge("gridraft_raft_snapshot_index", "Index covered by the latest snapshot"),
             live_sessions: gauge("gridraft_live_sessions", "Sessions in the map"),
             ready: gauge("gridraft_ready", "1 while /readyz answers 204"),
+            mirror_lag_entries: IntGaugeVec::new(
+                Opts::new("gridraft_mirror_lag_entries", "Committed entries not yet written to the mirror"),
+                &["mirror"],
+            )
+            .expect("valid metric"),
+            mirror_lag_seconds: GaugeVec::new(
+                Opts::new("gridraft_mirror_lag_seconds", "Age of the oldest entry not yet written to the mirror"),
+                &["mirror"],
+            )
+            .expect("valid metric"),
+            mirror_up: IntGaugeVec::new(
+                Opts::new("gridraft_mirror_up", "1 if the leader's connection to the mirror works"),
+                &["mirror"],
+            )
+            .expect("valid metric"),
+            mirror_sync_timeouts: IntCounterVec::new(
+                Opts::new("gridraft_mirror_sync_timeouts_total", "Sync-mode writes answered without the mirror"),
+                &["mirror"],
+            )
+            .expect("valid metric"),
             registry,
             requests,
             latency,
@@ -72,6 +100,10 @@ impl Metrics {
             Box::new(m.snapshot_index.clone()),
             Box::new(m.live_sessions.clone()),
             Box::new(m.ready.clone()),
+            Box::new(m.mirror_lag_entries.clone()),
+            Box::new(m.mirror_lag_seconds.clone()),
+            Box::new(m.mirror_up.clone()),
+            Box::new(m.mirror_sync_timeouts.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -62,7 +62,8 @@ fn resolve(method: &Method, raw_path: &str) -> Option<Route> {
             (&Method::POST, "") => Some(Route::Add),
             (_, "") => None,
             (_, rest) => {
-                let rest = rest.strip_prefix('/')?;
+                // The id segment must be non-empty (`/se/grid/session/`, `.../session//uri`).
+                let rest = rest.strip_prefix('/').filter(|r| !r.is_empty() && !r.starts_with('/'))?;
                 match rest.split_once('/') {
                     None if *method == Method::GET => Some(Route::Get(rest.to_owned())),
                     None if *method == Method::DELETE => Some(Route::Delete(rest.to_owned())),
@@ -90,9 +91,10 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
     let raw_path = req.uri().path().to_owned();
     let Some(route) = resolve(&routed_method, &raw_path) else {
         state.metrics.requests.with_label_values(&["unknown", "404"]).inc();
+        // Java names the method it routed (HEAD is routed as GET) and the decoded path.
         return ApiError::UnknownCommand {
-            method: method.to_string(),
-            path: raw_path,
+            method: routed_method.to_string(),
+            path: percent_decode_str(&raw_path).decode_utf8_lossy().into_owned(),
         }
         .into_response();
     };
@@ -237,6 +239,8 @@ mod tests {
             (Method::GET, "/STATUS"),
             (Method::GET, "/status/"),
             (Method::GET, "/se/grid/session/"),
+            (Method::DELETE, "/se/grid/session/"),
+            (Method::GET, "/se/grid/session//uri"),
             (Method::GET, "/se/grid/session"),
             (Method::GET, "/se/grid//session/x"),
             (Method::POST, "/se/grid/session/x"),

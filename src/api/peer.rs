@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/init", post(init))
         .route(ADD_PATH, post(add_member))
         .route(REMOVE_PATH, post(remove_member))
+        .route(crate::mirror::migrate::SESSIONS_PATH, get(sessions))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_secret))
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
@@ -163,6 +164,16 @@ async fn status(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
     Json(s.cluster.status())
 }
 
+/// Every live session, read after a read barrier (for `gridraft export`).
+async fn sessions(State(s): State<Arc<AppState>>) -> Response {
+    if let Err(e) = s.cluster.read_barrier().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": e.to_string()}))).into_response();
+    }
+    let map = s.cluster.reader.snapshot();
+    let sessions: Vec<_> = map.sessions().collect();
+    Json(serde_json::json!({ "live_sessions": sessions.len(), "sessions": sessions })).into_response()
+}
+
 async fn init(State(s): State<Arc<AppState>>) -> Response {
     let members = s.cluster.raft.metrics().borrow().membership_config.membership().clone();
     if members.voter_ids().count() > 0 {
@@ -199,6 +210,8 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     g.snapshot_index.set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
     g.live_sessions.set(s.cluster.reader.len() as i64);
     g.ready.set(i64::from(s.cluster.is_ready()));
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    s.cluster.mirrors.update_metrics(g, applied, &s.cluster.reader.snapshot());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),

@@ -54,6 +54,10 @@ impl Cluster {
             "replication": replication,
             "ready": self.is_ready(),
             "live_sessions": self.reader.len(),
+            "mirrors": self.mirrors.status(
+                m.last_applied.map(|l| l.index).unwrap_or(0),
+                &self.reader.snapshot(),
+            ),
         })
     }
 

@@ -4,6 +4,7 @@
 //! This layer knows openraft's client API but not sled; the API layer knows only this.
 
 pub mod bootstrap;
+pub mod event_sink;
 pub mod membership;
 pub mod read_index;
 
@@ -54,6 +55,8 @@ pub struct Cluster {
     pub raft: Raft,
     pub reader: SessionMapReader,
     pub peers: PeerClient,
+    /// Write-through mirrors configured on this member (see `crate::mirror`).
+    pub mirrors: crate::mirror::Mirrors,
     applied: watch::Receiver<u64>,
     reads: read_index::ReadIndexBatcher,
     started: Instant,
@@ -75,6 +78,7 @@ impl Cluster {
             raft,
             reader,
             peers,
+            mirrors: Default::default(),
             applied,
             started: Instant::now(),
             leader_seen_ms: AtomicU64::new(u64::MAX),
@@ -132,7 +136,11 @@ impl Cluster {
     /// Proposes `p` on this member, which must be the leader (used by the forwarding route).
     pub async fn write_here(&self, p: Proposal, timeout: Duration) -> Result<Applied, Reject> {
         match tokio::time::timeout(timeout, self.raft.client_write(p)).await {
-            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Ok(resp)) => {
+                // `sync` mirrors: committed, now wait (bounded) until they have it too.
+                self.mirrors.wait_sync(resp.log_id.index).await;
+                Ok(resp.data)
+            }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(Reject::NotLeader { leader: f.leader_id })
             }

@@ -61,6 +61,10 @@ pub enum Op {
     Remove { id: String, reason: RemovalReason },
     /// Remove every session whose node URI equals `uri` exactly.
     RemoveByUri { uri: String, reason: RemovalReason },
+    /// The leader has written every entry up to `index` to the mirror named `mirror`
+    /// (`postgres`, `redis`). Replicated so that a new leader resumes mirroring there; it
+    /// changes no session.
+    MirrorProgress { mirror: String, index: u64 },
 }
 
 /// What applying a [`Proposal`] did.

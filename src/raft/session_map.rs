@@ -68,6 +68,8 @@ pub struct SessionMap {
     event_order: imbl::Vector<Uuid>,
     /// The newest proposal time applied: the map's only clock.
     clock: i64,
+    /// Last log index each write-through mirror has confirmed (see `crate::mirror`).
+    mirror_progress: imbl::OrdMap<Arc<str>, u64>,
 }
 
 impl SessionMap {
@@ -97,6 +99,13 @@ impl SessionMap {
                     .map(|id| u32::from(self.remove(id, *reason, p.at)))
                     .sum()
             }
+            Op::MirrorProgress { mirror, index } => {
+                // Progress only moves forward, even if proposals arrive out of order.
+                let known = self.mirror_progress.get(mirror.as_str()).copied().unwrap_or(0);
+                self.mirror_progress
+                    .insert(Arc::from(mirror.as_str()), known.max(*index));
+                0
+            }
         };
         self.expire_tombstones();
         Applied {
@@ -121,6 +130,21 @@ impl SessionMap {
 
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
+    }
+
+    /// The last log index the mirror `name` has confirmed, 0 if none.
+    pub fn mirror_progress(&self, name: &str) -> u64 {
+        self.mirror_progress.get(name).copied().unwrap_or(0)
+    }
+
+    /// Every mirror's confirmed progress.
+    pub fn mirror_progress_all(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.mirror_progress.iter().map(|(k, v)| (&**k, *v))
+    }
+
+    /// Recently removed sessions with the node URI each was on (bounded, see [`Tombstone`]).
+    pub fn tombstones(&self) -> impl Iterator<Item = (&str, &Tombstone)> {
+        self.tombstones.iter().map(|(k, v)| (&**k, v))
     }
 
     /// Live sessions in no particular order.
@@ -204,6 +228,11 @@ impl SessionMap {
                 .collect(),
             events: self.event_order.iter().copied().collect(),
             clock: self.clock,
+            mirror_progress: self
+                .mirror_progress
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
         }
     }
 
@@ -223,6 +252,9 @@ impl SessionMap {
         for e in image.events {
             map.remember_event(e);
         }
+        for (name, index) in image.mirror_progress {
+            map.mirror_progress.insert(Arc::from(name), index);
+        }
         map
     }
 }
@@ -234,6 +266,8 @@ pub struct MapImage {
     pub tombstones: Vec<(String, Tombstone)>,
     pub events: Vec<Uuid>,
     pub clock: i64,
+    /// Each mirror's confirmed log index, by mirror name.
+    pub mirror_progress: Vec<(String, u64)>,
 }
 
 /// Read access to the applied session map, shared by the state machine and the API.

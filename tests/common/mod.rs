@@ -2,6 +2,9 @@
 //! directories, waits on Raft metrics with timeouts (never fixed sleeps).
 #![allow(dead_code)]
 
+pub mod grid;
+pub mod java;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""End to end: a real distributed Selenium Grid (event-bus, sessionqueue, distributor, router and
+a node driving Debian's headless chromium) whose session map is a three-member gridraft cluster
+behind haproxy (checking /readyz). Creates real browser sessions, runs WebDriver commands, checks
+the session map on every member, quits, checks the sessions leave the map through the
+`session-closed` event; then does it again while the gridraft leader is killed with SIGKILL.
+
+Ends with a line `N passed, M failed`; exits non-zero when anything failed.
+Only 127.0.0.1 is used.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+SECRET = "e2e-registration-secret"
+CLUSTER_SECRET = "e2e-cluster-secret"
+BUS_PUB, BUS_SUB, BUS_HTTP = 14442, 14443, 15557
+QUEUE, DISTRIBUTOR, ROUTER, NODE = 15559, 15553, 14444, 15555
+VIP = 15556
+MEMBERS = {1: (15561, 17561), 2: (15562, 17562), 3: (15563, 17563)}
+PAGE = "data:text/html,<html><head><title>gridraft e2e</title></head><body><p id='greeting'>hello grid</p></body></html>"
+
+results = {"passed": 0, "failed": 0}
+procs = {}
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def check(name, ok, detail=""):
+    if ok:
+        results["passed"] += 1
+        log(f"PASS {name}")
+    else:
+        results["failed"] += 1
+        log(f"FAIL {name} {detail}")
+    return ok
+
+
+def http(method, url, body=None, headers=None, timeout=60):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("Content-Type", "application/json; charset=utf-8")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw) if raw else None
+        except ValueError:
+            return e.code, raw.decode(errors="replace")
+
+
+def wait_until(what, fn, timeout=120, interval=0.25):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - the service is starting
+            last = e
+        time.sleep(interval)
+    raise RuntimeError(f"timed out waiting for {what} (last: {last})")
+
+
+def start(name, args, logdir, env=None):
+    out = open(os.path.join(logdir, f"{name}.log"), "ab")
+    procs[name] = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return procs[name]
+
+
+def stop_all():
+    for name, p in list(procs.items()):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for name, p in list(procs.items()):
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def start_member(binary, mid, workdir, logdir):
+    public, peer = MEMBERS[mid]
+    members = ",".join(f"{i}=127.0.0.1:{p[1]}" for i, p in MEMBERS.items())
+    args = [binary, "serve", "--id", str(mid), "--listen", f"127.0.0.1:{public}",
+            "--peer-listen", f"127.0.0.1:{peer}", "--data-dir", os.path.join(workdir, f"m{mid}"),
+            "--members", members, "--cluster-secret-file", os.path.join(workdir, "cluster-secret"),
+            "--publish-events", f"tcp://127.0.0.1:{BUS_PUB}", "--subscribe-events", f"tcp://127.0.0.1:{BUS_SUB}",
+            "--registration-secret", SECRET]
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "gridraft=info,openraft=warn"))
+    return start(f"gridraft-{mid}", args, logdir, env)
+
+
+def admin_status(mid):
+    req = urllib.request.Request(f"http://127.0.0.1:{MEMBERS[mid][1]}/admin/status",
+                                 headers={"Authorization": f"Bearer {CLUSTER_SECRET}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def leader():
+    for mid in MEMBERS:
+        if procs[f"gridraft-{mid}"].poll() is None:
+            try:
+                s = admin_status(mid)
+                if s.get("leader"):
+                    return s["leader"]
+            except Exception:  # noqa: BLE001 - member may be down
+                pass
+    return None
+
+
+HAPROXY_CFG = """
+global
+    maxconn 2048
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 120s
+    timeout server 60s
+    timeout http-request 30s
+    retries 5
+    option redispatch 1
+    retry-on conn-failure empty-response response-timeout
+    option http-buffer-request
+frontend vip
+    bind 127.0.0.1:{vip}
+    default_backend gridraft
+backend gridraft
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 204
+{servers}
+"""
+
+
+def start_grid(jar, workdir, logdir):
+    java = ["java", "-jar", jar]
+    bus = ["--publish-events", f"tcp://127.0.0.1:{BUS_PUB}", "--subscribe-events", f"tcp://127.0.0.1:{BUS_SUB}"]
+    sec = ["--registration-secret", SECRET]
+    start("event-bus", java + ["event-bus"] + bus + ["--port", str(BUS_HTTP), "--host", "127.0.0.1"] + sec, logdir)
+    wait_until("event bus", lambda: http("GET", f"http://127.0.0.1:{BUS_HTTP}/readyz")[0] in (200, 204))
+    start("sessionqueue", java + ["sessionqueue", "--port", str(QUEUE), "--host", "127.0.0.1"] + sec, logdir)
+    wait_until("session queue", lambda: http("GET", f"http://127.0.0.1:{QUEUE}/readyz")[0] in (200, 204))
+    start("distributor", java + ["distributor", "--sessions", f"http://127.0.0.1:{VIP}",
+                                 "--sessionqueue", f"http://127.0.0.1:{QUEUE}", "--bind-bus", "false",
+                                 "--port", str(DISTRIBUTOR), "--host", "127.0.0.1"] + bus + sec, logdir)
+    start("router", java + ["router", "--sessions", f"http://127.0.0.1:{VIP}",
+                            "--distributor", f"http://127.0.0.1:{DISTRIBUTOR}",
+                            "--sessionqueue", f"http://127.0.0.1:{QUEUE}",
+                            "--port", str(ROUTER), "--host", "127.0.0.1"] + sec, logdir)
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    node_toml = os.path.join(workdir, "node.toml")
+    stereotype = json.dumps({"browserName": "chrome", "platformName": "linux",
+                             "goog:chromeOptions": {"binary": chromium,
+                                                    "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                                                             "--disable-gpu"]}})
+    with open(node_toml, "w") as f:
+        f.write("[node]\ndetect-drivers = false\nselenium-manager = false\nmax-sessions = 4\n"
+                "override-max-sessions = true\n\n[[node.driver-configuration]]\n"
+                f"display-name = \"chromium\"\nwebdriver-executable = \"{chromedriver}\"\nmax-sessions = 4\n"
+                f"stereotype = '{stereotype}'\n")
+    start("node", java + ["node", "--config", node_toml, "--port", str(NODE), "--host", "127.0.0.1"] + bus + sec, logdir)
+
+    def grid_ready():
+        code, body = http("GET", f"http://127.0.0.1:{ROUTER}/status")
+        return code == 200 and body["value"]["ready"] and body
+    status = wait_until("the grid to be ready with a node", grid_ready, timeout=180)
+    nodes = status["value"]["nodes"]
+    return nodes[0]["uri"]
+
+
+def new_session():
+    caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome"}}}
+    code, body = http("POST", f"http://127.0.0.1:{ROUTER}/session", caps, timeout=120)
+    if code != 200:
+        raise RuntimeError(f"new session failed: {code} {body}")
+    return body["value"]["sessionId"]
+
+
+def webdriver_round(sid):
+    """Navigate, read the title, find an element and read its text. Returns None or an error."""
+    base = f"http://127.0.0.1:{ROUTER}/session/{sid}"
+    code, body = http("POST", f"{base}/url", {"url": PAGE})
+    if code != 200:
+        return f"navigate: {code} {body}"
+    code, body = http("GET", f"{base}/title")
+    if code != 200 or body["value"] != "gridraft e2e":
+        return f"title: {code} {body}"
+    code, body = http("POST", f"{base}/element", {"using": "css selector", "value": "#greeting"})
+    if code != 200:
+        return f"find element: {code} {body}"
+    element = list(body["value"].values())[0]
+    code, body = http("GET", f"{base}/element/{element}/text")
+    if code != 200 or body["value"] != "hello grid":
+        return f"element text: {code} {body}"
+    return None
+
+
+def map_uri(mid, sid):
+    return http("GET", f"http://127.0.0.1:{MEMBERS[mid][0]}/se/grid/session/{sid}/uri")
+
+
+def live_members():
+    return [mid for mid in MEMBERS if procs[f"gridraft-{mid}"].poll() is None]
+
+
+def check_in_map(sids, node_uri, phase):
+    for sid in sids:
+        for mid in live_members():
+            code, body = map_uri(mid, sid)
+            check(f"{phase}: session {sid[:8]} is in the map of member {mid} with the node's URI",
+                  code == 200 and body["value"] == node_uri, f"got {code} {body}")
+
+
+def quit_and_check_gone(sids, phase):
+    for sid in sids:
+        code, body = http("DELETE", f"http://127.0.0.1:{ROUTER}/session/{sid}")
+        check(f"{phase}: quit session {sid[:8]}", code == 200, f"got {code} {body}")
+    for sid in sids:
+        for mid in live_members():
+            def gone():
+                code, body = http("GET", f"http://127.0.0.1:{MEMBERS[mid][0]}/se/grid/session/{sid}")
+                return code == 404 and body
+            try:
+                body = wait_until(f"{sid} to leave member {mid}", gone, timeout=30)
+                msg = body["value"]["message"]
+                check(f"{phase}: session {sid[:8]} left member {mid} through session-closed",
+                      "reason: session closed normally (QUIT command)" in msg, msg)
+            except RuntimeError as e:
+                check(f"{phase}: session {sid[:8]} left member {mid}", False, str(e))
+
+
+def phase_plain(node_uri):
+    sids = [new_session() for _ in range(3)]
+    for sid in sids:
+        err = webdriver_round(sid)
+        check(f"plain: WebDriver commands in session {sid[:8]}", err is None, err or "")
+    check_in_map(sids, node_uri, "plain")
+    quit_and_check_gone(sids, "plain")
+
+
+def phase_leader_kill(node_uri, binary, workdir, logdir, seconds):
+    sids = [new_session() for _ in range(3)]
+    check_in_map(sids, node_uri, "kill")
+    errors, rounds = [], [0]
+    stop = threading.Event()
+
+    def drive(sid):
+        while not stop.is_set():
+            err = webdriver_round(sid)
+            rounds[0] += 1
+            if err:
+                errors.append(f"{sid[:8]}: {err}")
+
+    threads = [threading.Thread(target=drive, args=(sid,)) for sid in sids]
+    for t in threads:
+        t.start()
+    time.sleep(seconds / 3)
+    victim = leader()
+    log(f"killing the gridraft leader, member {victim}, with SIGKILL")
+    procs[f"gridraft-{victim}"].send_signal(signal.SIGKILL)
+    procs[f"gridraft-{victim}"].wait()
+    killed_at = time.time()
+    new_leader = wait_until("a new leader", lambda: (leader() not in (None, victim)) and leader(), timeout=30)
+    log(f"member {new_leader} leads {time.time() - killed_at:.2f}s after the kill")
+    time.sleep(seconds * 2 / 3)
+    stop.set()
+    for t in threads:
+        t.join()
+    check(f"kill: all {rounds[0]} WebDriver rounds before, during and after the leader kill succeeded",
+          not errors, "; ".join(errors[:5]))
+    more = new_session()
+    err = webdriver_round(more)
+    check("kill: a session started after the kill works", err is None, err or "")
+    sids.append(more)
+    check_in_map(sids, node_uri, "kill")
+    quit_and_check_gone(sids, "kill")
+    log(f"restarting member {victim}")
+    start_member(binary, victim, workdir, logdir)
+    wait_until(f"member {victim} to be ready",
+               lambda: http("GET", f"http://127.0.0.1:{MEMBERS[victim][0]}/readyz")[0] == 204, timeout=60)
+    for sid in sids:
+        code, _ = map_uri(victim, sid)
+        check(f"kill: restarted member {victim} does not resurrect {sid[:8]}", code == 404, f"got {code}")
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    repo = os.path.dirname(here)
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--gridraft", default=os.path.join(repo, "target", "release", "gridraft"))
+    ap.add_argument("--jar", default=os.environ.get("GRIDRAFT_SELENIUM_JAR", os.path.join(
+        repo, "..", "shared", "selenium", "selenium-server-4.48.0.jar")))
+    ap.add_argument("--seconds", type=float, default=12, help="length of the leader-kill phase")
+    ap.add_argument("--keep-logs", action="store_true")
+    args = ap.parse_args()
+    workdir = tempfile.mkdtemp(prefix="gridraft-e2e-")
+    logdir = os.path.join(workdir, "logs")
+    os.makedirs(logdir)
+    log(f"work dir {workdir}")
+    with open(os.path.join(workdir, "cluster-secret"), "w") as f:
+        f.write(CLUSTER_SECRET)
+    try:
+        for mid in MEMBERS:
+            start_member(args.gridraft, mid, workdir, logdir)
+        servers = "\n".join(f"    server m{mid} 127.0.0.1:{p[0]} check inter 300ms fall 2 rise 1"
+                            for mid, p in MEMBERS.items())
+        cfg = os.path.join(workdir, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write(HAPROXY_CFG.format(vip=VIP, servers=servers))
+        start("haproxy", ["haproxy", "-db", "-f", cfg], logdir)
+        wait_until("gridraft behind the VIP", lambda: http("GET", f"http://127.0.0.1:{VIP}/readyz")[0] == 204)
+        node_uri = start_grid(args.jar, workdir, logdir)
+        log(f"grid ready; node {node_uri}")
+        phase_plain(node_uri)
+        phase_leader_kill(node_uri, args.gridraft, workdir, logdir, args.seconds)
+        for name in procs:
+            if name.startswith("gridraft-"):
+                with open(os.path.join(logdir, f"{name}.log"), errors="replace") as f:
+                    text = f.read()
+                check(f"no panic in the log of {name}", "panicked" not in text)
+    except Exception as e:  # noqa: BLE001 - report and count
+        check("the run completed", False, repr(e))
+    finally:
+        stop_all()
+        if results["failed"]:
+            log(f"logs kept in {logdir}")
+            for name in sorted(os.listdir(logdir)):
+                path = os.path.join(logdir, name)
+                print(f"----- tail of {name}", flush=True)
+                with open(path, errors="replace") as f:
+                    print("".join(f.readlines()[-25:]), flush=True)
+        elif not args.keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"{results['passed']} passed, {results['failed']} failed", flush=True)
+    sys.exit(1 if results["failed"] else 0)
+
+
+if __name__ == "__main__":
+    main()

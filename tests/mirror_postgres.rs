@@ -1,0 +1,130 @@
+//! The Postgres mirror against a real PostgreSQL: exact equality with the Raft state after a
+//! mixed load through every member, Selenium's own queries, an outage during the load, and an
+//! incompatible table.
+
+mod mirror_common;
+
+use std::time::Duration;
+
+use gridraft::mirror::hub::RunState;
+use gridraft::mirror::MirrorKind;
+use mirror_common::load::{assert_matches_model, mixed_load, Model};
+use mirror_common::servers::OwnPostgres;
+use mirror_common::stores::{connect_pg, expected_rows, fresh_pg_database, wait_caught_up, wait_rows_equal};
+use mirror_common::{eventually, mirror, MirrorCluster};
+use sqlx::Row;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_member() {
+    let url = fresh_pg_database("gridraft_mirror_equal").await;
+    let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Postgres, &url)]).await;
+    tracing::info!("phase: mixed load through members 1, 2 and 3");
+    let mut model = Model::new();
+    mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 120, 0, &mut model).await;
+    let truth = c.truth().await;
+    assert_matches_model(&truth, &model);
+    assert!(truth.len() > 10, "the load leaves sessions behind ({})", truth.len());
+
+    tracing::info!(sessions = truth.len(), "phase: the mirror equals the Raft state, row by row");
+    let rows = wait_rows_equal(&url, &truth, Duration::from_secs(60)).await;
+
+    tracing::info!("phase: Selenium's JdbcBackedSessionMap queries (grid-protocol.md §5.2)");
+    let mut con = connect_pg(&url).await;
+    for (id, (uri, stereotype, caps, start)) in &rows {
+        // The JDBC statement verbatim, with Postgres's placeholder for JDBC's `?`.
+        let found = sqlx::query("select * from sessions_map where session_ids = $1")
+            .bind(id)
+            .fetch_all(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "one row for {id}");
+        let r = &found[0];
+        assert_eq!(r.get::<String, _>("session_uri"), *uri);
+        assert_eq!(r.get::<String, _>("session_caps"), *caps);
+        assert_eq!(r.get::<String, _>("session_stereotype"), *stereotype);
+        let start_col: String = r.get("session_start");
+        assert_eq!(start_col, *start);
+        assert!(start_col.starts_with('"') && start_col.ends_with("Z\""), "start is a quoted instant");
+        let record = match truth.get(id) {
+            gridraft::raft::Lookup::Found(r) => r,
+            other => panic!("{id} is not live: {other:?}"),
+        };
+        assert_eq!(record.session.capabilities, *caps);
+    }
+    let removed = truth.tombstones().next().map(|(id, _)| id.to_owned()).expect("the load removed sessions");
+    let none = sqlx::query("select * from sessions_map where session_ids = $1")
+        .bind(&removed)
+        .fetch_all(&mut con)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "removed session {removed} has no row");
+
+    let status = c.status(c.leader().await).await;
+    assert_eq!(status["mirrors"]["postgres"]["state"], "up", "{status}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_stopped_during_the_load_then_restarted_converges_without_losing_or_resurrecting() {
+    let pg = OwnPostgres::start();
+    let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Postgres, &pg.url())]).await;
+    let mut model = Model::new();
+    tracing::info!("phase: load with postgres up");
+    mixed_load(&c, &[vec![1], vec![2], vec![3]], 60, 0, &mut model).await;
+    wait_rows_equal(&pg.url(), &c.truth().await, Duration::from_secs(60)).await;
+
+    tracing::info!("phase: postgres stopped; the Grid keeps answering, quickly");
+    pg.stop();
+    let report = mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 80, 1, &mut model).await;
+    assert!(report.slowest < Duration::from_secs(2), "a write took {:?} during the outage", report.slowest);
+    let leader = c.leader().await;
+    eventually(Duration::from_secs(30), "the mirror to be reported down", || async {
+        let s = c.status(leader).await;
+        (s["mirrors"]["postgres"]["state"] == "down" && s["mirrors"]["postgres"]["lag_entries"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+
+    tracing::info!("phase: postgres back; the mirror converges");
+    pg.restart();
+    let truth = c.truth().await;
+    assert_matches_model(&truth, &model);
+    wait_rows_equal(&pg.url(), &truth, Duration::from_secs(60)).await;
+    wait_caught_up(&c, leader, MirrorKind::Postgres).await;
+    let status = c.status(leader).await;
+    assert_eq!(status["mirrors"]["postgres"]["state"], "up", "{status}");
+    assert_eq!(status["mirrors"]["postgres"]["lag_entries"], 0, "{status}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_incompatible_sessions_map_table_stops_only_the_mirror() {
+    let url = fresh_pg_database("gridraft_mirror_incompatible").await;
+    let mut con = connect_pg(&url).await;
+    sqlx::query("create table sessions_map (session_ids integer, session_caps text, session_uri varchar(256), session_stereotype text)")
+        .execute(&mut con)
+        .await
+        .unwrap();
+    let c = MirrorCluster::start(1, vec![mirror(MirrorKind::Postgres, &url)]).await;
+    let handle = c.handle(1, MirrorKind::Postgres);
+    let error = eventually(Duration::from_secs(30), "the mirror to fail", || async {
+        match handle.state() {
+            RunState::Failed { error } => Some(error),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(error.contains("session_ids has type integer"), "{error}");
+    assert!(error.contains("session_start is missing"), "{error}");
+    let resp = c
+        .http
+        .post(c.url(1, "/se/grid/session"))
+        .body(mirror_common::load::body("still-serving", "http://n:5555", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the cluster is unaffected");
+    let n: i64 = sqlx::query_scalar("select count(*) from sessions_map").fetch_one(&mut con).await.unwrap();
+    assert_eq!(n, 0, "nothing was written into the incompatible table");
+    assert_eq!(expected_rows(&c.truth().await).len(), 1);
+    c.shutdown().await;
+}

@@ -1,0 +1,158 @@
+//! The Redis mirror against a real redis-server: exact equality with the Raft state after a mixed
+//! load through every member, an outage during the load, a leader killed while the mirror is
+//! behind, unreachable mirrors at start, and keys of another type.
+
+mod mirror_common;
+
+use std::time::{Duration, Instant};
+
+use gridraft::mirror::hub::RunState;
+use gridraft::mirror::{MirrorKind, MirrorMode};
+use mirror_common::load::{assert_matches_model, mixed_load, Model};
+use mirror_common::servers::OwnRedis;
+use mirror_common::stores::{fresh_redis_db, redis_con, wait_caught_up, wait_keys_equal};
+use mirror_common::{eventually, mirror, require_env, MirrorCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_mirror_equals_the_raft_state_after_a_mixed_load_through_every_member() {
+    let url = fresh_redis_db(1).await;
+    let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Redis, &url)]).await;
+    tracing::info!("phase: mixed load through members 1, 2 and 3");
+    let mut model = Model::new();
+    mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 120, 0, &mut model).await;
+    let truth = c.truth().await;
+    assert_matches_model(&truth, &model);
+    tracing::info!(sessions = truth.len(), "phase: the mirror equals the Raft state, key by key");
+    wait_keys_equal(&url, &truth, Duration::from_secs(60)).await;
+    let metrics = c
+        .node(c.leader().await)
+        .cluster
+        .peers
+        .admin(&c.members[&c.leader().await].peer.to_string(), reqwest::Method::GET, "/admin/status", None::<&()>)
+        .await
+        .unwrap();
+    assert_eq!(metrics["mirrors"]["redis"]["state"], "up", "{metrics}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stopped_during_the_load_then_restarted_converges_without_losing_or_resurrecting() {
+    let mut redis = OwnRedis::start().await;
+    let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Redis, &redis.url())]).await;
+    let mut model = Model::new();
+    tracing::info!("phase: load with redis up");
+    mixed_load(&c, &[vec![1], vec![2], vec![3]], 60, 0, &mut model).await;
+    wait_keys_equal(&redis.url(), &c.truth().await, Duration::from_secs(60)).await;
+
+    tracing::info!("phase: redis killed; the Grid keeps answering, quickly");
+    redis.stop();
+    let report = mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 80, 1, &mut model).await;
+    assert!(report.slowest < Duration::from_secs(2), "a write took {:?} during the outage", report.slowest);
+    let leader = c.leader().await;
+    eventually(Duration::from_secs(30), "the mirror to be reported down", || async {
+        let s = c.status(leader).await;
+        (s["mirrors"]["redis"]["state"] == "down").then_some(())
+    })
+    .await;
+
+    tracing::info!("phase: redis back; the mirror converges");
+    redis.restart().await;
+    let truth = c.truth().await;
+    assert_matches_model(&truth, &model);
+    wait_keys_equal(&redis.url(), &truth, Duration::from_secs(60)).await;
+    wait_caught_up(&c, leader, MirrorKind::Redis).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_while_the_mirror_is_behind_the_new_leader_completes_it() {
+    let mut redis = OwnRedis::start().await;
+    let mut c = MirrorCluster::start(3, vec![mirror(MirrorKind::Redis, &redis.url())]).await;
+    let mut model = Model::new();
+    tracing::info!("phase: load with redis up, mirrored and progress replicated");
+    mixed_load(&c, &[vec![1], vec![2], vec![3]], 40, 0, &mut model).await;
+    wait_keys_equal(&redis.url(), &c.truth().await, Duration::from_secs(60)).await;
+    let old = c.leader().await;
+    wait_caught_up(&c, old, MirrorKind::Redis).await;
+
+    tracing::info!("phase: redis down, more load: the mirror falls behind");
+    redis.stop();
+    mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 40, 1, &mut model).await;
+    let behind = c.status(old).await;
+    assert!(behind["mirrors"]["redis"]["lag_entries"].as_u64() > Some(0), "{behind}");
+    let progress = behind["mirrors"]["redis"]["replicated_progress"].as_u64().unwrap();
+
+    tracing::info!(old, progress, "phase: the leader is killed while the mirror is behind");
+    c.kill(old).await;
+    redis.restart().await;
+    let new = c.leader().await;
+    assert_ne!(new, old);
+    let truth = c.truth().await;
+    assert_matches_model(&truth, &model);
+    wait_keys_equal(&redis.url(), &truth, Duration::from_secs(60)).await;
+    wait_caught_up(&c, new, MirrorKind::Redis).await;
+    let status = eventually(Duration::from_secs(30), "the new leader to replicate its progress", || async {
+        let s = c.status(new).await;
+        (s["mirrors"]["redis"]["replicated_progress"].as_u64() > Some(progress)).then_some(s)
+    })
+    .await;
+    assert_eq!(status["mirrors"]["redis"]["full_resyncs"], 0, "resumed from the replicated progress: {status}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_mirrors_at_start_do_not_stop_the_grid() {
+    require_env("GRIDRAFT_TEST_REDIS_URL");
+    let mut pg = mirror(MirrorKind::Postgres, "postgres://sel:hunter2@127.0.0.1:1/grid");
+    pg.mode = MirrorMode::Sync;
+    let c = MirrorCluster::start(3, vec![pg, mirror(MirrorKind::Redis, "redis://:hunter2@127.0.0.1:1/0")]).await;
+    let started = Instant::now();
+    for i in 0..20 {
+        let resp = c
+            .http
+            .post(c.url(1 + i % 3, "/se/grid/session"))
+            .body(mirror_common::load::body(&format!("s{i}"), "http://n:5555", i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "20 writes took {:?}", started.elapsed());
+    let leader = c.leader().await;
+    let status = eventually(Duration::from_secs(30), "both mirrors reported down", || async {
+        let s = c.status(leader).await;
+        (s["mirrors"]["postgres"]["state"] == "down" && s["mirrors"]["redis"]["state"] == "down").then_some(s)
+    })
+    .await;
+    assert!(!status.to_string().contains("hunter2"), "a password leaked into the status: {status}");
+    assert!(c.handle(leader, MirrorKind::Postgres).sync_timeouts.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_key_of_another_type_stops_only_the_mirror() {
+    let url = fresh_redis_db(2).await;
+    let mut con = redis_con(&url).await;
+    let _: () = redis::cmd("HSET").arg("session:abc:uri").arg("f").arg("v").query_async(&mut con).await.unwrap();
+    let c = MirrorCluster::start(1, vec![mirror(MirrorKind::Redis, &url)]).await;
+    let handle = c.handle(1, MirrorKind::Redis);
+    let error = eventually(Duration::from_secs(30), "the mirror to fail", || async {
+        match handle.state() {
+            RunState::Failed { error } => Some(error),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(error.contains("session:abc:uri") && error.contains("hash"), "{error}");
+    let resp = c
+        .http
+        .post(c.url(1, "/se/grid/session"))
+        .body(mirror_common::load::body("still-serving", "http://n:5555", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the cluster is unaffected");
+    let ty: String = redis::cmd("TYPE").arg("session:abc:uri").query_async(&mut con).await.unwrap();
+    assert_eq!(ty, "hash", "the foreign key was left alone");
+    c.shutdown().await;
+}
