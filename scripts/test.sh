@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# gridraft's whole test suite, from nothing on a Debian 12 machine with Rust and Docker:
+# installs the packages the tests need, starts real PostgreSQL and Redis on 127.0.0.1, runs
+# every cargo test (unit, storage suite, routes, differential against the real Java server,
+# in-process clusters, event bus, mirrors), the real Selenium Grid end to end with a leader
+# kill, and the docker compose failover suite in its quick mode.
+#
+#   scripts/test.sh            everything
+#   SKIP_FAILOVER=1 scripts/test.sh   everything but the docker compose failover suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$(pwd)"
+export GRIDRAFT_SELENIUM_JAR="${GRIDRAFT_SELENIUM_JAR:-$(cd "$repo/.." && pwd)/shared/selenium/selenium-server-4.48.0.jar}"
+[ -f "$GRIDRAFT_SELENIUM_JAR" ] || { echo "test.sh: no Selenium jar at $GRIDRAFT_SELENIUM_JAR" >&2; exit 1; }
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+section "installing test dependencies"
+scripts/install-test-deps.sh
+section "starting PostgreSQL and Redis"
+eval "$(scripts/start-test-services.sh)"
+
+section "cargo test"
+cargo build --locked --all-targets
+cargo test --locked --all-targets --no-fail-fast -- --test-threads="${GRIDRAFT_TEST_THREADS:-2}"
+
+section "a real Selenium Grid on a three-member gridraft, with a leader kill"
+python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft
+
+if [ -z "${SKIP_FAILOVER:-}" ] && [ -x cluster-tests/run.sh ]; then
+  section "docker compose failover suite (quick)"
+  cluster-tests/run.sh
+fi
+section "all test stages passed"
