@@ -207,6 +207,8 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     g.is_leader.set(i64::from(m.current_leader == Some(m.id)));
     g.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
     g.applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+    let committed = s.cluster.raft.with_raft_state(|st| st.committed.map(|l| l.index)).await;
+    g.committed_index.set(committed.ok().flatten().unwrap_or(0) as i64);
     g.snapshot_index.set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
     g.live_sessions.set(s.cluster.reader.len() as i64);
     g.ready.set(i64::from(s.cluster.is_ready()));
