@@ -230,3 +230,33 @@ async fn a_member_is_added_and_the_leader_removed_under_load() {
     assert_all_present(&c, &acked).await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_election_never_takes_every_member_out_of_the_load_balancer() {
+    let mut c = TestCluster::start(3).await;
+    let leader = c.leader().await;
+    let survivors: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &survivors {
+        assert_eq!(readyz(&c, *id).await, 204);
+    }
+    c.kill(leader).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut polls = 0;
+    loop {
+        let codes = [readyz(&c, survivors[0]).await, readyz(&c, survivors[1]).await];
+        polls += 1;
+        assert!(codes.contains(&204), "every survivor left the balancer during the election: {codes:?}");
+        let new_leader = c.node(survivors[0]).cluster.raft.metrics().borrow().current_leader;
+        if new_leader.is_some_and(|l| l != leader) && codes == [204, 204] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(polls, "both survivors stayed ready through the election");
+    c.shutdown().await;
+}
+
+async fn readyz(c: &TestCluster, id: u64) -> u16 {
+    c.http.get(c.url(id, "/readyz")).send().await.unwrap().status().as_u16()
+}

@@ -62,6 +62,8 @@ pub struct Cluster {
     started: Instant,
     /// Milliseconds since `started` when a leader was last known; `u64::MAX` if never.
     leader_seen_ms: AtomicU64,
+    /// Milliseconds since `started` when this member, as leader, last heard from a quorum.
+    quorum_seen_ms: AtomicU64,
 }
 
 impl Cluster {
@@ -82,6 +84,7 @@ impl Cluster {
             applied,
             started: Instant::now(),
             leader_seen_ms: AtomicU64::new(u64::MAX),
+            quorum_seen_ms: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -237,9 +240,13 @@ impl Cluster {
         let voters = m.membership_config.membership().voter_ids().count();
         let ready = match m.current_leader {
             Some(id) if id == self.settings.id => {
+                // openraft's own `millis_since_quorum_ack` is only refreshed when its metrics
+                // change, so an isolated leader would look healthy forever; our ReadIndex rounds
+                // (reads, plus the probe in `watch_leader`) measure it instead.
+                let seen = self.quorum_seen_ms.load(Ordering::Relaxed);
                 voters <= 1
-                    || m.millis_since_quorum_ack
-                        .is_some_and(|ms| ms <= self.settings.election_timeout_max.as_millis() as u64)
+                    || (seen != u64::MAX
+                        && now_ms.saturating_sub(seen) <= self.settings.election_timeout_max.as_millis() as u64)
             }
             Some(_) => {
                 let last_log = m.last_log_index.unwrap_or(0);
@@ -256,15 +263,27 @@ impl Cluster {
         }
     }
 
-    /// Keeps the "leader last seen" time fresh even when nobody polls `/readyz`.
+    /// Records that a quorum just confirmed this member's leadership.
+    pub(crate) fn note_quorum(&self) {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        self.quorum_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Keeps readiness truthful while nobody reads: as leader, a ReadIndex round (shared with
+    /// any reads in flight) every quarter election timeout proves a quorum still follows.
     pub async fn watch_leader(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut metrics = self.raft.metrics();
+        let probe_every = self.settings.election_timeout_max / 4;
         loop {
+            if self.leader() == Leader::Me {
+                let deadline = Instant::now() + self.settings.election_timeout_max;
+                let _ = self.reads.read_index(deadline).await;
+            }
             let _ = self.is_ready();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = metrics.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(probe_every) => {}
             }
         }
     }

@@ -76,7 +76,10 @@ async fn round(cluster: &Cluster, deadline: Instant) -> Result<u64, ProxyError> 
         }
         match cluster.leader() {
             Leader::Me => match cluster.raft.get_read_log_id().await {
-                Ok((read, _applied)) => return Ok(read.map(|l| l.index).unwrap_or(0)),
+                Ok((read, _applied)) => {
+                    cluster.note_quorum();
+                    return Ok(read.map(|l| l.index).unwrap_or(0));
+                }
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}
                 Err(RaftError::APIError(e)) => tracing::debug!(error = %e, "leadership not confirmed"),
                 Err(RaftError::Fatal(e)) => return Err(ProxyError::Stopped(e.to_string())),
