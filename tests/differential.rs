@@ -123,8 +123,21 @@ fn compare(j: &Response, g: &Response) -> Vec<String> {
     diffs
 }
 
+/// The body as JSON with every object's keys sorted, so that key order does not count.
 fn json(r: &Response) -> Option<Value> {
-    serde_json::from_slice(&r.body).ok()
+    fn sorted(v: Value) -> Value {
+        match v {
+            Value::Object(map) => {
+                let mut entries: Vec<(String, Value)> =
+                    map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Object(entries.into_iter().collect())
+            }
+            Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+    serde_json::from_slice(&r.body).ok().map(sorted)
 }
 
 /// A W3C error body as compared (the sorted keys of `value`, `error`, the normalised

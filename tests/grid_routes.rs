@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use common::eventually;
 use common::grid::{
-    add, assert_no_such_session, assert_unknown_error, delete, get, head, now_nanos, send,
-    session_json, session_path, simple_session, tagged_session, with_h2c_offer, Conn, Request,
-    SingleMember, ADDED, EXAMPLE_BODY, EXAMPLE_GET, EXAMPLE_ID, JSON_UTF8,
+    add, assert_no_such_session, assert_unknown_error, assert_untorn, delete, get, head, now_nanos,
+    send, session_json, session_path, simple_session, tagged_session, with_h2c_offer, Conn,
+    Request, SingleMember, ADDED, EXAMPLE_BODY, EXAMPLE_GET, EXAMPLE_ID, JSON_UTF8,
 };
 use gridraft::config::GridSettings;
 use gridraft::session::{format_instant_nanos, parse_start};
@@ -79,6 +79,12 @@ async fn the_uri_route_returns_the_node_uri_exactly() {
     );
     assert_eq!(resp.header("content-length"), Some("47"));
     assert_eq!(resp.header("content-type"), None);
+    // Relative and empty URIs are valid `java.net.URI`s and come back verbatim.
+    for (id, node) in [("relative", "relative/path"), ("empty", "")] {
+        assert_eq!(add(m.addr, simple_session(id, node)).await.status, 200);
+        let resp = get(m.addr, &format!("{}/uri", session_path(id))).await;
+        assert_eq!(resp.json()["value"], node);
+    }
     m.stop().await;
 }
 
@@ -363,6 +369,12 @@ async fn path_ids_are_percent_decoded_and_a_literal_plus_stays_a_plus() {
     let resp = get(m.addr, "/se/grid/session/p%2Fq").await;
     assert_eq!(resp.status, 404);
     assert_eq!(resp.w3c_error().0, "unknown command");
+    // An empty id is stored but no path reaches it.
+    assert_eq!(add(m.addr, simple_session("", NODE)).await.status, 200);
+    assert_eq!(
+        get(m.addr, "/se/grid/session/").await.w3c_error().0,
+        "unknown command"
+    );
     assert_eq!(delete(m.addr, "/se/grid/session/a%20b").await.status, 200);
     assert_no_such_session(&get(m.addr, &session_path("a b")).await);
     m.stop().await;
@@ -587,31 +599,7 @@ async fn concurrent_overwrites_of_one_id_never_produce_a_torn_read() {
                     if resp.status() == 404 {
                         continue;
                     }
-                    let v: serde_json::Value = resp.json().await.unwrap();
-                    let s = &v["value"];
-                    let (w, i) = (
-                        s["capabilities"]["writer"].as_u64().unwrap(),
-                        s["capabilities"]["i"].as_u64().unwrap(),
-                    );
-                    let whole = (w, i);
-                    assert_eq!(
-                        (
-                            s["stereotype"]["writer"].as_u64().unwrap(),
-                            s["stereotype"]["i"].as_u64().unwrap()
-                        ),
-                        whole
-                    );
-                    assert_eq!(
-                        s["uri"].as_str().unwrap(),
-                        format!("http://node-{w}-{i}:5555"),
-                        "torn read"
-                    );
-                    let start = parse_start(&s["start"]).unwrap();
-                    assert_eq!(
-                        start,
-                        i128::from(w * 1_000_000 + i) * 1_000_000,
-                        "torn read"
-                    );
+                    assert_untorn(&resp.json().await.unwrap());
                     seen += 1;
                 }
                 seen

@@ -235,14 +235,25 @@ async fn the_cluster_command_reports_status_and_refuses_a_wrong_secret() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["leader"], 1);
     assert_eq!(status["voters"], serde_json::json!([1]));
     assert_eq!(status["ready"], true);
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gridraft"))
-        .args(["cluster", "--peer", &peer, "--cluster-secret", "wrong", "status"])
+        .args([
+            "cluster",
+            "--peer",
+            &peer,
+            "--cluster-secret",
+            "wrong",
+            "status",
+        ])
         .output()
         .await
         .unwrap();

@@ -63,11 +63,15 @@ fn resolve(method: &Method, raw_path: &str) -> Option<Route> {
             (_, "") => None,
             (_, rest) => {
                 // The id segment must be non-empty (`/se/grid/session/`, `.../session//uri`).
-                let rest = rest.strip_prefix('/').filter(|r| !r.is_empty() && !r.starts_with('/'))?;
+                let rest = rest
+                    .strip_prefix('/')
+                    .filter(|r| !r.is_empty() && !r.starts_with('/'))?;
                 match rest.split_once('/') {
                     None if *method == Method::GET => Some(Route::Get(rest.to_owned())),
                     None if *method == Method::DELETE => Some(Route::Delete(rest.to_owned())),
-                    Some((id, "uri")) if *method == Method::GET => Some(Route::GetUri(id.to_owned())),
+                    Some((id, "uri")) if *method == Method::GET => {
+                        Some(Route::GetUri(id.to_owned()))
+                    }
                     _ => None,
                 }
             }
@@ -87,14 +91,24 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
     if matches!(method, Method::PUT | Method::PATCH | Method::TRACE) {
         return ApiError::MethodNotAllowed.into_response();
     }
-    let routed_method = if method == Method::HEAD { Method::GET } else { method.clone() };
+    let routed_method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
     let raw_path = req.uri().path().to_owned();
     let Some(route) = resolve(&routed_method, &raw_path) else {
-        state.metrics.requests.with_label_values(&["unknown", "404"]).inc();
+        state
+            .metrics
+            .requests
+            .with_label_values(&["unknown", "404"])
+            .inc();
         // Java names the method it routed (HEAD is routed as GET) and the decoded path.
         return ApiError::UnknownCommand {
             method: routed_method.to_string(),
-            path: percent_decode_str(&raw_path).decode_utf8_lossy().into_owned(),
+            path: percent_decode_str(&raw_path)
+                .decode_utf8_lossy()
+                .into_owned(),
         }
         .into_response();
     };
@@ -133,9 +147,10 @@ async fn add(state: &AppState, req: Request) -> Result<Response<Body>, ApiError>
         })?;
     let session = parse_add_body(&body).map_err(|e| match e {
         AddError::NullBody => ApiError::Unknown("Session to add must be set".into()),
-        AddError::Unparsable => {
-            ApiError::Unknown(format!("Unable to parse: {}", String::from_utf8_lossy(&body)))
-        }
+        AddError::Unparsable => ApiError::Unknown(format!(
+            "Unable to parse: {}",
+            String::from_utf8_lossy(&body)
+        )),
     })?;
     let proposal = Proposal {
         at: now_nanos(),
@@ -226,11 +241,23 @@ mod tests {
 
     #[test]
     fn paths_are_decoded_before_matching() {
-        assert_eq!(resolve(&Method::GET, "/se/grid/session/a%20b"), Some(Route::Get("a b".into())));
-        assert_eq!(resolve(&Method::GET, "/se/grid/session/a+b"), Some(Route::Get("a+b".into())));
-        assert_eq!(resolve(&Method::GET, "/se/grid/session/%C3%BC/uri"), Some(Route::GetUri("ü".into())));
+        assert_eq!(
+            resolve(&Method::GET, "/se/grid/session/a%20b"),
+            Some(Route::Get("a b".into()))
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/se/grid/session/a+b"),
+            Some(Route::Get("a+b".into()))
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/se/grid/session/%C3%BC/uri"),
+            Some(Route::GetUri("ü".into()))
+        );
         assert_eq!(resolve(&Method::GET, "/se/grid/session/a%2Fb"), None);
-        assert_eq!(resolve(&Method::GET, "/se/grid/session/a%2Furi"), Some(Route::GetUri("a".into())));
+        assert_eq!(
+            resolve(&Method::GET, "/se/grid/session/a%2Furi"),
+            Some(Route::GetUri("a".into()))
+        );
     }
 
     #[test]
@@ -252,6 +279,9 @@ mod tests {
             assert_eq!(resolve(&m, p), None, "{m} {p}");
         }
         assert_eq!(resolve(&Method::POST, "/se/grid/session"), Some(Route::Add));
-        assert_eq!(resolve(&Method::DELETE, "/se/grid/session/x"), Some(Route::Delete("x".into())));
+        assert_eq!(
+            resolve(&Method::DELETE, "/se/grid/session/x"),
+            Some(Route::Delete("x".into()))
+        );
     }
 }

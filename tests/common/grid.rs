@@ -442,3 +442,22 @@ pub fn with_h2c_offer(req: Request) -> Request {
         )
         .header("user-agent", "selenium/4.48.0 (java unix)")
 }
+
+/// Asserts that every field of a GET body of [`tagged_session`] comes from the same POST.
+pub fn assert_untorn(body: &serde_json::Value) {
+    let s = &body["value"];
+    let tag = |v: &serde_json::Value| (v["writer"].as_u64().unwrap(), v["i"].as_u64().unwrap());
+    let (w, i) = tag(&s["capabilities"]);
+    assert_eq!(tag(&s["stereotype"]), (w, i), "torn read: {s}");
+    assert_eq!(
+        s["uri"],
+        format!("http://node-{w}-{i}:5555"),
+        "torn read: {s}"
+    );
+    let start = gridraft::session::parse_start(&s["start"]).unwrap();
+    assert_eq!(
+        start,
+        i128::from(w * 1_000_000 + i) * 1_000_000,
+        "torn read: {s}"
+    );
+}

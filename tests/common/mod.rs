@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use gridraft::config::{GridSettings, RaftSettings, Settings};
+use gridraft::config::{EventSettings, GridSettings, RaftSettings, Settings};
 use gridraft::node::{self, Node};
 use tokio::net::TcpListener;
 
@@ -30,6 +30,8 @@ pub struct TestCluster {
     pub http: reqwest::Client,
     _root: tempfile::TempDir,
     pub snapshot_after_entries: u64,
+    /// Every member's `[events]` section (default: no event bus).
+    pub events: EventSettings,
 }
 
 pub fn init_tracing() {
@@ -53,7 +55,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -71,6 +76,15 @@ impl TestCluster {
 
     /// `snapshot_after_entries` small makes snapshots (and log purges) happen in tests.
     pub async fn start_with(n: u64, snapshot_after_entries: u64) -> Self {
+        Self::start_configured(n, snapshot_after_entries, EventSettings::default()).await
+    }
+
+    /// Members that all subscribe to the Grid event bus described by `events`.
+    pub async fn start_with_events(n: u64, events: EventSettings) -> Self {
+        Self::start_configured(n, 10_000, events).await
+    }
+
+    async fn start_configured(n: u64, snapshot_after_entries: u64, events: EventSettings) -> Self {
         init_tracing();
         let root = tempfile::tempdir().unwrap();
         let mut members = BTreeMap::new();
@@ -93,6 +107,7 @@ impl TestCluster {
             http: reqwest::Client::new(),
             _root: root,
             snapshot_after_entries,
+            events,
         };
         for (id, public, peer) in listeners {
             let cfg = cluster.settings(id);
@@ -132,6 +147,7 @@ impl TestCluster {
                 read_timeout: "15s".into(),
                 ..Default::default()
             },
+            events: self.events.clone(),
             ..Default::default()
         }
         .validate()
@@ -160,10 +176,18 @@ impl TestCluster {
             let leaders: Vec<Option<u64>> = self
                 .running()
                 .iter()
-                .map(|id| self.node(*id).cluster.raft.metrics().borrow().current_leader)
+                .map(|id| {
+                    self.node(*id)
+                        .cluster
+                        .raft
+                        .metrics()
+                        .borrow()
+                        .current_leader
+                })
                 .collect();
             let first = leaders.first().copied().flatten()?;
-            (leaders.iter().all(|l| *l == Some(first)) && self.running().contains(&first)).then_some(first)
+            (leaders.iter().all(|l| *l == Some(first)) && self.running().contains(&first))
+                .then_some(first)
         })
         .await
     }
@@ -254,11 +278,29 @@ impl TestCluster {
     /// Waits until member `id` has applied at least what the leader has applied.
     pub async fn wait_caught_up(&self, id: u64) {
         let leader = self.leader().await;
-        let target = self.node(leader).cluster.raft.metrics().borrow().last_applied.map(|l| l.index);
-        eventually(Duration::from_secs(30), "the member to catch up", || async {
-            let applied = self.node(id).cluster.raft.metrics().borrow().last_applied.map(|l| l.index);
-            (applied >= target).then_some(())
-        })
+        let target = self
+            .node(leader)
+            .cluster
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index);
+        eventually(
+            Duration::from_secs(30),
+            "the member to catch up",
+            || async {
+                let applied = self
+                    .node(id)
+                    .cluster
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .last_applied
+                    .map(|l| l.index);
+                (applied >= target).then_some(())
+            },
+        )
         .await;
     }
 
