@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{ConfigError, Settings};
 
 #[derive(Debug, Parser)]
-#[command(name = "gridraft", version, about = "A Raft-replicated SessionMap for Selenium Grid 4")]
+#[command(
+    name = "gridraft",
+    version,
+    about = "A Raft-replicated SessionMap for Selenium Grid 4"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -26,6 +30,23 @@ pub enum Command {
     Import(ImportArgs),
     /// Write a cluster's sessions into a Selenium Postgres or Redis store.
     Export(ExportArgs),
+    /// GET a URL (default: this member's /readyz); exit 0 on 2xx, 1 otherwise. For container
+    /// health checks in images without curl.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL to GET (plain http).
+    #[arg(
+        long,
+        env = "GRIDRAFT_PROBE_URL",
+        default_value = "http://127.0.0.1:5556/readyz"
+    )]
+    pub url: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "2s")]
+    pub timeout: String,
 }
 
 #[derive(Debug, Default, Args)]
@@ -214,7 +235,7 @@ pub struct MirrorArgs {
 
 impl MirrorArgs {
     /// A URL given here replaces both `url` and `url-file` from the file (and vice versa).
-    fn overlay(&self, s: &mut Settings) {
+    pub(crate) fn overlay(&self, s: &mut Settings) {
         for (m, url, file, mode, timeout) in [
             (
                 &mut s.mirror.postgres,

@@ -28,21 +28,42 @@ pub enum Reject {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("request to {addr} failed: {source}")]
-    Http { addr: String, source: reqwest::Error },
+    Http {
+        addr: String,
+        source: reqwest::Error,
+    },
     #[error("{addr} answered {status}: {body}")]
-    Status { addr: String, status: u16, body: String },
+    Status {
+        addr: String,
+        status: u16,
+        body: String,
+    },
     #[error("{addr} sent an undecodable answer: {detail}")]
     Decode { addr: String, detail: String },
     #[error(transparent)]
     Rejected(#[from] Reject),
 }
 
-/// A lookup answered by the leader (read mode `leader`).
+/// A lookup's answer, here or from the leader (read mode `leader`). `Found` holds the
+/// pre-rendered body itself (a reference-counted `Bytes`), so a local lookup copies nothing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PeerLookup {
-    Found(Vec<u8>),
+    Found(#[serde(with = "bytes_as_vec")] bytes::Bytes),
     Removed(Tombstone),
     Missing,
+}
+
+/// `Bytes` on the wire exactly as the `Vec<u8>` it replaced (bincode: length, then the bytes).
+mod bytes_as_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
+        Vec::<u8>::deserialize(d).map(bytes::Bytes::from)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,36 +103,62 @@ impl PeerClient {
     }
 
     /// Sends a proposal to `addr` (the leader's peer address) and returns what applying it did.
-    pub async fn forward_write(&self, addr: &str, p: &Proposal, timeout: Duration) -> Result<Applied, ClientError> {
+    pub async fn forward_write(
+        &self,
+        addr: &str,
+        p: &Proposal,
+        timeout: Duration,
+    ) -> Result<Applied, ClientError> {
         let body = bincode::serialize(p).expect("proposals always encode");
         self.bincode_call(addr, WRITE_PATH, body, timeout).await
     }
 
     /// Asks the leader at `addr` for a read index confirmed by a quorum.
     pub async fn read_index(&self, addr: &str, timeout: Duration) -> Result<u64, ClientError> {
-        self.bincode_call(addr, READ_INDEX_PATH, Vec::new(), timeout).await
+        self.bincode_call(addr, READ_INDEX_PATH, Vec::new(), timeout)
+            .await
     }
 
     /// Looks a session up on the leader at `addr`, linearizably.
-    pub async fn lookup(&self, addr: &str, id: &str, kind: LookupKind, timeout: Duration) -> Result<PeerLookup, ClientError> {
+    pub async fn lookup(
+        &self,
+        addr: &str,
+        id: &str,
+        kind: LookupKind,
+        timeout: Duration,
+    ) -> Result<PeerLookup, ClientError> {
         let body = bincode::serialize(&(id, kind)).expect("lookups always encode");
         self.bincode_call(addr, LOOKUP_PATH, body, timeout).await
     }
 
     pub async fn timeout_now(&self, addr: &str) -> Result<(), ClientError> {
-        self.bincode_call(addr, TIMEOUT_NOW_PATH, Vec::new(), Duration::from_secs(2)).await
+        self.bincode_call(addr, TIMEOUT_NOW_PATH, Vec::new(), Duration::from_secs(2))
+            .await
     }
 
     pub async fn info(&self, addr: &str) -> Result<PeerInfo, ClientError> {
-        self.json_call(addr, reqwest::Method::GET, INFO_PATH, None::<&()>).await
+        self.json_call(addr, reqwest::Method::GET, INFO_PATH, None::<&()>)
+            .await
     }
 
     /// Calls an admin route and returns its JSON answer.
-    pub async fn admin<B: Serialize>(&self, addr: &str, method: reqwest::Method, path: &str, body: Option<&B>) -> Result<serde_json::Value, ClientError> {
+    pub async fn admin<B: Serialize>(
+        &self,
+        addr: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<serde_json::Value, ClientError> {
         self.json_call(addr, method, path, body).await
     }
 
-    async fn bincode_call<T: DeserializeOwned>(&self, addr: &str, path: &str, body: Vec<u8>, timeout: Duration) -> Result<T, ClientError> {
+    async fn bincode_call<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let resp = self
             .http
             .post(format!("http://{addr}{path}"))
@@ -120,12 +167,15 @@ impl PeerClient {
             .body(body)
             .send()
             .await
-            .map_err(|source| ClientError::Http { addr: addr.into(), source })?;
+            .map_err(|source| ClientError::Http {
+                addr: addr.into(),
+                source,
+            })?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Http { addr: addr.into(), source })?;
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Http {
+            addr: addr.into(),
+            source,
+        })?;
         if !status.is_success() {
             return Err(ClientError::Status {
                 addr: addr.into(),
@@ -133,14 +183,21 @@ impl PeerClient {
                 body: String::from_utf8_lossy(&bytes).into_owned(),
             });
         }
-        let result: Result<T, Reject> = bincode::deserialize(&bytes).map_err(|e| ClientError::Decode {
-            addr: addr.into(),
-            detail: e.to_string(),
-        })?;
+        let result: Result<T, Reject> =
+            bincode::deserialize(&bytes).map_err(|e| ClientError::Decode {
+                addr: addr.into(),
+                detail: e.to_string(),
+            })?;
         Ok(result?)
     }
 
-    async fn json_call<B: Serialize, T: DeserializeOwned>(&self, addr: &str, method: reqwest::Method, path: &str, body: Option<&B>) -> Result<T, ClientError> {
+    async fn json_call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let mut req = self
             .http
             .request(method, format!("http://{addr}{path}"))
@@ -149,15 +206,15 @@ impl PeerClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ClientError::Http { addr: addr.into(), source })?;
+        let resp = req.send().await.map_err(|source| ClientError::Http {
+            addr: addr.into(),
+            source,
+        })?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|source| ClientError::Http { addr: addr.into(), source })?;
+        let text = resp.text().await.map_err(|source| ClientError::Http {
+            addr: addr.into(),
+            source,
+        })?;
         if !status.is_success() {
             return Err(ClientError::Status {
                 addr: addr.into(),

@@ -161,9 +161,15 @@ impl Default for GridSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parse config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
 }
@@ -231,7 +237,10 @@ impl Settings {
             BTreeMap::new()
         });
         if !members.is_empty() && !members.contains_key(&self.id) {
-            problems.push(format!("id: member {} is not in members {:?}", self.id, self.members));
+            problems.push(format!(
+                "id: member {} is not in members {:?}",
+                self.id, self.members
+            ));
         }
         let mut duration = |key: &str, value: &str| -> Duration {
             parse_duration(value).unwrap_or_else(|e| {
@@ -246,21 +255,30 @@ impl Settings {
         let read_timeout = duration("grid.read-timeout", &self.grid.read_timeout);
         let ready_grace = duration("grid.ready-grace", &self.grid.ready_grace);
         if emin >= emax {
-            problems.push("raft.election-timeout-min must be below raft.election-timeout-max".into());
+            problems
+                .push("raft.election-timeout-min must be below raft.election-timeout-max".into());
         }
         if heartbeat_interval.is_zero() || heartbeat_interval >= emin {
-            problems.push("raft.heartbeat-interval must be above zero and below raft.election-timeout-min".into());
+            problems.push(
+                "raft.heartbeat-interval must be above zero and below raft.election-timeout-min"
+                    .into(),
+            );
         }
         let read_from_leader = match self.grid.read_mode.as_str() {
             "follower" => false,
             "leader" => true,
             other => {
-                problems.push(format!("grid.read-mode: {other:?} is neither \"follower\" nor \"leader\""));
+                problems.push(format!(
+                    "grid.read-mode: {other:?} is neither \"follower\" nor \"leader\""
+                ));
                 false
             }
         };
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            problems.push(format!("log-format: {:?} is neither \"text\" nor \"json\"", self.log_format));
+            problems.push(format!(
+                "log-format: {:?} is neither \"text\" nor \"json\"",
+                self.log_format
+            ));
         }
         if self.grid.max_body_bytes < 64 * 1024 {
             problems.push("grid.max-body-bytes must be at least 65536".into());
@@ -309,7 +327,10 @@ impl Settings {
     fn resolve_mirrors(&self, problems: &mut Vec<String>) -> Vec<crate::mirror::MirrorConfig> {
         use crate::mirror::{MirrorConfig, MirrorKind, MirrorMode};
         let mut out = Vec::new();
-        for (kind, m) in [(MirrorKind::Postgres, &self.mirror.postgres), (MirrorKind::Redis, &self.mirror.redis)] {
+        for (kind, m) in [
+            (MirrorKind::Postgres, &self.mirror.postgres),
+            (MirrorKind::Redis, &self.mirror.redis),
+        ] {
             let key = format!("mirror.{}", kind.name());
             let url = match (&m.url, &m.url_file) {
                 (Some(u), _) => Some(u.trim().to_owned()),
@@ -330,7 +351,9 @@ impl Settings {
                 "async" => MirrorMode::Async,
                 "sync" => MirrorMode::Sync,
                 other => {
-                    problems.push(format!("{key}.mode: {other:?} is neither \"async\" nor \"sync\""));
+                    problems.push(format!(
+                        "{key}.mode: {other:?} is neither \"async\" nor \"sync\""
+                    ));
                     MirrorMode::Async
                 }
             };
@@ -341,13 +364,21 @@ impl Settings {
             let Some(url) = url else { continue };
             if MirrorKind::from_url(&url) != Some(kind) {
                 // The URL is not echoed: it may carry a password.
-                problems.push(format!("{key}.url: must start with {}", match kind {
-                    MirrorKind::Postgres => "postgres:// or postgresql://",
-                    MirrorKind::Redis => "redis://",
-                }));
+                problems.push(format!(
+                    "{key}.url: must start with {}",
+                    match kind {
+                        MirrorKind::Postgres => "postgres:// or postgresql://",
+                        MirrorKind::Redis => "redis://",
+                    }
+                ));
                 continue;
             }
-            out.push(MirrorConfig { kind, url, mode, sync_timeout });
+            out.push(MirrorConfig {
+                kind,
+                url,
+                mode,
+                sync_timeout,
+            });
         }
         out
     }
@@ -372,10 +403,18 @@ impl Settings {
 
     fn resolve_events(&self, problems: &mut Vec<String>) -> Option<ResolvedEvents> {
         let e = &self.events;
-        for (key, value) in [("events.publish-events", &e.publish_events), ("events.subscribe-events", &e.subscribe_events)] {
+        for (key, value) in [
+            ("events.publish-events", &e.publish_events),
+            ("events.subscribe-events", &e.subscribe_events),
+        ] {
             if let Some(v) = value {
-                if !v.starts_with("tcp://") && !v.starts_with("ipc://") && !v.starts_with("inproc://") {
-                    problems.push(format!("{key}: {v:?} is not a ZeroMQ address such as tcp://host:4442"));
+                if !v.starts_with("tcp://")
+                    && !v.starts_with("ipc://")
+                    && !v.starts_with("inproc://")
+                {
+                    problems.push(format!(
+                        "{key}: {v:?} is not a ZeroMQ address such as tcp://host:4442"
+                    ));
                 }
             }
         }
@@ -384,7 +423,10 @@ impl Settings {
             (None, Some(path)) => match std::fs::read_to_string(path) {
                 Ok(s) => s.trim_end_matches(['\n', '\r']).to_owned(),
                 Err(err) => {
-                    problems.push(format!("events.registration-secret-file: read {}: {err}", path.display()));
+                    problems.push(format!(
+                        "events.registration-secret-file: read {}: {err}",
+                        path.display()
+                    ));
                     String::new()
                 }
             },
@@ -426,7 +468,11 @@ pub fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, String> {
             .parse()
             .map_err(|_| format!("{id:?} in {part:?} is not a member id"))?;
         let addr = addr.trim();
-        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        if addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
             return Err(format!("{addr:?} in {part:?} is not HOST:PORT"));
         }
         if members.insert(id, addr.to_owned()).is_some() {
@@ -448,7 +494,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration such as \"500ms\" or \"10s\"")),
+        _ => Err(format!(
+            "{s:?} is not a duration such as \"500ms\" or \"10s\""
+        )),
     }
 }
 
@@ -481,7 +529,13 @@ mod tests {
             panic!("expected Invalid");
         };
         let text = problems.join("\n");
-        for needle in ["listen", "id: member 3", "read-mode", "write-timeout", "cluster-secret"] {
+        for needle in [
+            "listen",
+            "id: member 3",
+            "read-mode",
+            "write-timeout",
+            "cluster-secret",
+        ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
     }
@@ -499,7 +553,10 @@ mod tests {
 
     #[test]
     fn toml_keys_are_kebab_case_and_unknown_keys_fail() {
-        let s: Settings = toml::from_str("id = 2\npeer-listen = \"127.0.0.1:7557\"\n[grid]\nread-mode = \"leader\"\n").unwrap();
+        let s: Settings = toml::from_str(
+            "id = 2\npeer-listen = \"127.0.0.1:7557\"\n[grid]\nread-mode = \"leader\"\n",
+        )
+        .unwrap();
         assert_eq!(s.id, 2);
         assert!(s.validate().unwrap().read_from_leader);
         assert!(toml::from_str::<Settings>("bogus = 1").is_err());

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use gridraft::cli::{Cli, ClusterAction, ClusterArgs, Command, ServeArgs};
+use gridraft::cli::{Cli, ClusterAction, ClusterArgs, Command, ProbeArgs, ServeArgs};
 use gridraft::client::{AddMember, PeerClient, RemoveMember};
 use gridraft::{node, telemetry};
 use tokio::net::TcpListener;
@@ -22,8 +22,13 @@ fn main() -> ExitCode {
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::PrintConfig(args)) => print_config(args),
             Some(Command::Cluster(args)) => cluster(args).await,
-            Some(Command::Import(args)) => gridraft::mirror::migrate::import_command(&args).await.map_err(Into::into),
-            Some(Command::Export(args)) => gridraft::mirror::migrate::export_command(&args).await.map_err(Into::into),
+            Some(Command::Import(args)) => gridraft::mirror::migrate::import_command(&args)
+                .await
+                .map_err(Into::into),
+            Some(Command::Export(args)) => gridraft::mirror::migrate::export_command(&args)
+                .await
+                .map_err(Into::into),
+            Some(Command::Probe(args)) => probe(args).await,
         }
     });
     match result {
@@ -61,6 +66,24 @@ async fn wait_for_signal() {
     }
 }
 
+/// `gridraft probe`: the image's HEALTHCHECK (no curl in the image). Any 2xx is healthy.
+async fn probe(args: ProbeArgs) -> Result<()> {
+    let timeout = gridraft::config::parse_duration(&args.timeout)
+        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .context("build the HTTP client")?;
+    let status = client
+        .get(&args.url)
+        .send()
+        .await
+        .with_context(|| format!("GET {}", args.url))?
+        .status();
+    anyhow::ensure!(status.is_success(), "GET {}: {status}", args.url);
+    Ok(())
+}
+
 fn print_config(args: ServeArgs) -> Result<()> {
     let settings = args.load()?;
     settings.validate()?;
@@ -82,18 +105,37 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
     let answer = match args.action {
         ClusterAction::Status => {
             client
-                .admin(&args.peer, reqwest::Method::GET, "/admin/status", None::<&()>)
+                .admin(
+                    &args.peer,
+                    reqwest::Method::GET,
+                    "/admin/status",
+                    None::<&()>,
+                )
                 .await?
         }
-        ClusterAction::Init => client.admin(&args.peer, post, "/admin/init", None::<&()>).await?,
+        ClusterAction::Init => {
+            client
+                .admin(&args.peer, post, "/admin/init", None::<&()>)
+                .await?
+        }
         ClusterAction::Add { id, addr } => {
             client
-                .admin(&args.peer, post, "/admin/add", Some(&AddMember { id, addr }))
+                .admin(
+                    &args.peer,
+                    post,
+                    "/admin/add",
+                    Some(&AddMember { id, addr }),
+                )
                 .await?
         }
         ClusterAction::Remove { id } => {
             client
-                .admin(&args.peer, post, "/admin/remove", Some(&RemoveMember { id }))
+                .admin(
+                    &args.peer,
+                    post,
+                    "/admin/remove",
+                    Some(&RemoveMember { id }),
+                )
                 .await?
         }
     };

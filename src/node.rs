@@ -14,8 +14,8 @@ use tracing::Instrument;
 use crate::api::{self, AppState};
 use crate::client::PeerClient;
 use crate::cluster::{bootstrap, event_sink, Cluster, ClusterSettings, Leader};
-use crate::events::{spawn_subscriber, EventBusSettings, EventMetrics};
 use crate::config::Resolved;
+use crate::events::{spawn_subscriber, EventBusSettings, EventMetrics};
 use crate::raft::durable::{DataIdentity, Storage};
 use crate::raft::network::Network;
 use crate::raft::{open_storage, OpenStorageError, Raft};
@@ -30,7 +30,10 @@ pub enum NodeError {
     #[error("start raft: {0}")]
     Raft(String),
     #[error("cluster secret at {path}: {source}")]
-    Secret { path: std::path::PathBuf, source: std::io::Error },
+    Secret {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A running member.
@@ -45,12 +48,20 @@ pub struct Node {
 }
 
 /// Starts a member on already-bound listeners.
-pub async fn start(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> Result<Node, NodeError> {
+pub async fn start(
+    cfg: &Resolved,
+    public: TcpListener,
+    peer: TcpListener,
+) -> Result<Node, NodeError> {
     let span = tracing::info_span!("member", id = cfg.id);
     start_inner(cfg, public, peer).instrument(span).await
 }
 
-async fn start_inner(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> Result<Node, NodeError> {
+async fn start_inner(
+    cfg: &Resolved,
+    public: TcpListener,
+    peer: TcpListener,
+) -> Result<Node, NodeError> {
     let secret: Arc<str> = Arc::from(cluster_secret(cfg)?);
     let identity = DataIdentity {
         cluster: cfg.cluster_name.clone(),
@@ -78,9 +89,15 @@ async fn start_inner(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> 
         .build()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     let network = Network::new(http.clone(), secret.clone());
-    let raft = Raft::new(cfg.id, Arc::new(raft_config), network, log_store, state_machine)
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        cfg.id,
+        Arc::new(raft_config),
+        network,
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
     let cluster = Cluster::new(
         ClusterSettings {
             id: cfg.id,
@@ -108,9 +125,19 @@ async fn start_inner(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> 
     });
 
     let peer_stop = CancellationToken::new();
-    let peer_server = serve(peer, api::peer::router(state.clone()), peer_stop.clone(), "peer");
+    let peer_server = serve(
+        peer,
+        api::peer::router(state.clone()),
+        peer_stop.clone(),
+        "peer",
+    );
     let public_stop = CancellationToken::new();
-    let public_server = serve(public, api::grid::router(state), public_stop.clone(), "public");
+    let public_server = serve(
+        public,
+        api::grid::router(state),
+        public_stop.clone(),
+        "public",
+    );
 
     let tasks_stop = CancellationToken::new();
     let mirror_ctx = crate::mirror::runner::RunnerContext {
@@ -119,7 +146,12 @@ async fn start_inner(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> 
         log: mirror_log,
         applied: mirror_applied,
     };
-    crate::mirror::runner::spawn_all(&cfg.mirrors, &cluster.mirrors, mirror_ctx, tasks_stop.clone());
+    crate::mirror::runner::spawn_all(
+        &cfg.mirrors,
+        &cluster.mirrors,
+        mirror_ctx,
+        tasks_stop.clone(),
+    );
     if let Some(events) = &cfg.events {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let settings = EventBusSettings {
@@ -130,7 +162,12 @@ async fn start_inner(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> 
         spawn_subscriber(settings, tx, tasks_stop.clone(), event_metrics);
         tokio::spawn(event_sink::run(cluster.clone(), rx, tasks_stop.clone()).in_current_span());
     }
-    tokio::spawn(cluster.clone().watch_leader(tasks_stop.clone()).in_current_span());
+    tokio::spawn(
+        cluster
+            .clone()
+            .watch_leader(tasks_stop.clone())
+            .in_current_span(),
+    );
     let boot = cluster.clone();
     tokio::spawn(async move { bootstrap::bootstrap(&boot).await }.in_current_span());
     tracing::info!(public = %cfg.listen, peer = %cfg.peer_listen, "member started");
@@ -145,7 +182,12 @@ async fn start_inner(cfg: &Resolved, public: TcpListener, peer: TcpListener) -> 
     })
 }
 
-fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken, name: &'static str) -> JoinHandle<()> {
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+    name: &'static str,
+) -> JoinHandle<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -177,7 +219,11 @@ fn cluster_secret(cfg: &Resolved) -> Result<String, NodeError> {
         return Ok(s.trim().to_owned());
     }
     std::fs::create_dir_all(&cfg.data_dir).map_err(err)?;
-    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     write_private(&path, &secret).map_err(err)?;
     tracing::info!(path = %path.display(), "generated a cluster secret for this single member");
     Ok(secret)
@@ -224,7 +270,10 @@ impl Node {
         self.tasks_stop.cancel();
         let _ = self.cluster.raft.shutdown().await;
         for server in [&mut self.public_server, &mut self.peer_server] {
-            if tokio::time::timeout(Duration::from_secs(2), &mut *server).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), &mut *server)
+                .await
+                .is_err()
+            {
                 server.abort();
             }
         }
@@ -234,7 +283,13 @@ impl Node {
     /// (bounded) until another member has taken over, so in-flight forwarding still works.
     async fn hand_over_leadership(&self) {
         let raft: &Raft = &self.cluster.raft;
-        let voters = raft.metrics().borrow().membership_config.membership().voter_ids().count();
+        let voters = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count();
         if self.cluster.leader() != Leader::Me || voters < 2 {
             return;
         }

@@ -1,13 +1,17 @@
 //! Logging (tracing, text or JSON) and the Prometheus metrics registry served on the peer port.
 
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global tracing subscriber. `RUST_LOG` overrides the default filter.
 pub fn init_logging(format: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("gridraft=info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()
     } else {
@@ -44,15 +48,22 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("gridraft_http_requests_total", "Public HTTP requests by route and status"),
+            Opts::new(
+                "gridraft_http_requests_total",
+                "Public HTTP requests by route and status",
+            ),
             &["route", "status"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("gridraft_http_request_duration_seconds", "Public HTTP request latency by route")
-                .buckets(vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ]),
+            HistogramOpts::new(
+                "gridraft_http_request_duration_seconds",
+                "Public HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ]),
             &["route"],
         )
         .expect("valid metric");
@@ -61,29 +72,53 @@ impl Metrics {
             term: gauge("gridraft_raft_term", "Current Raft term"),
             leader: gauge("gridraft_raft_leader", "Id of the known leader, -1 if none"),
             is_leader: gauge("gridraft_raft_is_leader", "1 if this member is the leader"),
-            last_log_index: gauge("gridraft_raft_last_log_index", "Index of the last log entry"),
-            applied_index: gauge("gridraft_raft_applied_index", "Index of the last applied entry"),
-            committed_index: gauge("gridraft_raft_committed_index", "Index of the last entry known committed"),
-            snapshot_index: gauge("gridraft_raft_snapshot_index", "Index covered by the latest snapshot"),
+            last_log_index: gauge(
+                "gridraft_raft_last_log_index",
+                "Index of the last log entry",
+            ),
+            applied_index: gauge(
+                "gridraft_raft_applied_index",
+                "Index of the last applied entry",
+            ),
+            committed_index: gauge(
+                "gridraft_raft_committed_index",
+                "Index of the last entry known committed",
+            ),
+            snapshot_index: gauge(
+                "gridraft_raft_snapshot_index",
+                "Index covered by the latest snapshot",
+            ),
             live_sessions: gauge("gridraft_live_sessions", "Sessions in the map"),
             ready: gauge("gridraft_ready", "1 while /readyz answers 204"),
             mirror_lag_entries: IntGaugeVec::new(
-                Opts::new("gridraft_mirror_lag_entries", "Committed entries not yet written to the mirror"),
+                Opts::new(
+                    "gridraft_mirror_lag_entries",
+                    "Committed entries not yet written to the mirror",
+                ),
                 &["mirror"],
             )
             .expect("valid metric"),
             mirror_lag_seconds: GaugeVec::new(
-                Opts::new("gridraft_mirror_lag_seconds", "Age of the oldest entry not yet written to the mirror"),
+                Opts::new(
+                    "gridraft_mirror_lag_seconds",
+                    "Age of the oldest entry not yet written to the mirror",
+                ),
                 &["mirror"],
             )
             .expect("valid metric"),
             mirror_up: IntGaugeVec::new(
-                Opts::new("gridraft_mirror_up", "1 if the leader's connection to the mirror works"),
+                Opts::new(
+                    "gridraft_mirror_up",
+                    "1 if the leader's connection to the mirror works",
+                ),
                 &["mirror"],
             )
             .expect("valid metric"),
             mirror_sync_timeouts: IntCounterVec::new(
-                Opts::new("gridraft_mirror_sync_timeouts_total", "Sync-mode writes answered without the mirror"),
+                Opts::new(
+                    "gridraft_mirror_sync_timeouts_total",
+                    "Sync-mode writes answered without the mirror",
+                ),
                 &["mirror"],
             )
             .expect("valid metric"),

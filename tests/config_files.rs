@@ -7,7 +7,11 @@ fn the_example_and_the_local_three_member_configs_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let example = Settings::from_file(&root.join("config/gridraft.example.toml")).unwrap();
     let defaults = toml::to_string(&Settings::default()).unwrap();
-    assert_eq!(toml::to_string(&example).unwrap(), defaults, "the example documents the defaults");
+    assert_eq!(
+        toml::to_string(&example).unwrap(),
+        defaults,
+        "the example documents the defaults"
+    );
     example.validate().unwrap();
     std::env::set_current_dir(root).unwrap();
     for i in 1..=3 {

@@ -18,7 +18,8 @@ static DB0: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn redis_port() -> u16 {
     let url = require_env("GRIDRAFT_TEST_REDIS_URL");
     let port = url.trim_end_matches('/').rsplit(':').next().unwrap();
-    port.parse().expect("GRIDRAFT_TEST_REDIS_URL ends with :PORT")
+    port.parse()
+        .expect("GRIDRAFT_TEST_REDIS_URL ends with :PORT")
 }
 
 async fn get(http: &reqwest::Client, url: String) -> (u16, Vec<u8>) {
@@ -34,8 +35,15 @@ fn path(id: &str) -> String {
 fn sample() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for i in 0..8u64 {
-        let id = if i == 7 { "a b+c".to_owned() } else { format!("java-interop-{i}") };
-        out.push((id.clone(), body(&id, &format!("http://10.0.0.{}:5555", i % 3), i * 111)));
+        let id = if i == 7 {
+            "a b+c".to_owned()
+        } else {
+            format!("java-interop-{i}")
+        };
+        out.push((
+            id.clone(),
+            body(&id, &format!("http://10.0.0.{}:5555", i % 3), i * 111),
+        ));
     }
     out.push((
         "offset-and-null".into(),
@@ -56,11 +64,22 @@ async fn the_java_redis_session_map_answers_like_gridraft_for_sessions_gridraft_
     tracing::info!("phase: gridraft writes sessions through every member; two are removed");
     let sessions = sample();
     for (i, (_, b)) in sessions.iter().enumerate() {
-        let r = c.http.post(c.url(1 + i as u64 % 3, "/se/grid/session")).body(b.clone()).send().await.unwrap();
+        let r = c
+            .http
+            .post(c.url(1 + i as u64 % 3, "/se/grid/session"))
+            .body(b.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     for id in ["java-interop-1", "java-interop-4"] {
-        let r = c.http.delete(c.url(2, &format!("/se/grid/session/{id}"))).send().await.unwrap();
+        let r = c
+            .http
+            .delete(c.url(2, &format!("/se/grid/session/{id}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     wait_keys_equal(&url, &c.truth().await, Duration::from_secs(60)).await;
@@ -106,9 +125,17 @@ async fn an_import_of_a_store_written_by_java_gives_the_same_sessions_back() {
     let sessions = sample();
     let mut reference = Vec::new();
     for (id, b) in &sessions {
-        let r = http.post(java.url("/se/grid/session")).body(b.clone()).send().await.unwrap();
+        let r = http
+            .post(java.url("/se/grid/session"))
+            .body(b.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "Java accepts {id}");
-        reference.push((id.clone(), get(&http, java.url(&format!("/se/grid/session/{}", path(id)))).await));
+        reference.push((
+            id.clone(),
+            get(&http, java.url(&format!("/se/grid/session/{}", path(id)))).await,
+        ));
     }
     drop(java);
 
@@ -116,24 +143,41 @@ async fn an_import_of_a_store_written_by_java_gives_the_same_sessions_back() {
     let c = MirrorCluster::start(3, vec![]).await;
     let import = || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_gridraft"))
-            .args(["import", "--from", &format!("{url}"), "--to", &c.url(2, "")])
+            .args(["import", "--from", &url, "--to", &c.url(2, "")])
             .output()
             .unwrap();
-        assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let first = import();
     println!("{first}");
-    assert!(first.contains(&format!("{} loaded, 0 skipped", sessions.len())), "{first}");
+    assert!(
+        first.contains(&format!("{} loaded, 0 skipped", sessions.len())),
+        "{first}"
+    );
 
     tracing::info!("phase: the cluster answers exactly what Java answered");
     for (id, (status, bytes)) in &reference {
         let (gs, gb) = get(&c.http, c.url(3, &format!("/se/grid/session/{}", path(id)))).await;
-        assert_eq!((gs, String::from_utf8_lossy(&gb)), (*status, String::from_utf8_lossy(bytes)), "GET {id}");
+        assert_eq!(
+            (gs, String::from_utf8_lossy(&gb)),
+            (*status, String::from_utf8_lossy(bytes)),
+            "GET {id}"
+        );
     }
     let again = import();
     println!("{again}");
-    assert!(again.contains(&format!("0 loaded, {} skipped", sessions.len())), "{again}");
-    assert!(again.contains("already in the cluster, identical"), "{again}");
+    assert!(
+        again.contains(&format!("0 loaded, {} skipped", sessions.len())),
+        "{again}"
+    );
+    assert!(
+        again.contains("already in the cluster, identical"),
+        "{again}"
+    );
     c.shutdown().await;
 }

@@ -10,7 +10,9 @@ use gridraft::mirror::hub::RunState;
 use gridraft::mirror::MirrorKind;
 use mirror_common::load::{assert_matches_model, mixed_load, Model};
 use mirror_common::servers::OwnPostgres;
-use mirror_common::stores::{connect_pg, expected_rows, fresh_pg_database, wait_caught_up, wait_rows_equal};
+use mirror_common::stores::{
+    connect_pg, expected_rows, fresh_pg_database, wait_caught_up, wait_rows_equal,
+};
 use mirror_common::{eventually, mirror, MirrorCluster};
 use sqlx::Row;
 
@@ -20,12 +22,26 @@ async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_
     let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Postgres, &url)]).await;
     tracing::info!("phase: mixed load through members 1, 2 and 3");
     let mut model = Model::new();
-    mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 120, 0, &mut model).await;
+    mixed_load(
+        &c,
+        &[vec![1, 2], vec![2, 3], vec![3, 1]],
+        120,
+        0,
+        &mut model,
+    )
+    .await;
     let truth = c.truth().await;
     assert_matches_model(&truth, &model);
-    assert!(truth.len() > 10, "the load leaves sessions behind ({})", truth.len());
+    assert!(
+        truth.len() > 10,
+        "the load leaves sessions behind ({})",
+        truth.len()
+    );
 
-    tracing::info!(sessions = truth.len(), "phase: the mirror equals the Raft state, row by row");
+    tracing::info!(
+        sessions = truth.len(),
+        "phase: the mirror equals the Raft state, row by row"
+    );
     let rows = wait_rows_equal(&url, &truth, Duration::from_secs(60)).await;
 
     tracing::info!("phase: Selenium's JdbcBackedSessionMap queries (grid-protocol.md §5.2)");
@@ -44,14 +60,22 @@ async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_
         assert_eq!(r.get::<String, _>("session_stereotype"), *stereotype);
         let start_col: String = r.get("session_start");
         assert_eq!(start_col, *start);
-        assert!(start_col.starts_with('"') && start_col.ends_with("Z\""), "start is a quoted instant");
+        assert!(
+            start_col.starts_with('"') && start_col.ends_with("Z\""),
+            "start is a quoted instant"
+        );
         let record = match truth.get(id) {
             gridraft::raft::Lookup::Found(r) => r,
             other => panic!("{id} is not live: {other:?}"),
         };
         assert_eq!(record.session.capabilities, *caps);
     }
-    let removed = truth.tombstones().next().map(|(id, _)| id.to_owned()).expect("the load removed sessions");
+    // A removal is remembered even after a re-add; pick a session that is gone now.
+    let removed = truth
+        .tombstones()
+        .map(|(id, _)| id.to_owned())
+        .find(|id| !matches!(truth.get(id), gridraft::raft::Lookup::Found(_)))
+        .expect("the load removed sessions");
     let none = sqlx::query("select * from sessions_map where session_ids = $1")
         .bind(&removed)
         .fetch_all(&mut con)
@@ -65,7 +89,8 @@ async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_stopped_during_the_load_then_restarted_converges_without_losing_or_resurrecting() {
+async fn postgres_stopped_during_the_load_then_restarted_converges_without_losing_or_resurrecting()
+{
     let pg = OwnPostgres::start();
     let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Postgres, &pg.url())]).await;
     let mut model = Model::new();
@@ -76,12 +101,22 @@ async fn postgres_stopped_during_the_load_then_restarted_converges_without_losin
     tracing::info!("phase: postgres stopped; the Grid keeps answering, quickly");
     pg.stop();
     let report = mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 80, 1, &mut model).await;
-    assert!(report.slowest < Duration::from_secs(2), "a write took {:?} during the outage", report.slowest);
+    assert!(
+        report.slowest < Duration::from_secs(2),
+        "a write took {:?} during the outage",
+        report.slowest
+    );
     let leader = c.leader().await;
-    eventually(Duration::from_secs(30), "the mirror to be reported down", || async {
-        let s = c.status(leader).await;
-        (s["mirrors"]["postgres"]["state"] == "down" && s["mirrors"]["postgres"]["lag_entries"].as_u64() > Some(0)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the mirror to be reported down",
+        || async {
+            let s = c.status(leader).await;
+            (s["mirrors"]["postgres"]["state"] == "down"
+                && s["mirrors"]["postgres"]["lag_entries"].as_u64() > Some(0))
+            .then_some(())
+        },
+    )
     .await;
 
     tracing::info!("phase: postgres back; the mirror converges");
@@ -118,13 +153,50 @@ async fn an_incompatible_sessions_map_table_stops_only_the_mirror() {
     let resp = c
         .http
         .post(c.url(1, "/se/grid/session"))
-        .body(mirror_common::load::body("still-serving", "http://n:5555", 1))
+        .body(mirror_common::load::body(
+            "still-serving",
+            "http://n:5555",
+            1,
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200, "the cluster is unaffected");
-    let n: i64 = sqlx::query_scalar("select count(*) from sessions_map").fetch_one(&mut con).await.unwrap();
+    let n: i64 = sqlx::query_scalar("select count(*) from sessions_map")
+        .fetch_one(&mut con)
+        .await
+        .unwrap();
     assert_eq!(n, 0, "nothing was written into the incompatible table");
     assert_eq!(expected_rows(&c.truth().await).len(), 1);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn export_writes_the_cluster_into_a_selenium_table() {
+    let url = fresh_pg_database("gridraft_export").await;
+    let c = MirrorCluster::start(3, vec![]).await;
+    let mut model = Model::new();
+    mixed_load(&c, &[vec![1], vec![2], vec![3]], 40, 7, &mut model).await;
+    assert!(c.truth().await.len() > 5);
+    let truth = c.truth().await;
+    tracing::info!("phase: gridraft export --to postgres://... --replace");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gridraft"))
+        .args(["export", "--to", &url, "--replace", "--peer"])
+        .arg(c.members[&2].peer.to_string())
+        .env("GRIDRAFT_CLUSTER_SECRET", mirror_common::SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("exported {} sessions", truth.len())),
+        "{stdout}"
+    );
+    println!("{stdout}");
+    wait_rows_equal(&url, &truth, Duration::from_secs(5)).await;
     c.shutdown().await;
 }

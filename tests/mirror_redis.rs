@@ -19,19 +19,43 @@ async fn redis_mirror_equals_the_raft_state_after_a_mixed_load_through_every_mem
     let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Redis, &url)]).await;
     tracing::info!("phase: mixed load through members 1, 2 and 3");
     let mut model = Model::new();
-    mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 120, 0, &mut model).await;
+    mixed_load(
+        &c,
+        &[vec![1, 2], vec![2, 3], vec![3, 1]],
+        120,
+        0,
+        &mut model,
+    )
+    .await;
     let truth = c.truth().await;
     assert_matches_model(&truth, &model);
-    tracing::info!(sessions = truth.len(), "phase: the mirror equals the Raft state, key by key");
+    tracing::info!(
+        sessions = truth.len(),
+        "phase: the mirror equals the Raft state, key by key"
+    );
     wait_keys_equal(&url, &truth, Duration::from_secs(60)).await;
+    let leader = c.leader().await;
+    wait_caught_up(&c, leader, MirrorKind::Redis).await;
     let metrics = c
-        .node(c.leader().await)
-        .cluster
-        .peers
-        .admin(&c.members[&c.leader().await].peer.to_string(), reqwest::Method::GET, "/admin/status", None::<&()>)
+        .http
+        .get(format!("http://{}/metrics", c.members[&leader].peer))
+        .bearer_auth(mirror_common::SECRET)
+        .send()
+        .await
+        .unwrap()
+        .text()
         .await
         .unwrap();
-    assert_eq!(metrics["mirrors"]["redis"]["state"], "up", "{metrics}");
+    for line in [
+        "gridraft_mirror_up{mirror=\"redis\"} 1",
+        "gridraft_mirror_lag_entries{mirror=\"redis\"} ",
+        "gridraft_mirror_lag_seconds{mirror=\"redis\"} ",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "{line} missing from /metrics:\n{metrics}"
+        );
+    }
     c.shutdown().await;
 }
 
@@ -47,12 +71,20 @@ async fn redis_stopped_during_the_load_then_restarted_converges_without_losing_o
     tracing::info!("phase: redis killed; the Grid keeps answering, quickly");
     redis.stop();
     let report = mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 80, 1, &mut model).await;
-    assert!(report.slowest < Duration::from_secs(2), "a write took {:?} during the outage", report.slowest);
+    assert!(
+        report.slowest < Duration::from_secs(2),
+        "a write took {:?} during the outage",
+        report.slowest
+    );
     let leader = c.leader().await;
-    eventually(Duration::from_secs(30), "the mirror to be reported down", || async {
-        let s = c.status(leader).await;
-        (s["mirrors"]["redis"]["state"] == "down").then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the mirror to be reported down",
+        || async {
+            let s = c.status(leader).await;
+            (s["mirrors"]["redis"]["state"] == "down").then_some(())
+        },
+    )
     .await;
 
     tracing::info!("phase: redis back; the mirror converges");
@@ -79,10 +111,19 @@ async fn leader_killed_while_the_mirror_is_behind_the_new_leader_completes_it() 
     redis.stop();
     mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 40, 1, &mut model).await;
     let behind = c.status(old).await;
-    assert!(behind["mirrors"]["redis"]["lag_entries"].as_u64() > Some(0), "{behind}");
-    let progress = behind["mirrors"]["redis"]["replicated_progress"].as_u64().unwrap();
+    assert!(
+        behind["mirrors"]["redis"]["lag_entries"].as_u64() > Some(0),
+        "{behind}"
+    );
+    let progress = behind["mirrors"]["redis"]["replicated_progress"]
+        .as_u64()
+        .unwrap();
 
-    tracing::info!(old, progress, "phase: the leader is killed while the mirror is behind");
+    tracing::info!(
+        old,
+        progress,
+        "phase: the leader is killed while the mirror is behind"
+    );
     c.kill(old).await;
     redis.restart().await;
     let new = c.leader().await;
@@ -91,41 +132,80 @@ async fn leader_killed_while_the_mirror_is_behind_the_new_leader_completes_it() 
     assert_matches_model(&truth, &model);
     wait_keys_equal(&redis.url(), &truth, Duration::from_secs(60)).await;
     wait_caught_up(&c, new, MirrorKind::Redis).await;
-    let status = eventually(Duration::from_secs(30), "the new leader to replicate its progress", || async {
-        let s = c.status(new).await;
-        (s["mirrors"]["redis"]["replicated_progress"].as_u64() > Some(progress)).then_some(s)
-    })
+    let status = eventually(
+        Duration::from_secs(30),
+        "the new leader to replicate its progress",
+        || async {
+            let s = c.status(new).await;
+            (s["mirrors"]["redis"]["replicated_progress"].as_u64() > Some(progress)).then_some(s)
+        },
+    )
     .await;
-    assert_eq!(status["mirrors"]["redis"]["full_resyncs"], 0, "resumed from the replicated progress: {status}");
+    assert_eq!(
+        status["mirrors"]["redis"]["full_resyncs"], 0,
+        "resumed from the replicated progress: {status}"
+    );
     c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unreachable_mirrors_at_start_do_not_stop_the_grid() {
     require_env("GRIDRAFT_TEST_REDIS_URL");
-    let mut pg = mirror(MirrorKind::Postgres, "postgres://sel:hunter2@127.0.0.1:1/grid");
+    let mut pg = mirror(
+        MirrorKind::Postgres,
+        "postgres://sel:hunter2@127.0.0.1:1/grid",
+    );
     pg.mode = MirrorMode::Sync;
-    let c = MirrorCluster::start(3, vec![pg, mirror(MirrorKind::Redis, "redis://:hunter2@127.0.0.1:1/0")]).await;
+    let c = MirrorCluster::start(
+        3,
+        vec![
+            pg,
+            mirror(MirrorKind::Redis, "redis://:hunter2@127.0.0.1:1/0"),
+        ],
+    )
+    .await;
     let started = Instant::now();
     for i in 0..20 {
         let resp = c
             .http
             .post(c.url(1 + i % 3, "/se/grid/session"))
-            .body(mirror_common::load::body(&format!("s{i}"), "http://n:5555", i))
+            .body(mirror_common::load::body(
+                &format!("s{i}"),
+                "http://n:5555",
+                i,
+            ))
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "20 writes took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "20 writes took {:?}",
+        started.elapsed()
+    );
     let leader = c.leader().await;
-    let status = eventually(Duration::from_secs(30), "both mirrors reported down", || async {
-        let s = c.status(leader).await;
-        (s["mirrors"]["postgres"]["state"] == "down" && s["mirrors"]["redis"]["state"] == "down").then_some(s)
-    })
+    let status = eventually(
+        Duration::from_secs(30),
+        "both mirrors reported down",
+        || async {
+            let s = c.status(leader).await;
+            (s["mirrors"]["postgres"]["state"] == "down"
+                && s["mirrors"]["redis"]["state"] == "down")
+                .then_some(s)
+        },
+    )
     .await;
-    assert!(!status.to_string().contains("hunter2"), "a password leaked into the status: {status}");
-    assert!(c.handle(leader, MirrorKind::Postgres).sync_timeouts.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(
+        !status.to_string().contains("hunter2"),
+        "a password leaked into the status: {status}"
+    );
+    assert!(
+        c.handle(leader, MirrorKind::Postgres)
+            .sync_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
     c.shutdown().await;
 }
 
@@ -133,7 +213,13 @@ async fn unreachable_mirrors_at_start_do_not_stop_the_grid() {
 async fn a_redis_key_of_another_type_stops_only_the_mirror() {
     let url = fresh_redis_db(2).await;
     let mut con = redis_con(&url).await;
-    let _: () = redis::cmd("HSET").arg("session:abc:uri").arg("f").arg("v").query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("session:abc:uri")
+        .arg("f")
+        .arg("v")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let c = MirrorCluster::start(1, vec![mirror(MirrorKind::Redis, &url)]).await;
     let handle = c.handle(1, MirrorKind::Redis);
     let error = eventually(Duration::from_secs(30), "the mirror to fail", || async {
@@ -143,16 +229,68 @@ async fn a_redis_key_of_another_type_stops_only_the_mirror() {
         }
     })
     .await;
-    assert!(error.contains("session:abc:uri") && error.contains("hash"), "{error}");
+    assert!(
+        error.contains("session:abc:uri") && error.contains("hash"),
+        "{error}"
+    );
     let resp = c
         .http
         .post(c.url(1, "/se/grid/session"))
-        .body(mirror_common::load::body("still-serving", "http://n:5555", 1))
+        .body(mirror_common::load::body(
+            "still-serving",
+            "http://n:5555",
+            1,
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200, "the cluster is unaffected");
-    let ty: String = redis::cmd("TYPE").arg("session:abc:uri").query_async(&mut con).await.unwrap();
+    let ty: String = redis::cmd("TYPE")
+        .arg("session:abc:uri")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(ty, "hash", "the foreign key was left alone");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_sync_mode_a_session_is_in_redis_when_the_grid_gets_its_answer() {
+    let url = fresh_redis_db(3).await;
+    let mut m = mirror(MirrorKind::Redis, &url);
+    m.mode = MirrorMode::Sync;
+    let c = MirrorCluster::start(3, vec![m]).await;
+    let leader = c.leader().await;
+    eventually(Duration::from_secs(30), "the mirror to be up", || async {
+        (c.handle(leader, MirrorKind::Redis).state() == RunState::Up).then_some(())
+    })
+    .await;
+    let mut con = redis_con(&url).await;
+    for i in 0..20u64 {
+        let id = format!("sync-{i}");
+        let resp = c
+            .http
+            .post(c.url(1 + i % 3, "/se/grid/session"))
+            .body(mirror_common::load::body(&id, "http://n:5555", i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let uri: Option<String> = redis::cmd("GET")
+            .arg(format!("session:{id}:uri"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(
+            uri.as_deref(),
+            Some("http://n:5555"),
+            "{id} is in redis when the add is answered"
+        );
+    }
+    let timeouts = c
+        .handle(leader, MirrorKind::Redis)
+        .sync_timeouts
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(timeouts, 0);
     c.shutdown().await;
 }

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -39,7 +38,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(REMOVE_PATH, post(remove_member))
         .route(crate::mirror::migrate::SESSIONS_PATH, get(sessions))
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), require_secret))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_secret,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
         .with_state(state)
 }
@@ -61,14 +63,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    bincode::deserialize(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable request: {e}\n")).into_response())
+    bincode::deserialize(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("undecodable request: {e}\n"),
+        )
+            .into_response()
+    })
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {
     match bincode::serialize(value) {
         Ok(bytes) => Body::from(bytes).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encode answer: {e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encode answer: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -102,7 +113,11 @@ async fn write(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
         Err(resp) => return resp,
     };
     let result = match s.cluster.leader() {
-        Leader::Me => s.cluster.write_here(p, s.cluster.settings.write_timeout).await,
+        Leader::Me => {
+            s.cluster
+                .write_here(p, s.cluster.settings.write_timeout)
+                .await
+        }
         _ => Err(Reject::NotLeader {
             leader: s.cluster.raft.current_leader().await,
         }),
@@ -167,17 +182,33 @@ async fn status(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
 /// Every live session, read after a read barrier (for `gridraft export`).
 async fn sessions(State(s): State<Arc<AppState>>) -> Response {
     if let Err(e) = s.cluster.read_barrier().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": e.to_string()}))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response();
     }
     let map = s.cluster.reader.snapshot();
     let sessions: Vec<_> = map.sessions().collect();
-    Json(serde_json::json!({ "live_sessions": sessions.len(), "sessions": sessions })).into_response()
+    Json(serde_json::json!({ "live_sessions": sessions.len(), "sessions": sessions }))
+        .into_response()
 }
 
 async fn init(State(s): State<Arc<AppState>>) -> Response {
-    let members = s.cluster.raft.metrics().borrow().membership_config.membership().clone();
+    let members = s
+        .cluster
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
     if members.voter_ids().count() > 0 {
-        return (StatusCode::CONFLICT, Json(serde_json::json!({"error": "the cluster is already initialised"}))).into_response();
+        return (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"error": "the cluster is already initialised"})),
+        )
+            .into_response();
     }
     match s.cluster.initialize_from_static_members().await {
         Ok(()) => Json(s.cluster.status()).into_response(),
@@ -188,14 +219,22 @@ async fn init(State(s): State<Arc<AppState>>) -> Response {
 async fn add_member(State(s): State<Arc<AppState>>, Json(req): Json<AddMember>) -> Response {
     match s.cluster.add_member(&req).await {
         Ok(v) => Json(v).into_response(),
-        Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 
 async fn remove_member(State(s): State<Arc<AppState>>, Json(req): Json<RemoveMember>) -> Response {
     match s.cluster.remove_member(&req).await {
         Ok(v) => Json(v).into_response(),
-        Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 
@@ -203,21 +242,30 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let m = s.cluster.raft.metrics().borrow().clone();
     let g = &s.metrics;
     g.term.set(m.current_term as i64);
-    g.leader.set(m.current_leader.map(|l| l as i64).unwrap_or(-1));
+    g.leader
+        .set(m.current_leader.map(|l| l as i64).unwrap_or(-1));
     g.is_leader.set(i64::from(m.current_leader == Some(m.id)));
     g.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
-    g.applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
-    let committed = s.cluster.raft.with_raft_state(|st| st.committed.map(|l| l.index)).await;
-    g.committed_index.set(committed.ok().flatten().unwrap_or(0) as i64);
-    g.snapshot_index.set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
+    g.applied_index
+        .set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+    let committed = s
+        .cluster
+        .raft
+        .with_raft_state(|st| st.committed.map(|l| l.index))
+        .await;
+    g.committed_index
+        .set(committed.ok().flatten().unwrap_or(0) as i64);
+    g.snapshot_index
+        .set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
     g.live_sessions.set(s.cluster.reader.len() as i64);
     g.ready.set(i64::from(s.cluster.is_ready()));
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-    s.cluster.mirrors.update_metrics(g, applied, &s.cluster.reader.snapshot());
+    s.cluster
+        .mirrors
+        .update_metrics(g, applied, &s.cluster.reader.snapshot());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
         .into_response()
 }
-

@@ -48,7 +48,10 @@ pub async fn bootstrap(cluster: &Cluster) {
 pub async fn initialize(cluster: &Cluster) -> Result<(), String> {
     let members = &cluster.settings.members;
     let nodes: BTreeMap<NodeId, BasicNode> = if members.is_empty() {
-        BTreeMap::from([(cluster.id(), BasicNode::new(&cluster.settings.advertise_peer))])
+        BTreeMap::from([(
+            cluster.id(),
+            BasicNode::new(&cluster.settings.advertise_peer),
+        )])
     } else {
         members
             .iter()

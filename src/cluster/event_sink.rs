@@ -57,7 +57,11 @@ pub fn proposal(event: &GridEvent) -> Proposal {
 }
 
 /// Proposes each received event until it is committed (or the deadline passes).
-pub async fn run(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<GridEvent>, shutdown: CancellationToken) {
+pub async fn run(
+    cluster: Arc<Cluster>,
+    mut rx: mpsc::Receiver<GridEvent>,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let event = tokio::select! {

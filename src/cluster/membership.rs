@@ -66,7 +66,10 @@ impl Cluster {
         match self.leader() {
             Leader::Me => {}
             Leader::Other { addr, .. } => {
-                return Ok(self.peers.admin(&addr, reqwest::Method::POST, ADD_PATH, Some(req)).await?);
+                return Ok(self
+                    .peers
+                    .admin(&addr, reqwest::Method::POST, ADD_PATH, Some(req))
+                    .await?);
             }
             Leader::Unknown => return Err(MembershipError::NoLeader),
         }
@@ -88,7 +91,10 @@ impl Cluster {
         match self.leader() {
             Leader::Me => {}
             Leader::Other { addr, .. } => {
-                return Ok(self.peers.admin(&addr, reqwest::Method::POST, REMOVE_PATH, Some(req)).await?);
+                return Ok(self
+                    .peers
+                    .admin(&addr, reqwest::Method::POST, REMOVE_PATH, Some(req))
+                    .await?);
             }
             Leader::Unknown => return Err(MembershipError::NoLeader),
         }

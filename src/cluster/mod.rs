@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod event_sink;
 pub mod membership;
 pub mod read_index;
+pub mod write_batch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub struct Cluster {
     pub mirrors: crate::mirror::Mirrors,
     applied: watch::Receiver<u64>,
     reads: read_index::ReadIndexBatcher,
+    writes: write_batch::WriteBatcher,
     started: Instant,
     /// Milliseconds since `started` when a leader was last known; `u64::MAX` if never.
     leader_seen_ms: AtomicU64,
@@ -76,6 +78,7 @@ impl Cluster {
     ) -> Arc<Self> {
         Arc::new_cyclic(|weak| Cluster {
             reads: read_index::ReadIndexBatcher::spawn(weak.clone()),
+            writes: write_batch::WriteBatcher::spawn(weak.clone()),
             settings,
             raft,
             reader,
@@ -125,10 +128,19 @@ impl Cluster {
                     Err(Reject::Failed(e)) if e == STOPPED => return Err(ProxyError::Stopped(e)),
                     Err(e) => tracing::debug!(error = %e, "local write failed; retrying"),
                 },
-                Leader::Other { id, addr } => match self.peers.forward_write(&addr, &p, remaining).await {
-                    Ok(applied) => return Ok(applied),
-                    Err(e) => tracing::debug!(leader = id, error = %e, "forwarded write failed; retrying"),
-                },
+                Leader::Other { id, addr } => {
+                    let call = self.peers.forward_write(&addr, &p, remaining);
+                    match self.unless_leader_changes(id, call).await {
+                        Some(Ok(applied)) => return Ok(applied),
+                        Some(Err(e)) => {
+                            tracing::debug!(leader = id, error = %e, "forwarded write failed; retrying")
+                        }
+                        None => tracing::debug!(
+                            leader = id,
+                            "leader changed; forwarding the write again"
+                        ),
+                    }
+                }
                 Leader::Unknown => {}
             }
             self.pause(backoff, deadline).await;
@@ -137,7 +149,20 @@ impl Cluster {
     }
 
     /// Proposes `p` on this member, which must be the leader (used by the forwarding route).
+    /// Grid adds and removes share a log entry with the writes waiting at the same moment
+    /// (group commit, see [`write_batch`]).
     pub async fn write_here(&self, p: Proposal, timeout: Duration) -> Result<Applied, Reject> {
+        if !write_batch::WriteBatcher::accepts(&p) {
+            return self.propose(p, timeout).await;
+        }
+        match tokio::time::timeout(timeout, self.writes.submit(p)).await {
+            Ok(result) => result,
+            Err(_) => Err(Reject::Failed(format!("not committed within {timeout:?}"))),
+        }
+    }
+
+    /// Proposes `p` as one log entry and waits until it is applied here.
+    async fn propose(&self, p: Proposal, timeout: Duration) -> Result<Applied, Reject> {
         match tokio::time::timeout(timeout, self.raft.client_write(p)).await {
             Ok(Ok(resp)) => {
                 // `sync` mirrors: committed, now wait (bounded) until they have it too.
@@ -145,7 +170,9 @@ impl Cluster {
                 Ok(resp.data)
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(Reject::NotLeader { leader: f.leader_id })
+                Err(Reject::NotLeader {
+                    leader: f.leader_id,
+                })
             }
             Ok(Err(RaftError::APIError(e))) => Err(Reject::Failed(e.to_string())),
             Ok(Err(RaftError::Fatal(_))) => Err(Reject::Failed(STOPPED.into())),
@@ -195,10 +222,18 @@ impl Cluster {
                 }
                 match self.leader() {
                     Leader::Me => break,
-                    Leader::Other { addr, .. } => match self.peers.lookup(&addr, id, kind, remaining).await {
-                        Ok(found) => return Ok(found),
-                        Err(e) => tracing::debug!(error = %e, "forwarded read failed; retrying"),
-                    },
+                    Leader::Other { id: leader, addr } => {
+                        let call = self.peers.lookup(&addr, id, kind, remaining);
+                        match self.unless_leader_changes(leader, call).await {
+                            Some(Ok(found)) => return Ok(found),
+                            Some(Err(e)) => {
+                                tracing::debug!(error = %e, "forwarded read failed; retrying")
+                            }
+                            None => {
+                                tracing::debug!(leader, "leader changed; forwarding the read again")
+                            }
+                        }
+                    }
                     Leader::Unknown => {}
                 }
                 self.pause(Duration::from_millis(25), deadline).await;
@@ -212,11 +247,40 @@ impl Cluster {
     pub fn lookup_here(&self, id: &str, kind: LookupKind) -> PeerLookup {
         match self.reader.get(id) {
             Lookup::Found(record) => PeerLookup::Found(match kind {
-                LookupKind::Session => record.get_body.to_vec(),
-                LookupKind::Uri => record.uri_body.to_vec(),
+                LookupKind::Session => record.get_body.clone(),
+                LookupKind::Uri => record.uri_body.clone(),
             }),
             Lookup::Removed(t) => PeerLookup::Removed(t),
             Lookup::Missing => PeerLookup::Missing,
+        }
+    }
+
+    /// Runs `call` (a request to the leader `leader`) unless this member stops believing that
+    /// `leader` leads first; then `None`, so the caller retries with the new leader at once.
+    /// A killed or paused leader's address swallows requests without an answer until their
+    /// timeout; without this, a request sent just before the leader died would wait out the
+    /// whole write or read timeout although a new leader was elected within a second. Giving
+    /// up is safe: the old leader can no longer commit, and every operation is idempotent.
+    pub(crate) async fn unless_leader_changes<T>(
+        &self,
+        leader: NodeId,
+        call: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let mut metrics = self.raft.metrics();
+        let changed = async move {
+            loop {
+                if metrics.changed().await.is_err() {
+                    // Raft stopped: the call's own timeout decides.
+                    std::future::pending::<()>().await;
+                }
+                if metrics.borrow().current_leader != Some(leader) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            result = call => Some(result),
+            () = changed => None,
         }
     }
 
@@ -235,7 +299,8 @@ impl Cluster {
         let now_ms = self.started.elapsed().as_millis() as u64;
         let in_grace = || {
             let seen = self.leader_seen_ms.load(Ordering::Relaxed);
-            seen != u64::MAX && now_ms.saturating_sub(seen) < self.settings.ready_grace.as_millis() as u64
+            seen != u64::MAX
+                && now_ms.saturating_sub(seen) < self.settings.ready_grace.as_millis() as u64
         };
         let voters = m.membership_config.membership().voter_ids().count();
         let ready = match m.current_leader {
@@ -246,7 +311,8 @@ impl Cluster {
                 let seen = self.quorum_seen_ms.load(Ordering::Relaxed);
                 voters <= 1
                     || (seen != u64::MAX
-                        && now_ms.saturating_sub(seen) <= self.settings.election_timeout_max.as_millis() as u64)
+                        && now_ms.saturating_sub(seen)
+                            <= self.settings.election_timeout_max.as_millis() as u64)
             }
             Some(_) => {
                 let last_log = m.last_log_index.unwrap_or(0);

@@ -54,13 +54,19 @@ async fn run(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<Request>) {
             return;
         };
         // The round may take as long as the most patient read allows.
-        let deadline = batch.iter().map(|r| r.deadline).max().expect("batch is never empty");
+        let deadline = batch
+            .iter()
+            .map(|r| r.deadline)
+            .max()
+            .expect("batch is never empty");
         let result = round(&cluster, deadline).await;
         drop(cluster);
         for r in batch {
             let answer = match &result {
                 Ok(i) => Ok(*i),
-                Err(_) => Err(ProxyError::ReadTimeout(r.deadline.saturating_duration_since(Instant::now()))),
+                Err(_) => Err(ProxyError::ReadTimeout(
+                    r.deadline.saturating_duration_since(Instant::now()),
+                )),
             };
             let _ = r.reply.send(answer);
         }
@@ -81,13 +87,21 @@ async fn round(cluster: &Cluster, deadline: Instant) -> Result<u64, ProxyError> 
                     return Ok(read.map(|l| l.index).unwrap_or(0));
                 }
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}
-                Err(RaftError::APIError(e)) => tracing::debug!(error = %e, "leadership not confirmed"),
+                Err(RaftError::APIError(e)) => {
+                    tracing::debug!(error = %e, "leadership not confirmed")
+                }
                 Err(RaftError::Fatal(e)) => return Err(ProxyError::Stopped(e.to_string())),
             },
-            Leader::Other { id, addr } => match cluster.peers.read_index(&addr, remaining).await {
-                Ok(index) => return Ok(index),
-                Err(e) => tracing::debug!(leader = id, error = %e, "read index from leader failed"),
-            },
+            Leader::Other { id, addr } => {
+                let call = cluster.peers.read_index(&addr, remaining);
+                match cluster.unless_leader_changes(id, call).await {
+                    Some(Ok(index)) => return Ok(index),
+                    Some(Err(e)) => {
+                        tracing::debug!(leader = id, error = %e, "read index from leader failed")
+                    }
+                    None => tracing::debug!(leader = id, "leader changed; asking the new one"),
+                }
+            }
             Leader::Unknown => {}
         }
         cluster.pause(backoff, deadline).await;

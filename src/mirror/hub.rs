@@ -25,9 +25,13 @@ pub enum RunState {
     Standby,
     Connecting,
     Up,
-    Down { error: String },
+    Down {
+        error: String,
+    },
     /// The store's layout is incompatible; this member will not write to it again.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 impl RunState {
@@ -87,7 +91,11 @@ impl Mirrors {
     /// not waited for (an outage must not add the timeout to every Grid write); both cases
     /// are counted in `sync_timeouts`.
     pub async fn wait_sync(&self, index: u64) {
-        for m in self.all().into_iter().filter(|m| m.mode == MirrorMode::Sync) {
+        for m in self
+            .all()
+            .into_iter()
+            .filter(|m| m.mode == MirrorMode::Sync)
+        {
             if m.state() != RunState::Up {
                 m.sync_timeouts.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -155,7 +163,10 @@ impl Mirrors {
             let total = m.sync_timeouts.load(Ordering::Relaxed);
             timeouts.inc_by(total.saturating_sub(timeouts.get()));
             if active {
-                metrics.mirror_lag_seconds.with_label_values(&[name]).set(m.lag_seconds());
+                metrics
+                    .mirror_lag_seconds
+                    .with_label_values(&[name])
+                    .set(m.lag_seconds());
                 metrics
                     .mirror_up
                     .with_label_values(&[name])
@@ -204,6 +215,7 @@ impl MirrorHandle {
     }
 
     pub fn set_lag(&self, lag: Duration) {
-        self.lag_millis.store(lag.as_millis() as u64, Ordering::Relaxed);
+        self.lag_millis
+            .store(lag.as_millis() as u64, Ordering::Relaxed);
     }
 }

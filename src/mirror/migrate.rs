@@ -57,7 +57,12 @@ fn kind(url: &str) -> Result<MirrorKind, MigrateError> {
 /// Reads every session of a Selenium store.
 pub async fn read_store(url: &str) -> Result<Vec<StoredSession>, MigrateError> {
     Ok(match kind(url)? {
-        MirrorKind::Postgres => PostgresMirror::connect_existing(url).await?.read_all().await?,
+        MirrorKind::Postgres => {
+            PostgresMirror::connect_existing(url)
+                .await?
+                .read_all()
+                .await?
+        }
         MirrorKind::Redis => RedisMirror::connect(url).await?.read_all().await?,
     })
 }
@@ -68,7 +73,10 @@ pub fn add_body(s: &StoredSession) -> Result<String, String> {
         serde_json::from_str(text).map_err(|e| format!("stored {what} is not JSON: {e}"))
     };
     let mut body = Map::new();
-    body.insert("capabilities".into(), parse("capabilities", &s.capabilities)?);
+    body.insert(
+        "capabilities".into(),
+        parse("capabilities", &s.capabilities)?,
+    );
     body.insert("sessionId".into(), Value::String(s.id.clone()));
     body.insert("start".into(), parse("start", &s.start)?);
     body.insert("stereotype".into(), parse("stereotype", &s.stereotype)?);
@@ -113,17 +121,28 @@ pub async fn import(from: &str, to: &str) -> Result<ImportSummary, MigrateError>
 }
 
 /// `Ok(None)`: loaded; `Ok(Some(reason))`: nothing to do; `Err(reason)`: refused or failed.
-async fn import_one(http: &reqwest::Client, base: &str, s: &StoredSession) -> Result<Option<String>, String> {
+async fn import_one(
+    http: &reqwest::Client,
+    base: &str,
+    s: &StoredSession,
+) -> Result<Option<String>, String> {
     let body = add_body(s)?;
-    let session = parse_add_body(body.as_bytes()).map_err(|_| "the Grid API would refuse it (invalid uri, start or capabilities)".to_owned())?;
+    let session = parse_add_body(body.as_bytes()).map_err(|_| {
+        "the Grid API would refuse it (invalid uri, start or capabilities)".to_owned()
+    })?;
     if s.id.is_empty() {
         return Err("empty session id (unreachable through the Grid API)".into());
     }
     if !s.id.contains('/') {
         let path = percent_encoding::utf8_percent_encode(&s.id, percent_encoding::NON_ALPHANUMERIC);
-        let current = http.get(format!("{base}/se/grid/session/{path}")).send().await;
+        let current = http
+            .get(format!("{base}/se/grid/session/{path}"))
+            .send()
+            .await;
         if let Ok(resp) = current {
-            if resp.status().is_success() && resp.bytes().await.ok().as_deref() == Some(session.render_get_body().as_bytes()) {
+            if resp.status().is_success()
+                && resp.bytes().await.ok().as_deref() == Some(session.render_get_body().as_bytes())
+            {
                 return Ok(Some("already in the cluster, identical".into()));
             }
         }
@@ -145,15 +164,23 @@ async fn import_one(http: &reqwest::Client, base: &str, s: &StoredSession) -> Re
 /// Every live session of the cluster, read linearizably through a member's peer port.
 pub async fn list_cluster(peer: &str, secret: &str) -> Result<Vec<Session>, MigrateError> {
     let client = PeerClient::new(reqwest::Client::new(), Arc::from(secret));
-    let v = client.admin(peer, reqwest::Method::GET, SESSIONS_PATH, None::<&()>).await?;
+    let v = client
+        .admin(peer, reqwest::Method::GET, SESSIONS_PATH, None::<&()>)
+        .await?;
     let sessions = v.get("sessions").cloned().unwrap_or(Value::Null);
     serde_json::from_value(sessions).map_err(|e| MigrateError::Listing(e.to_string()))
 }
 
 /// Writes `sessions` into the store at `to`; with `replace`, the store then holds exactly them.
-pub async fn export(sessions: &[Session], to: &str, replace: bool) -> Result<ExportSummary, MigrateError> {
+pub async fn export(
+    sessions: &[Session],
+    to: &str,
+    replace: bool,
+) -> Result<ExportSummary, MigrateError> {
     let skipped = match kind(to)? {
-        MirrorKind::Postgres => write(PostgresMirror::connect(to).await?, sessions, replace).await?,
+        MirrorKind::Postgres => {
+            write(PostgresMirror::connect(to).await?, sessions, replace).await?
+        }
         MirrorKind::Redis => write(RedisMirror::connect(to).await?, sessions, replace).await?,
     };
     Ok(ExportSummary {
@@ -163,7 +190,11 @@ pub async fn export(sessions: &[Session], to: &str, replace: bool) -> Result<Exp
     })
 }
 
-async fn write<M: Mirror>(mut store: M, sessions: &[Session], replace: bool) -> Result<usize, MirrorError> {
+async fn write<M: Mirror>(
+    mut store: M,
+    sessions: &[Session],
+    replace: bool,
+) -> Result<usize, MirrorError> {
     if replace {
         return store.full_resync(sessions).await;
     }
@@ -205,7 +236,11 @@ pub async fn export_command(args: &crate::cli::ExportArgs) -> Result<(), Migrate
             .map_err(|e| MigrateError::Listing(format!("read {}: {e}", path.display())))?
             .trim()
             .to_owned(),
-        (None, None) => return Err(MigrateError::Listing("give --cluster-secret-file or GRIDRAFT_CLUSTER_SECRET".into())),
+        (None, None) => {
+            return Err(MigrateError::Listing(
+                "give --cluster-secret-file or GRIDRAFT_CLUSTER_SECRET".into(),
+            ))
+        }
     };
     let sessions = list_cluster(&args.peer, &secret).await?;
     let summary = export(&sessions, &args.to, args.replace).await?;
@@ -214,7 +249,11 @@ pub async fn export_command(args: &crate::cli::ExportArgs) -> Result<(), Migrate
         summary.written,
         redact_url(&args.to),
         summary.skipped,
-        if summary.replaced_store { "; sessions not in the cluster were deleted" } else { "" }
+        if summary.replaced_store {
+            "; sessions not in the cluster were deleted"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -228,7 +267,8 @@ mod tests {
         let s = StoredSession {
             id: "abc".into(),
             uri: "http://n:5555".into(),
-            capabilities: "{\n  \"browserName\": \"chrome\",\n  \"u\": \"http:\\u002f\\u002fa\"\n}".into(),
+            capabilities: "{\n  \"browserName\": \"chrome\",\n  \"u\": \"http:\\u002f\\u002fa\"\n}"
+                .into(),
             stereotype: "{}".into(),
             start: "\"2024-05-01T10:20:30.123400Z\"".into(),
             note: None,

@@ -132,10 +132,16 @@ pub trait Mirror: Sized + Send + 'static {
     fn connect(url: &str) -> impl Future<Output = Result<Self, MirrorError>> + Send;
     /// Applies one batch: URI deletes first, then deletes and upserts by id. Returns how many
     /// sessions the store cannot hold (they are deleted there instead, and logged).
-    fn apply(&mut self, batch: &MirrorBatch) -> impl Future<Output = Result<usize, MirrorError>> + Send;
+    fn apply(
+        &mut self,
+        batch: &MirrorBatch,
+    ) -> impl Future<Output = Result<usize, MirrorError>> + Send;
     /// Makes the store hold exactly `sessions` (used when the log needed was purged, and by
     /// `export --replace`). Returns how many sessions the store cannot hold.
-    fn full_resync(&mut self, sessions: &[Session]) -> impl Future<Output = Result<usize, MirrorError>> + Send;
+    fn full_resync(
+        &mut self,
+        sessions: &[Session],
+    ) -> impl Future<Output = Result<usize, MirrorError>> + Send;
     /// An identity of the server instance (Redis `run_id`), if it can lose data on restart:
     /// when it changes between two connections, the runner resynchronises the whole store.
     fn instance(&self) -> Option<&str> {
@@ -179,7 +185,9 @@ pub fn redact_url(url: &str) -> String {
             let query: Vec<String> = query
                 .split('&')
                 .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.to_ascii_lowercase().contains("pass") => format!("{k}=<redacted>"),
+                    Some((k, _)) if k.to_ascii_lowercase().contains("pass") => {
+                        format!("{k}=<redacted>")
+                    }
                     _ => kv.to_owned(),
                 })
                 .collect();
@@ -197,10 +205,19 @@ mod tests {
     #[test]
     fn passwords_never_survive_redaction() {
         for (url, want) in [
-            ("postgres://sel:hunter2@db:5432/grid", "postgres://sel:<redacted>@db:5432/grid"),
-            ("redis://:hunter2@cache:6379/1", "redis://:<redacted>@cache:6379/1"),
+            (
+                "postgres://sel:hunter2@db:5432/grid",
+                "postgres://sel:<redacted>@db:5432/grid",
+            ),
+            (
+                "redis://:hunter2@cache:6379/1",
+                "redis://:<redacted>@cache:6379/1",
+            ),
             ("redis://hunter2@cache", "redis://<redacted>@cache"),
-            ("postgres://db/grid?user=a&password=hunter2", "postgres://db/grid?user=a&password=<redacted>"),
+            (
+                "postgres://db/grid?user=a&password=hunter2",
+                "postgres://db/grid?user=a&password=<redacted>",
+            ),
             ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
             ("hunter2", "<redacted>"),
         ] {
@@ -210,8 +227,60 @@ mod tests {
     }
 
     #[test]
+    fn mirror_settings_resolve_redact_and_follow_precedence() {
+        use crate::cli::{MirrorArgs, ServeArgs};
+        use crate::config::{ConfigError, Settings};
+        let file =
+            std::env::temp_dir().join(format!("gridraft-mirror-url-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&file, "redis://:from-file@cache:6379/3\n").unwrap();
+        let mut s: Settings = toml::from_str(
+            "[mirror.postgres]\nurl = \"postgres://sel:hunter2@db/grid\"\nmode = \"sync\"\nsync-timeout = \"500ms\"\n\
+             [mirror.redis]\nurl = \"redis://:toml-secret@cache\"\n",
+        )
+        .unwrap();
+        let flags = ServeArgs {
+            mirror: MirrorArgs {
+                mirror_redis_url_file: Some(file.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        flags.mirror.overlay(&mut s);
+        let r = s.validate().unwrap();
+        assert_eq!(r.mirrors.len(), 2);
+        assert_eq!(r.mirrors[0].mode, MirrorMode::Sync);
+        assert_eq!(r.mirrors[0].sync_timeout, Duration::from_millis(500));
+        assert_eq!(
+            r.mirrors[1].url, "redis://:from-file@cache:6379/3",
+            "the env/flag file wins over the TOML url"
+        );
+        let text = s.to_redacted_toml();
+        assert!(
+            !text.contains("hunter2") && text.contains("sel:<redacted>@db"),
+            "{text}"
+        );
+        assert!(!format!("{r:?}").contains("hunter2"));
+        std::fs::remove_file(file).unwrap();
+
+        s.mirror.postgres.url = Some("mysql://u:hunter2@db".into());
+        s.mirror.redis.mode = "sometimes".into();
+        let Err(ConfigError::Invalid(problems)) = s.validate() else {
+            panic!("expected problems")
+        };
+        let text = problems.join("\n");
+        assert!(
+            text.contains("mirror.postgres.url") && text.contains("mirror.redis.mode"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
     fn kinds_come_from_the_scheme() {
-        assert_eq!(MirrorKind::from_url("postgresql://x/y"), Some(MirrorKind::Postgres));
+        assert_eq!(
+            MirrorKind::from_url("postgresql://x/y"),
+            Some(MirrorKind::Postgres)
+        );
         assert_eq!(MirrorKind::from_url("REDIS://x"), Some(MirrorKind::Redis));
         assert_eq!(MirrorKind::from_url("http://x"), None);
     }

@@ -22,7 +22,13 @@ pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS sessions_map(
 const INSERT: &str = "insert into sessions_map (session_ids, session_uri, session_stereotype, session_caps, session_start) values ($1, $2, $3, $4, $5)";
 const DELETE_ID: &str = "delete from sessions_map where session_ids = $1";
 const DELETE_URI: &str = "delete from sessions_map where session_uri = $1";
-const COLUMNS: [&str; 5] = ["session_ids", "session_caps", "session_uri", "session_stereotype", "session_start"];
+const COLUMNS: [&str; 5] = [
+    "session_ids",
+    "session_caps",
+    "session_uri",
+    "session_stereotype",
+    "session_start",
+];
 /// One request longer than this counts as a failure of the store (it is retried).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,10 +43,16 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> MirrorError {
     MirrorError::Unavailable(format!("postgres: {what}: {e}"))
 }
 
-async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T, sqlx::Error>>) -> Result<T, MirrorError> {
+async fn timed<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, MirrorError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
         Ok(r) => r.map_err(|e| unavailable(what, e)),
-        Err(_) => Err(unavailable(what, format!("no answer within {REQUEST_TIMEOUT:?}"))),
+        Err(_) => Err(unavailable(
+            what,
+            format!("no answer within {REQUEST_TIMEOUT:?}"),
+        )),
     }
 }
 
@@ -50,11 +62,16 @@ impl PostgresMirror {
     async fn prepare(&mut self) -> Result<(), MirrorError> {
         let exists: bool = timed(
             "look up table sessions_map",
-            sqlx::query_scalar("select to_regclass('sessions_map') is not null").fetch_one(&mut self.conn),
+            sqlx::query_scalar("select to_regclass('sessions_map') is not null")
+                .fetch_one(&mut self.conn),
         )
         .await?;
         if !exists {
-            timed("create table sessions_map", sqlx::query(CREATE_TABLE).execute(&mut self.conn)).await?;
+            timed(
+                "create table sessions_map",
+                sqlx::query(CREATE_TABLE).execute(&mut self.conn),
+            )
+            .await?;
             for ddl in [
                 "create index if not exists sessions_map_session_ids on sessions_map (session_ids)",
                 "create index if not exists sessions_map_session_uri on sessions_map (session_uri)",
@@ -103,14 +120,18 @@ impl PostgresMirror {
             }
         }
         if limits[2].is_some_and(|m| m < 40) {
-            problems.push("column session_start is shorter than a quoted instant (40 characters)".into());
+            problems.push(
+                "column session_start is shorter than a quoted instant (40 characters)".into(),
+            );
         }
         for row in &rows {
             let name: String = row.get(0);
             let nullable: String = row.get(3);
             let default: Option<String> = row.get(4);
             if !COLUMNS.contains(&name.as_str()) && nullable == "NO" && default.is_none() {
-                problems.push(format!("extra column {name} is NOT NULL without a default, so Selenium's INSERT fails"));
+                problems.push(format!(
+                    "extra column {name} is NOT NULL without a default, so Selenium's INSERT fails"
+                ));
             }
         }
         if !problems.is_empty() {
@@ -127,7 +148,9 @@ impl PostgresMirror {
     /// session is skipped (and counted by the caller) rather than blocking the mirror forever.
     pub fn fits(&self, s: &Session) -> bool {
         let start = s.start_json();
-        let ok = |v: &str, limit: Option<usize>| !v.contains('\0') && limit.is_none_or(|l| v.chars().count() <= l);
+        let ok = |v: &str, limit: Option<usize>| {
+            !v.contains('\0') && limit.is_none_or(|l| v.chars().count() <= l)
+        };
         ok(&s.id, self.limits[0])
             && ok(&s.uri, self.limits[1])
             && ok(&start, self.limits[2])
@@ -137,7 +160,8 @@ impl PostgresMirror {
 
     /// The sessions the table can hold, and the ids of those it cannot (logged here).
     fn split_unfit<'a>(&self, sessions: &'a [Session]) -> (Vec<&'a Session>, Vec<String>) {
-        let (fit, unfit): (Vec<&Session>, Vec<&Session>) = sessions.iter().partition(|s| self.fits(s));
+        let (fit, unfit): (Vec<&Session>, Vec<&Session>) =
+            sessions.iter().partition(|s| self.fits(s));
         for s in &unfit {
             tracing::warn!(session = %s.id, "postgres cannot hold this session (NUL character or a value longer than its column); not mirrored");
         }
@@ -160,12 +184,20 @@ async fn insert(conn: &mut PgConnection, s: &Session) -> Result<(), sqlx::Error>
 impl PostgresMirror {
     async fn open(url: &str) -> Result<Self, MirrorError> {
         let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| MirrorError::Incompatible(format!("postgres url {}: {e}", redact_url(url))))?
+            .map_err(|e| {
+                MirrorError::Incompatible(format!("postgres url {}: {e}", redact_url(url)))
+            })?
             .log_statements(tracing::log::LevelFilter::Trace);
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
-            Ok(r) => r.map_err(|e| unavailable("connect", e))?,
-            Err(_) => return Err(unavailable("connect", format!("no answer within {CONNECT_TIMEOUT:?}"))),
-        };
+        let conn =
+            match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
+                Ok(r) => r.map_err(|e| unavailable("connect", e))?,
+                Err(_) => {
+                    return Err(unavailable(
+                        "connect",
+                        format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    ))
+                }
+            };
         Ok(PostgresMirror {
             conn,
             limits: [Some(256); 3],
@@ -177,11 +209,14 @@ impl PostgresMirror {
         let mut mirror = Self::open(url).await?;
         let exists: bool = timed(
             "look up table sessions_map",
-            sqlx::query_scalar("select to_regclass('sessions_map') is not null").fetch_one(&mut mirror.conn),
+            sqlx::query_scalar("select to_regclass('sessions_map') is not null")
+                .fetch_one(&mut mirror.conn),
         )
         .await?;
         if !exists {
-            return Err(MirrorError::Incompatible("postgres has no table sessions_map".into()));
+            return Err(MirrorError::Incompatible(
+                "postgres has no table sessions_map".into(),
+            ));
         }
         mirror.check_columns().await?;
         Ok(mirror)
@@ -219,9 +254,12 @@ impl Mirror for PostgresMirror {
         let (sessions, unfit) = self.split_unfit(sessions);
         let work = async {
             let mut tx = self.conn.begin().await?;
-            sqlx::query("delete from sessions_map").execute(&mut *tx).await?;
+            sqlx::query("delete from sessions_map")
+                .execute(&mut *tx)
+                .await?;
             for chunk in sessions.chunks(2000) {
-                let col = |f: fn(&Session) -> String| chunk.iter().map(|s| f(s)).collect::<Vec<_>>();
+                let col =
+                    |f: fn(&Session) -> String| chunk.iter().map(|s| f(s)).collect::<Vec<_>>();
                 sqlx::query(
                     "insert into sessions_map (session_ids, session_uri, session_stereotype, session_caps, session_start) \
                      select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
@@ -263,9 +301,15 @@ impl Mirror for PostgresMirror {
                 id: id.unwrap_or_default(),
                 uri: row.get::<Option<String>, _>(1).unwrap_or_default(),
                 // Java reads SQL NULL capabilities as empty ones.
-                capabilities: row.get::<Option<String>, _>(2).unwrap_or_else(|| "{}".into()),
-                stereotype: row.get::<Option<String>, _>(3).unwrap_or_else(|| "{}".into()),
-                start: row.get::<Option<String>, _>(4).unwrap_or_else(|| "0".into()),
+                capabilities: row
+                    .get::<Option<String>, _>(2)
+                    .unwrap_or_else(|| "{}".into()),
+                stereotype: row
+                    .get::<Option<String>, _>(3)
+                    .unwrap_or_else(|| "{}".into()),
+                start: row
+                    .get::<Option<String>, _>(4)
+                    .unwrap_or_else(|| "0".into()),
                 note: None,
             };
             match index.get(&s.id) {

@@ -90,7 +90,11 @@ impl RedisMirror {
                 .query_async(&mut self.con)
                 .await
                 .map_err(|e| unavailable("check key types", e))?;
-            if let Some((k, ty)) = chunk.iter().zip(&types).find(|(_, t)| !matches!(t.as_str(), "string" | "none")) {
+            if let Some((k, ty)) = chunk
+                .iter()
+                .zip(&types)
+                .find(|(_, t)| !matches!(t.as_str(), "string" | "none"))
+            {
                 return Err(wrong_type(k, ty));
             }
         }
@@ -114,8 +118,9 @@ impl RedisMirror {
 
 impl Mirror for RedisMirror {
     async fn connect(url: &str) -> Result<Self, MirrorError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| MirrorError::Incompatible(format!("redis url {}: {e}", redact_url(url))))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            MirrorError::Incompatible(format!("redis url {}: {e}", redact_url(url)))
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(30)))
@@ -161,7 +166,11 @@ impl Mirror for RedisMirror {
         let wanted: HashSet<String> = sessions.iter().flat_map(|s| keys(&s.id)).collect();
         let stale: Vec<&String> = existing.iter().filter(|k| !wanted.contains(*k)).collect();
         for chunk in stale.chunks(SCAN_COUNT) {
-            let _: () = self.con.del(chunk).await.map_err(|e| unavailable("delete stale keys", e))?;
+            let _: () = self
+                .con
+                .del(chunk)
+                .await
+                .map_err(|e| unavailable("delete stale keys", e))?;
         }
         for chunk in sessions.chunks(500) {
             self.write(&[], chunk).await?;

@@ -44,17 +44,30 @@ pub struct RunnerContext {
 }
 
 /// Registers every configured mirror in `mirrors` and starts its runner.
-pub fn spawn_all(configs: &[MirrorConfig], mirrors: &Mirrors, ctx: RunnerContext, stop: CancellationToken) {
+pub fn spawn_all(
+    configs: &[MirrorConfig],
+    mirrors: &Mirrors,
+    ctx: RunnerContext,
+    stop: CancellationToken,
+) {
     for cfg in configs {
         let handle = mirrors.register(cfg);
         let span = tracing::info_span!("mirror", mirror = cfg.kind.name());
         let (url, ctx, stop) = (cfg.url.clone(), ctx.clone(), stop.clone());
         match cfg.kind {
             MirrorKind::Postgres => {
-                tokio::spawn(Runner::<PostgresMirror>::new(handle, url, ctx).run(stop).instrument(span));
+                tokio::spawn(
+                    Runner::<PostgresMirror>::new(handle, url, ctx)
+                        .run(stop)
+                        .instrument(span),
+                );
             }
             MirrorKind::Redis => {
-                tokio::spawn(Runner::<RedisMirror>::new(handle, url, ctx).run(stop).instrument(span));
+                tokio::spawn(
+                    Runner::<RedisMirror>::new(handle, url, ctx)
+                        .run(stop)
+                        .instrument(span),
+                );
             }
         }
     }
@@ -75,6 +88,8 @@ struct Follow {
     checked: bool,
     /// The store restarted and may have lost data: resynchronise before following.
     force_resync: bool,
+    /// A collected batch not written yet.
+    pending: Option<Pending>,
     dirty: bool,
     last_proposed: Instant,
 }
@@ -100,7 +115,12 @@ impl<M: Mirror> Runner<M> {
     async fn run(self, stop: CancellationToken) {
         let mut metrics = self.ctx.raft.metrics();
         loop {
-            let leading = async { metrics.wait_for(|m| m.state == ServerState::Leader).await.map(drop) };
+            let leading = async {
+                metrics
+                    .wait_for(|m| m.state == ServerState::Leader)
+                    .await
+                    .map(drop)
+            };
             tokio::select! {
                 _ = stop.cancelled() => return,
                 r = leading => if r.is_err() { return },
@@ -111,7 +131,12 @@ impl<M: Mirror> Runner<M> {
                 return;
             }
             tracing::info!(url = %self.handle.redacted_url, "leading: mirroring starts");
-            let lost = async { metrics.wait_for(|m| m.state != ServerState::Leader).await.map(drop) };
+            let lost = async {
+                metrics
+                    .wait_for(|m| m.state != ServerState::Leader)
+                    .await
+                    .map(drop)
+            };
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = lost => {
@@ -134,6 +159,7 @@ impl<M: Mirror> Runner<M> {
             shadow: UriIndex::seed(&map),
             checked: false,
             force_resync: false,
+            pending: None,
             dirty: false,
             last_proposed: Instant::now(),
         };
@@ -148,7 +174,9 @@ impl<M: Mirror> Runner<M> {
                 Ok(mut store) => {
                     let now = store.instance().map(str::to_owned);
                     if instance.is_some() && now != instance {
-                        tracing::info!("the store restarted since the last connection: full resync");
+                        tracing::info!(
+                            "the store restarted since the last connection: full resync"
+                        );
                         f.force_resync = true;
                     }
                     instance = now;
@@ -169,7 +197,9 @@ impl<M: Mirror> Runner<M> {
                 tracing::warn!(url = %self.handle.redacted_url, error = %e, "mirror is down; retrying with backoff");
                 down_since = Some(Instant::now());
             }
-            self.handle.set_state(RunState::Down { error: e.to_string() });
+            self.handle.set_state(RunState::Down {
+                error: e.to_string(),
+            });
             self.update_lag(f.position).await;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -188,12 +218,28 @@ impl<M: Mirror> Runner<M> {
             if end <= f.position {
                 self.handle.set_lag(Duration::ZERO);
                 self.propose_progress(f, false).await;
-                let wake = if f.dirty { PROGRESS_EVERY } else { Duration::from_secs(1) };
+                let wake = if f.dirty {
+                    PROGRESS_EVERY
+                } else {
+                    Duration::from_secs(1)
+                };
                 let _ = tokio::time::timeout(wake, applied.changed()).await;
                 continue;
             }
+            if let Some(pending) = f.pending.take() {
+                // A batch whose write failed or was held back: retried as it was collected
+                // (its removals were already taken from the shadow), values resolved afresh.
+                self.write_pending(store, f, pending).await?;
+                continue;
+            }
             let end = end.min(f.position + BATCH_ENTRIES);
-            let entries = match self.ctx.log.clone().try_get_log_entries(f.position + 1..=end).await {
+            let entries = match self
+                .ctx
+                .log
+                .clone()
+                .try_get_log_entries(f.position + 1..=end)
+                .await
+            {
                 Ok(entries) => entries,
                 Err(e) => {
                     tracing::warn!(error = %e, "read the log for the mirror");
@@ -210,26 +256,49 @@ impl<M: Mirror> Runner<M> {
             f.checked = true;
             self.handle.set_lag(entry_age(&entries[0]));
             let last = entries.last().map(|e| e.log_id.index).unwrap_or(end);
-            let batch = build_batch(&entries, &mut f.shadow, &self.ctx.reader.snapshot());
-            if !batch.is_empty() {
-                // Fencing: a deposed leader must not write; confirm with a quorum first.
-                if !self.confirm_leadership().await {
-                    tokio::time::sleep(BACKOFF_MIN).await;
-                    continue;
-                }
-                let skipped = store.apply(&batch).await?;
-                self.handle.skipped.fetch_add(skipped as u64, std::sync::atomic::Ordering::Relaxed);
-                f.dirty = true;
-            }
-            f.position = last;
-            self.handle.set_position(last);
-            self.propose_progress(f, false).await;
+            let pending = collect(&entries, last, &mut f.shadow);
+            self.write_pending(store, f, pending).await?;
         }
+    }
+
+    /// Writes one collected batch and advances the position. If the write fails, or this
+    /// member cannot confirm it still leads, the batch stays pending in `f` and is retried.
+    async fn write_pending(
+        &self,
+        store: &mut M,
+        f: &mut Follow,
+        pending: Pending,
+    ) -> Result<(), MirrorError> {
+        let batch = resolve(&pending, &mut f.shadow, &self.ctx.reader.snapshot());
+        if !batch.is_empty() {
+            // Fencing: a deposed leader must not write; confirm with a quorum first.
+            if !self.confirm_leadership().await {
+                f.pending = Some(pending);
+                tokio::time::sleep(BACKOFF_MIN).await;
+                return Ok(());
+            }
+            let last = pending.last;
+            f.pending = Some(pending);
+            let skipped = store.apply(&batch).await?;
+            f.pending = None;
+            self.handle
+                .skipped
+                .fetch_add(skipped as u64, std::sync::atomic::Ordering::Relaxed);
+            f.dirty = true;
+            f.position = last;
+        } else {
+            f.position = pending.last;
+        }
+        self.handle.set_position(f.position);
+        self.propose_progress(f, false).await;
+        Ok(())
     }
 
     fn seed_covers(&self, first: &Entry) -> bool {
         match &first.payload {
-            EntryPayload::Normal(p) => UriIndex::seed_covers(&self.ctx.reader.snapshot(), p.at, now_nanos()),
+            EntryPayload::Normal(p) => {
+                UriIndex::seed_covers(&self.ctx.reader.snapshot(), p.at, now_nanos())
+            }
             _ => true,
         }
     }
@@ -240,11 +309,21 @@ impl<M: Mirror> Runner<M> {
         let index = *self.ctx.applied.borrow();
         let map = self.ctx.reader.snapshot();
         let sessions: Vec<_> = map.sessions().cloned().collect();
-        tracing::info!(from = f.position, to = index, sessions = sessions.len(), "mirror full resync");
+        tracing::info!(
+            from = f.position,
+            to = index,
+            sessions = sessions.len(),
+            "mirror full resync"
+        );
         let skipped = store.full_resync(&sessions).await?;
-        self.handle.skipped.fetch_add(skipped as u64, std::sync::atomic::Ordering::Relaxed);
-        self.handle.full_resyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .skipped
+            .fetch_add(skipped as u64, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .full_resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         f.shadow = UriIndex::seed(&map);
+        f.pending = None;
         f.position = index;
         f.checked = true;
         f.dirty = true;
@@ -262,7 +341,10 @@ impl<M: Mirror> Runner<M> {
 
     /// Replicates the position after real writes, at most every [`PROGRESS_EVERY`].
     async fn propose_progress(&self, f: &mut Follow, now: bool) {
-        if !f.dirty || (!now && f.last_proposed.elapsed() < PROGRESS_EVERY) || !is_leader(&self.ctx.raft) {
+        if !f.dirty
+            || (!now && f.last_proposed.elapsed() < PROGRESS_EVERY)
+            || !is_leader(&self.ctx.raft)
+        {
             return;
         }
         let p = Proposal {
@@ -287,7 +369,13 @@ impl<M: Mirror> Runner<M> {
             self.handle.set_lag(Duration::ZERO);
             return;
         }
-        if let Ok(entries) = self.ctx.log.clone().try_get_log_entries(position + 1..=position + 1).await {
+        if let Ok(entries) = self
+            .ctx
+            .log
+            .clone()
+            .try_get_log_entries(position + 1..=position + 1)
+            .await
+        {
             if let Some(e) = entries.first() {
                 self.handle.set_lag(entry_age(e));
             }
@@ -297,43 +385,86 @@ impl<M: Mirror> Runner<M> {
 
 fn entry_age(e: &Entry) -> Duration {
     match &e.payload {
-        EntryPayload::Normal(p) => Duration::from_nanos(now_nanos().saturating_sub(p.at).max(0) as u64),
+        EntryPayload::Normal(p) => {
+            Duration::from_nanos(now_nanos().saturating_sub(p.at).max(0) as u64)
+        }
         _ => Duration::ZERO,
     }
 }
 
 /// The sessions `entries` touch, as `map` (applied at or after the last entry) has them now.
 pub fn build_batch(entries: &[Entry], shadow: &mut UriIndex, map: &SessionMap) -> MirrorBatch {
-    let mut batch = MirrorBatch::default();
-    let mut touched = BTreeSet::new();
+    let last = entries.last().map(|e| e.log_id.index).unwrap_or(0);
+    let pending = collect(entries, last, shadow);
+    resolve(&pending, shadow, map)
+}
+
+/// What a run of entries touches, before it is resolved against the map.
+#[derive(Debug)]
+pub struct Pending {
+    /// The index of the last entry collected.
+    pub last: u64,
+    pub touched: BTreeSet<String>,
+    pub remove_uris: Vec<String>,
+}
+
+/// Collects the sessions `entries` touch. Removals by URI take their ids from `shadow` here,
+/// once; the result must be kept until it is written.
+pub fn collect(entries: &[Entry], last: u64, shadow: &mut UriIndex) -> Pending {
+    let mut pending = Pending {
+        last,
+        touched: BTreeSet::new(),
+        remove_uris: Vec::new(),
+    };
     for e in entries {
-        let EntryPayload::Normal(p) = &e.payload else { continue };
-        match &p.op {
-            Op::Add(s) => {
-                shadow.add(&s.id, &s.uri);
-                touched.insert(s.id.clone());
+        let EntryPayload::Normal(p) = &e.payload else {
+            continue;
+        };
+        // A group-committed entry carries several Grid writes, in order.
+        let ops: Vec<&Op> = match &p.op {
+            Op::Batch(proposals) => proposals.iter().map(|p| &p.op).collect(),
+            op => vec![op],
+        };
+        for op in ops {
+            match op {
+                Op::Add(s) => {
+                    shadow.add(&s.id, &s.uri);
+                    pending.touched.insert(s.id.clone());
+                }
+                Op::Remove { id, .. } => {
+                    pending.touched.insert(id.clone());
+                }
+                Op::RemoveByUri { uri, .. } => {
+                    pending.touched.extend(shadow.take(uri));
+                    pending.remove_uris.push(uri.clone());
+                }
+                Op::MirrorProgress { .. } | Op::Batch(_) => {}
             }
-            Op::Remove { id, .. } => {
-                touched.insert(id.clone());
-            }
-            Op::RemoveByUri { uri, .. } => {
-                touched.extend(shadow.take(uri));
-                batch.remove_uris.push(uri.clone());
-            }
-            Op::MirrorProgress { .. } => {}
         }
     }
-    for id in touched {
-        match map.get(&id) {
+    pending
+}
+
+/// The batch that makes the store hold, for every touched session, what `map` holds now.
+pub fn resolve(pending: &Pending, shadow: &mut UriIndex, map: &SessionMap) -> MirrorBatch {
+    let mut batch = MirrorBatch {
+        remove_uris: pending.remove_uris.clone(),
+        ..Default::default()
+    };
+    for id in &pending.touched {
+        match map.get(id) {
             Lookup::Found(record) => {
-                shadow.settle(&id, Some(&record.session.uri));
+                shadow.settle(id, Some(&record.session.uri));
                 batch.upserts.push(record.session.clone());
             }
             Lookup::Removed(_) | Lookup::Missing => {
-                shadow.settle(&id, None);
-                batch.deletes.push(id);
+                shadow.settle(id, None);
+                batch.deletes.push(id.clone());
             }
         }
     }
     batch
 }
+
+#[cfg(test)]
+mod tests;

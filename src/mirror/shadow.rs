@@ -40,13 +40,24 @@ impl UriIndex {
     }
 
     pub fn add(&mut self, id: &str, uri: &str) {
-        self.by_uri.entry(uri.to_owned()).or_default().insert(id.to_owned());
-        self.uris_of.entry(id.to_owned()).or_default().insert(uri.to_owned());
+        self.by_uri
+            .entry(uri.to_owned())
+            .or_default()
+            .insert(id.to_owned());
+        self.uris_of
+            .entry(id.to_owned())
+            .or_default()
+            .insert(uri.to_owned());
     }
 
     /// The ids listed under `uri`, which are then no longer listed there.
     pub fn take(&mut self, uri: &str) -> Vec<String> {
-        let ids: Vec<String> = self.by_uri.remove(uri).unwrap_or_default().into_iter().collect();
+        let ids: Vec<String> = self
+            .by_uri
+            .remove(uri)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         for id in &ids {
             if let Some(uris) = self.uris_of.get_mut(id) {
                 uris.remove(uri);

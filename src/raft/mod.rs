@@ -65,6 +65,10 @@ pub enum Op {
     /// (`postgres`, `redis`). Replicated so that a new leader resumes mirroring there; it
     /// changes no session.
     MirrorProgress { mirror: String, index: u64 },
+    /// Several Grid writes committed as one log entry, applied in order (group commit: openraft
+    /// 0.9 waits for each append's fsync before it takes the next, so one entry per write would
+    /// cost one fsync per write; see `cluster::write_batch`). Never nested.
+    Batch(Vec<Proposal>),
 }
 
 /// What applying a [`Proposal`] did.
@@ -89,8 +93,14 @@ pub fn now_nanos() -> i64 {
 pub fn open_storage(
     dir: &std::path::Path,
     identity: &durable::DataIdentity,
-) -> Result<(durable::Storage, log_store::LogStore, state_machine::StateMachine), OpenStorageError>
-{
+) -> Result<
+    (
+        durable::Storage,
+        log_store::LogStore,
+        state_machine::StateMachine,
+    ),
+    OpenStorageError,
+> {
     let storage = durable::Storage::open(dir, identity)?;
     let log = log_store::LogStore::open(&storage).map_err(|source| {
         OpenStorageError::Open(durable::OpenError::Sled {

@@ -99,9 +99,14 @@ impl SessionMap {
                     .map(|id| u32::from(self.remove(id, *reason, p.at)))
                     .sum()
             }
+            Op::Batch(proposals) => proposals.iter().map(|p| self.apply(p).changed).sum(),
             Op::MirrorProgress { mirror, index } => {
                 // Progress only moves forward, even if proposals arrive out of order.
-                let known = self.mirror_progress.get(mirror.as_str()).copied().unwrap_or(0);
+                let known = self
+                    .mirror_progress
+                    .get(mirror.as_str())
+                    .copied()
+                    .unwrap_or(0);
                 self.mirror_progress
                     .insert(Arc::from(mirror.as_str()), known.max(*index));
                 0

@@ -27,7 +27,10 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -40,7 +43,14 @@ pub struct LoadReport {
 }
 
 /// Runs `ops` operations from writer `writer`, spreading them over `via` members.
-pub async fn run_writer(c: &MirrorCluster, writer: u64, via: &[u64], ops: usize, round: u64, model: &mut Model) -> LoadReport {
+pub async fn run_writer(
+    c: &MirrorCluster,
+    writer: u64,
+    via: &[u64],
+    ops: usize,
+    round: u64,
+    model: &mut Model,
+) -> LoadReport {
     let mut rng = Rng(writer * 7919 + round * 104729 + 17);
     let mut report = LoadReport::default();
     let mut events: Vec<Proposal> = Vec::new();
@@ -82,7 +92,11 @@ pub async fn run_writer(c: &MirrorCluster, writer: u64, via: &[u64], ops: usize,
                         reason: RemovalReason::NodeRestarted,
                     },
                 };
-                c.node(member).cluster.write(p.clone()).await.expect("remove by uri commits");
+                c.node(member)
+                    .cluster
+                    .write(p.clone())
+                    .await
+                    .expect("remove by uri commits");
                 model.retain(|_, u| *u != uri);
                 events.push(p);
             }
@@ -91,7 +105,12 @@ pub async fn run_writer(c: &MirrorCluster, writer: u64, via: &[u64], ops: usize,
                 if let Some(p) = events.get(rng.next(events.len().max(1) as u64) as usize) {
                     let mut again = p.clone();
                     again.at = now_nanos();
-                    let applied = c.node(member).cluster.write(again).await.expect("duplicate commits");
+                    let applied = c
+                        .node(member)
+                        .cluster
+                        .write(again)
+                        .await
+                        .expect("duplicate commits");
                     assert!(applied.duplicate, "a repeated event id is ignored");
                 }
             }
@@ -103,7 +122,13 @@ pub async fn run_writer(c: &MirrorCluster, writer: u64, via: &[u64], ops: usize,
 }
 
 /// Runs one writer per entry of `via_sets` concurrently and merges their models.
-pub async fn mixed_load(c: &MirrorCluster, via_sets: &[Vec<u64>], ops: usize, round: u64, model: &mut Model) -> LoadReport {
+pub async fn mixed_load(
+    c: &MirrorCluster,
+    via_sets: &[Vec<u64>],
+    ops: usize,
+    round: u64,
+    model: &mut Model,
+) -> LoadReport {
     let futures = via_sets.iter().enumerate().map(|(w, via)| {
         let mut own: Model = model
             .iter()
@@ -128,6 +153,12 @@ pub async fn mixed_load(c: &MirrorCluster, via_sets: &[Vec<u64>], ops: usize, ro
 
 /// The Raft state holds exactly what the model says: nothing lost, nothing resurrected.
 pub fn assert_matches_model(map: &SessionMap, model: &Model) {
-    let live: Model = map.sessions().map(|s| (s.id.clone(), s.uri.clone())).collect();
-    assert_eq!(&live, model, "the Raft state differs from the model of the load");
+    let live: Model = map
+        .sessions()
+        .map(|s| (s.id.clone(), s.uri.clone()))
+        .collect();
+    assert_eq!(
+        &live, model,
+        "the Raft state differs from the model of the load"
+    );
 }

@@ -55,7 +55,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -106,13 +109,18 @@ impl MirrorCluster {
         }
         let mut cluster = MirrorCluster {
             members,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             mirrors,
             _root: root,
         };
         for (id, public, peer) in listeners {
             let cfg = cluster.settings(id);
-            let node = node::start(&cfg, public, peer).await.expect("start a member");
+            let node = node::start(&cfg, public, peer)
+                .await
+                .expect("start a member");
             cluster.members.get_mut(&id).unwrap().node = Some(node);
         }
         cluster.leader().await;
@@ -161,7 +169,11 @@ impl MirrorCluster {
     }
 
     pub fn running(&self) -> Vec<u64> {
-        self.members.iter().filter(|(_, m)| m.node.is_some()).map(|(id, _)| *id).collect()
+        self.members
+            .iter()
+            .filter(|(_, m)| m.node.is_some())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub fn url(&self, id: u64, path: &str) -> String {
@@ -170,15 +182,27 @@ impl MirrorCluster {
 
     /// The leader every running member agrees on.
     pub async fn leader(&self) -> u64 {
-        eventually(Duration::from_secs(30), "a leader all running members agree on", || async {
-            let leaders: Vec<Option<u64>> = self
-                .running()
-                .iter()
-                .map(|id| self.node(*id).cluster.raft.metrics().borrow().current_leader)
-                .collect();
-            let first = leaders.first().copied().flatten()?;
-            (leaders.iter().all(|l| *l == Some(first)) && self.running().contains(&first)).then_some(first)
-        })
+        eventually(
+            Duration::from_secs(30),
+            "a leader all running members agree on",
+            || async {
+                let leaders: Vec<Option<u64>> = self
+                    .running()
+                    .iter()
+                    .map(|id| {
+                        self.node(*id)
+                            .cluster
+                            .raft
+                            .metrics()
+                            .borrow()
+                            .current_leader
+                    })
+                    .collect();
+                let first = leaders.first().copied().flatten()?;
+                (leaders.iter().all(|l| *l == Some(first)) && self.running().contains(&first))
+                    .then_some(first)
+            },
+        )
         .await
     }
 
@@ -186,7 +210,10 @@ impl MirrorCluster {
     pub async fn truth(&self) -> SessionMap {
         let leader = self.leader().await;
         let cluster = &self.node(leader).cluster;
-        cluster.read_barrier().await.expect("read barrier on the leader");
+        cluster
+            .read_barrier()
+            .await
+            .expect("read barrier on the leader");
         cluster.reader.snapshot()
     }
 

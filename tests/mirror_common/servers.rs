@@ -8,16 +8,28 @@ use std::time::Duration;
 use super::{eventually, require_env};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A Postgres cluster of its own (initdb into a temporary directory, trust auth).
@@ -39,10 +51,26 @@ impl OwnPostgres {
             .expect("an initdb under /usr/lib/postgresql/*/bin");
         let dir = tempfile::tempdir().unwrap();
         if is_root() {
-            run(Command::new("chown").arg("-R").arg("postgres:").arg(dir.path()));
+            run(Command::new("chown")
+                .arg("-R")
+                .arg("postgres:")
+                .arg(dir.path()));
         }
-        let pg = OwnPostgres { port: free_port(), dir, bin };
-        pg.as_pg(&["initdb", "-D", &pg.data(), "-U", "postgres", "-A", "trust", "--no-sync"]);
+        let pg = OwnPostgres {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        pg.as_pg(&[
+            "initdb",
+            "-D",
+            &pg.data(),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        ]);
         pg.restart();
         pg
     }
@@ -80,13 +108,27 @@ impl OwnPostgres {
             self.dir.path().display()
         );
         let log = self.dir.path().join("server.log").display().to_string();
-        self.as_pg(&["pg_ctl", "-D", &self.data(), "-l", &log, "-w", "-t", "60", "-o", &opts, "start"]);
+        self.as_pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-l",
+            &log,
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &opts,
+            "start",
+        ]);
     }
 }
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(|| self.as_pg(&["pg_ctl", "-D", &self.data(), "-m", "immediate", "stop"]));
+        let _ = std::panic::catch_unwind(|| {
+            self.as_pg(&["pg_ctl", "-D", &self.data(), "-m", "immediate", "stop"])
+        });
     }
 }
 
@@ -125,7 +167,14 @@ impl OwnRedis {
     pub async fn restart(&mut self) {
         tracing::info!(port = self.port, "starting redis");
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -139,7 +188,10 @@ impl OwnRedis {
             async move {
                 let client = redis::Client::open(url).ok()?;
                 let mut con = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING").query_async::<String>(&mut con).await.ok()
+                redis::cmd("PING")
+                    .query_async::<String>(&mut con)
+                    .await
+                    .ok()
             }
         })
         .await;
@@ -161,36 +213,64 @@ pub struct JavaSessions {
 pub fn selenium_jar() -> PathBuf {
     match std::env::var("GRIDRAFT_SELENIUM_JAR") {
         Ok(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/selenium/selenium-server-4.48.0.jar"),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/selenium/selenium-server-4.48.0.jar"),
     }
 }
 
 impl JavaSessions {
     pub async fn start(redis_port: u16) -> Self {
         let jar = selenium_jar();
-        assert!(jar.exists(), "the Selenium jar is missing at {} (set GRIDRAFT_SELENIUM_JAR)", jar.display());
+        assert!(
+            jar.exists(),
+            "the Selenium jar is missing at {} (set GRIDRAFT_SELENIUM_JAR)",
+            jar.display()
+        );
         let port = free_port();
         let child = Command::new("java")
             .arg("-jar")
             .arg(&jar)
-            .args(["sessions", "--sessions-implementation", "org.openqa.selenium.grid.sessionmap.redis.RedisBackedSessionMap"])
+            .args([
+                "sessions",
+                "--sessions-implementation",
+                "org.openqa.selenium.grid.sessionmap.redis.RedisBackedSessionMap",
+            ])
             .args(["--sessions-scheme", "redis", "--sessions-host", "127.0.0.1"])
-            .args(["--sessions-port", &redis_port.to_string(), "--port", &port.to_string()])
-            .args(["--publish-events", &format!("tcp://127.0.0.1:{}", free_port())])
-            .args(["--subscribe-events", &format!("tcp://127.0.0.1:{}", free_port())])
+            .args([
+                "--sessions-port",
+                &redis_port.to_string(),
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "--publish-events",
+                &format!("tcp://127.0.0.1:{}", free_port()),
+            ])
+            .args([
+                "--subscribe-events",
+                &format!("tcp://127.0.0.1:{}", free_port()),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("java runs (scripts/start-test-services.sh installs it)");
         let java = JavaSessions { port, child };
         let http = reqwest::Client::new();
-        eventually(Duration::from_secs(90), "the Java sessions server to answer /status", || {
-            let http = http.clone();
-            async move {
-                let r = http.get(format!("http://127.0.0.1:{port}/status")).send().await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        })
+        eventually(
+            Duration::from_secs(90),
+            "the Java sessions server to answer /status",
+            || {
+                let http = http.clone();
+                async move {
+                    let r = http
+                        .get(format!("http://127.0.0.1:{port}/status"))
+                        .send()
+                        .await
+                        .ok()?;
+                    r.status().is_success().then_some(())
+                }
+            },
+        )
         .await;
         java
     }

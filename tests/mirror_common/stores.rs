@@ -18,8 +18,13 @@ pub async fn fresh_pg_database(name: &str) -> String {
         .execute(&mut admin)
         .await
         .unwrap();
-    sqlx::query(&format!("create database {name}")).execute(&mut admin).await.unwrap();
-    let (prefix, _) = base.rsplit_once('/').expect("a postgres URL with a database");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("a postgres URL with a database");
     format!("{prefix}/{name}")
 }
 
@@ -33,7 +38,10 @@ pub async fn connect_pg(url: &str) -> PgConnection {
 
 /// A Redis database (0..63) of the test Redis, emptied.
 pub async fn fresh_redis_db(db: u32) -> String {
-    let url = format!("{}/{db}", require_env("GRIDRAFT_TEST_REDIS_URL").trim_end_matches('/'));
+    let url = format!(
+        "{}/{db}",
+        require_env("GRIDRAFT_TEST_REDIS_URL").trim_end_matches('/')
+    );
     let mut con = redis_con(&url).await;
     let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
     url
@@ -52,13 +60,27 @@ pub type Rows = BTreeMap<String, (String, String, String, String)>;
 
 pub fn expected_rows(map: &SessionMap) -> Rows {
     map.sessions()
-        .map(|s| (s.id.clone(), (s.uri.clone(), s.stereotype.clone(), s.capabilities.clone(), s.start_json())))
+        .map(|s| {
+            (
+                s.id.clone(),
+                (
+                    s.uri.clone(),
+                    s.stereotype.clone(),
+                    s.capabilities.clone(),
+                    s.start_json(),
+                ),
+            )
+        })
         .collect()
 }
 
 /// Every row, failing on an id with more than one row (gridraft writes one row per id).
 pub async fn read_rows(url: &str) -> Result<Rows, String> {
-    let mut con = PgConnectOptions::from_str(url).unwrap().connect().await.map_err(|e| e.to_string())?;
+    let mut con = PgConnectOptions::from_str(url)
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
     let rows = sqlx::query("select session_ids, session_uri, session_stereotype, session_caps, session_start from sessions_map")
         .fetch_all(&mut con)
         .await
@@ -78,7 +100,10 @@ pub fn expected_keys(map: &SessionMap) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for s in map.sessions() {
         out.insert(format!("session:{}:uri", s.id), s.uri.clone());
-        out.insert(format!("session:{}:capabilities", s.id), s.capabilities.clone());
+        out.insert(
+            format!("session:{}:capabilities", s.id),
+            s.capabilities.clone(),
+        );
         out.insert(format!("session:{}:stereotype", s.id), s.stereotype.clone());
         out.insert(format!("session:{}:start", s.id), s.start_json());
     }
@@ -88,16 +113,35 @@ pub fn expected_keys(map: &SessionMap) -> BTreeMap<String, String> {
 /// Every key of the database with its value; fails on a key that is not a string or has a TTL.
 pub async fn read_keys(url: &str) -> Result<BTreeMap<String, String>, String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let mut con = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut con).await.map_err(|e| e.to_string())?;
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut con)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
     for k in keys {
-        let ty: String = redis::cmd("TYPE").arg(&k).query_async(&mut con).await.map_err(|e| e.to_string())?;
-        let ttl: i64 = redis::cmd("TTL").arg(&k).query_async(&mut con).await.map_err(|e| e.to_string())?;
+        let ty: String = redis::cmd("TYPE")
+            .arg(&k)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&k)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| e.to_string())?;
         if ty != "string" || ttl != -1 {
             return Err(format!("key {k} is a {ty} with ttl {ttl}"));
         }
-        let v: Option<String> = redis::cmd("GET").arg(&k).query_async(&mut con).await.map_err(|e| e.to_string())?;
+        let v: Option<String> = redis::cmd("GET")
+            .arg(&k)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| e.to_string())?;
         if let Some(v) = v {
             out.insert(k, v);
         }
@@ -106,7 +150,10 @@ pub async fn read_keys(url: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 /// Describes the first differences between two maps, for failure messages.
-pub fn diff<V: PartialEq + std::fmt::Debug>(want: &BTreeMap<String, V>, got: &BTreeMap<String, V>) -> String {
+pub fn diff<V: PartialEq + std::fmt::Debug>(
+    want: &BTreeMap<String, V>,
+    got: &BTreeMap<String, V>,
+) -> String {
     let mut out = Vec::new();
     for (k, v) in want {
         match got.get(k) {
@@ -137,11 +184,17 @@ pub async fn wait_rows_equal(url: &str, map: &SessionMap, timeout: Duration) -> 
         }
     })
     .await;
-    result.unwrap_or_else(|_| panic!("postgres mirror never equalled the Raft state within {timeout:?}:\n{last}"))
+    result.unwrap_or_else(|_| {
+        panic!("postgres mirror never equalled the Raft state within {timeout:?}:\n{last}")
+    })
 }
 
 /// Waits until the Redis mirror equals `map`, key by key (and holds no other key).
-pub async fn wait_keys_equal(url: &str, map: &SessionMap, timeout: Duration) -> BTreeMap<String, String> {
+pub async fn wait_keys_equal(
+    url: &str,
+    map: &SessionMap,
+    timeout: Duration,
+) -> BTreeMap<String, String> {
     let want = expected_keys(map);
     let mut last = String::new();
     let result = tokio::time::timeout(timeout, async {
@@ -155,15 +208,29 @@ pub async fn wait_keys_equal(url: &str, map: &SessionMap, timeout: Duration) -> 
         }
     })
     .await;
-    result.unwrap_or_else(|_| panic!("redis mirror never equalled the Raft state within {timeout:?}:\n{last}"))
+    result.unwrap_or_else(|_| {
+        panic!("redis mirror never equalled the Raft state within {timeout:?}:\n{last}")
+    })
 }
 
 /// Waits until member `id`'s runner has written everything its member has applied.
 pub async fn wait_caught_up(c: &super::MirrorCluster, id: u64, kind: gridraft::mirror::MirrorKind) {
     let handle = c.handle(id, kind);
-    eventually(Duration::from_secs(60), "the mirror to catch up with the log", || async {
-        let applied = c.node(id).cluster.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0);
-        (handle.position() >= applied).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the mirror to catch up with the log",
+        || async {
+            let applied = c
+                .node(id)
+                .cluster
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map(|l| l.index)
+                .unwrap_or(0);
+            (handle.position() >= applied).then_some(())
+        },
+    )
     .await;
 }

@@ -50,9 +50,15 @@ fn re_add_replaces_and_moves_to_the_new_node() {
     m.apply(&add(1, "a", "http://n1:5555"));
     m.apply(&add(2, "a", "http://n2:5555"));
     assert_eq!(m.len(), 1);
-    assert_eq!(m.apply(&remove_by_uri(3, "http://n1:5555", None)).changed, 0);
+    assert_eq!(
+        m.apply(&remove_by_uri(3, "http://n1:5555", None)).changed,
+        0
+    );
     assert!(matches!(m.get("a"), Lookup::Found(r) if r.session.uri == "http://n2:5555"));
-    assert_eq!(m.apply(&remove_by_uri(4, "http://n2:5555", None)).changed, 1);
+    assert_eq!(
+        m.apply(&remove_by_uri(4, "http://n2:5555", None)).changed,
+        1
+    );
     assert!(matches!(m.get("a"), Lookup::Removed(t) if t.node == "http://n2:5555"));
 }
 
@@ -200,4 +206,25 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn mirror_progress_only_moves_forward_survives_snapshots_and_changes_no_session() {
+    let progress = |index| Proposal {
+        at: 5,
+        event_id: None,
+        op: Op::MirrorProgress {
+            mirror: "redis".to_owned(),
+            index,
+        },
+    };
+    let mut m = SessionMap::default();
+    m.apply(&add(1, "a", "http://n1:5555"));
+    assert_eq!(m.apply(&progress(7)).changed, 0);
+    m.apply(&progress(3));
+    assert_eq!(m.mirror_progress("redis"), 7);
+    assert_eq!(m.mirror_progress("postgres"), 0);
+    let restored = SessionMap::from_image(m.to_image());
+    assert_eq!(restored.mirror_progress("redis"), 7);
+    assert_eq!(restored.len(), 1);
 }
