@@ -21,15 +21,26 @@ async fn a_write_on_any_member_is_read_right_after_on_every_other_member() {
         assert_eq!(resp.status(), 200, "add via member {via}");
         assert_eq!(resp.text().await.unwrap(), "{\n  \"value\": true\n}");
         for reader in 1..=3u64 {
-            assert_eq!(c.get_status(reader, &id).await, 200, "read of {id} on member {reader}");
+            assert_eq!(
+                c.get_status(reader, &id).await,
+                200,
+                "read of {id} on member {reader}"
+            );
         }
         assert_eq!(c.delete(via, &id).await, 200);
         for reader in 1..=3u64 {
-            assert_eq!(c.get_status(reader, &id).await, 404, "read of removed {id} on member {reader}");
+            assert_eq!(
+                c.get_status(reader, &id).await,
+                404,
+                "read of removed {id} on member {reader}"
+            );
         }
     }
     c.shutdown().await;
 }
+
+/// Ids recorded by the load's clients.
+type Ids = Arc<Mutex<Vec<String>>>;
 
 /// Runs `clients` writers against the given members until `stop` is set; returns acknowledged ids.
 fn spawn_load(
@@ -38,20 +49,29 @@ fn spawn_load(
     clients: usize,
     stop: Arc<AtomicBool>,
     tag: &'static str,
-) -> (Vec<tokio::task::JoinHandle<()>>, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) {
+) -> (Vec<tokio::task::JoinHandle<()>>, Ids, Ids) {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let failed = Arc::new(Mutex::new(Vec::new()));
-    let urls: Vec<String> = targets.iter().map(|id| c.url(*id, "/se/grid/session")).collect();
+    let urls: Vec<String> = targets
+        .iter()
+        .map(|id| c.url(*id, "/se/grid/session"))
+        .collect();
     let handles = (0..clients)
         .map(|client| {
-            let (acked, failed, stop, urls) = (acked.clone(), failed.clone(), stop.clone(), urls.clone());
+            let (acked, failed, stop, urls) =
+                (acked.clone(), failed.clone(), stop.clone(), urls.clone());
             let http = reqwest::Client::new();
             tokio::spawn(async move {
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let id = format!("{tag}-{client}-{n}");
                     let url = &urls[(client + n) % urls.len()];
-                    match http.post(url).body(common::session_body(&id, NODE)).send().await {
+                    match http
+                        .post(url)
+                        .body(common::session_body(&id, NODE))
+                        .send()
+                        .await
+                    {
                         Ok(r) if r.status() == 200 => acked.lock().unwrap().push(id),
                         Ok(r) => failed.lock().unwrap().push(format!("{id}: {}", r.status())),
                         Err(e) => failed.lock().unwrap().push(format!("{id}: {e}")),
@@ -67,7 +87,11 @@ fn spawn_load(
 async fn assert_all_present(c: &TestCluster, ids: &[String]) {
     for member in c.running() {
         for id in ids {
-            assert_eq!(c.get_status(member, id).await, 200, "acknowledged {id} missing on member {member}");
+            assert_eq!(
+                c.get_status(member, id).await,
+                200,
+                "acknowledged {id} missing on member {member}"
+            );
         }
     }
 }
@@ -80,26 +104,37 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_session() {
     tracing::info!(leader, "phase: load through the surviving members");
     let stop = Arc::new(AtomicBool::new(false));
     let (handles, acked, failed) = spawn_load(&c, survivors.clone(), 8, stop.clone(), "kill");
-    eventually(Duration::from_secs(20), "some writes before the kill", || async {
-        (acked.lock().unwrap().len() > 50).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "some writes before the kill",
+        || async { (acked.lock().unwrap().len() > 50).then_some(()) },
+    )
     .await;
     tracing::info!("phase: kill the leader");
     c.kill(leader).await;
     let new_leader = c.leader().await;
     assert_ne!(new_leader, leader);
     let before = acked.lock().unwrap().len();
-    eventually(Duration::from_secs(20), "writes after the new leader", || async {
-        (acked.lock().unwrap().len() > before + 50).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "writes after the new leader",
+        || async { (acked.lock().unwrap().len() > before + 50).then_some(()) },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         h.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(failed.lock().unwrap().is_empty(), "requests to surviving members failed: {:?}", failed.lock().unwrap());
-    tracing::info!(acked = acked.len(), "phase: every acknowledged write is on both survivors");
+    assert!(
+        failed.lock().unwrap().is_empty(),
+        "requests to surviving members failed: {:?}",
+        failed.lock().unwrap()
+    );
+    tracing::info!(
+        acked = acked.len(),
+        "phase: every acknowledged write is on both survivors"
+    );
     assert_all_present(&c, &acked).await;
     tracing::info!("phase: the old leader comes back and catches up");
     c.restart(leader).await;
@@ -128,14 +163,27 @@ async fn a_restarted_follower_catches_up_by_log_and_by_snapshot() {
     tracing::info!("phase: catch up by snapshot");
     c.kill(follower).await;
     for i in 0..300 {
-        assert_eq!(c.add(leader, &format!("snap-{i}"), NODE).await.status(), 200);
+        assert_eq!(
+            c.add(leader, &format!("snap-{i}"), NODE).await.status(),
+            200
+        );
     }
     for i in 0..100 {
         assert_eq!(c.delete(leader, &format!("snap-{i}")).await, 200);
     }
-    let purged = eventually(Duration::from_secs(20), "the leader to purge its log", || async {
-        c.node(leader).cluster.raft.metrics().borrow().purged.map(|l| l.index)
-    })
+    let purged = eventually(
+        Duration::from_secs(20),
+        "the leader to purge its log",
+        || async {
+            c.node(leader)
+                .cluster
+                .raft
+                .metrics()
+                .borrow()
+                .purged
+                .map(|l| l.index)
+        },
+    )
     .await;
     assert!(purged > 20, "log purged up to {purged}");
     c.restart(follower).await;
@@ -144,7 +192,11 @@ async fn a_restarted_follower_catches_up_by_log_and_by_snapshot() {
     assert!(snap.is_some(), "the follower installed a snapshot");
     for i in 0..300 {
         let want = if i < 100 { 404 } else { 200 };
-        assert_eq!(c.get_status(follower, &format!("snap-{i}")).await, want, "snap-{i}");
+        assert_eq!(
+            c.get_status(follower, &format!("snap-{i}")).await,
+            want,
+            "snap-{i}"
+        );
     }
     let body = c
         .http
@@ -155,7 +207,10 @@ async fn a_restarted_follower_catches_up_by_log_and_by_snapshot() {
         .text()
         .await
         .unwrap();
-    assert!(body.contains("Session was removed at"), "tombstones travel in snapshots: {body}");
+    assert!(
+        body.contains("Session was removed at"),
+        "tombstones travel in snapshots: {body}"
+    );
     c.shutdown().await;
 }
 
@@ -163,7 +218,10 @@ async fn a_restarted_follower_catches_up_by_log_and_by_snapshot() {
 async fn restarting_the_whole_cluster_keeps_every_session() {
     let mut c = TestCluster::start_with(3, 40).await;
     for i in 0..100u64 {
-        assert_eq!(c.add(1 + i % 3, &format!("r-{i}"), NODE).await.status(), 200);
+        assert_eq!(
+            c.add(1 + i % 3, &format!("r-{i}"), NODE).await.status(),
+            200
+        );
     }
     assert_eq!(c.delete(2, "r-7").await, 200);
     tracing::info!("phase: stop every member, two gracefully and one by crash");
@@ -177,7 +235,11 @@ async fn restarting_the_whole_cluster_keeps_every_session() {
     for id in 1..=3u64 {
         for i in 0..100 {
             let want = if i == 7 { 404 } else { 200 };
-            assert_eq!(c.get_status(id, &format!("r-{i}")).await, want, "r-{i} on member {id}");
+            assert_eq!(
+                c.get_status(id, &format!("r-{i}")).await,
+                want,
+                "r-{i} on member {id}"
+            );
         }
     }
     c.shutdown().await;
@@ -190,30 +252,62 @@ async fn a_member_is_added_and_the_leader_removed_under_load() {
     let (handles, acked, failed) = spawn_load(&c, vec![1, 2, 3], 4, stop.clone(), "m");
     tracing::info!("phase: add member 4");
     c.spawn_new_member(4).await;
-    let peers = gridraft::client::PeerClient::new(reqwest::Client::new(), std::sync::Arc::from(common::SECRET));
+    let peers = gridraft::client::PeerClient::new(
+        reqwest::Client::new(),
+        std::sync::Arc::from(common::SECRET),
+    );
     let add = gridraft::client::AddMember {
         id: 4,
         addr: c.members[&4].peer.to_string(),
     };
     peers
-        .admin(&c.members[&2].peer.to_string(), reqwest::Method::POST, "/admin/add", Some(&add))
+        .admin(
+            &c.members[&2].peer.to_string(),
+            reqwest::Method::POST,
+            "/admin/add",
+            Some(&add),
+        )
         .await
         .expect("add member 4");
-    let voters: BTreeSet<u64> = c.node(4).cluster.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    let voters: BTreeSet<u64> = c
+        .node(4)
+        .cluster
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
     assert_eq!(voters, BTreeSet::from([1, 2, 3, 4]));
 
     tracing::info!("phase: remove the leader");
     let leader = c.leader().await;
     let via = (1..=4).find(|id| *id != leader).unwrap();
     peers
-        .admin(&c.members[&via].peer.to_string(), reqwest::Method::POST, "/admin/remove", Some(&gridraft::client::RemoveMember { id: leader }))
+        .admin(
+            &c.members[&via].peer.to_string(),
+            reqwest::Method::POST,
+            "/admin/remove",
+            Some(&gridraft::client::RemoveMember { id: leader }),
+        )
         .await
         .expect("remove the leader");
     let remaining: Vec<u64> = (1..=4).filter(|id| *id != leader).collect();
-    eventually(Duration::from_secs(20), "a new leader among the remaining members", || async {
-        let l = c.node(remaining[0]).cluster.raft.metrics().borrow().current_leader?;
-        (l != leader).then_some(l)
-    })
+    eventually(
+        Duration::from_secs(20),
+        "a new leader among the remaining members",
+        || async {
+            let l = c
+                .node(remaining[0])
+                .cluster
+                .raft
+                .metrics()
+                .borrow()
+                .current_leader?;
+            (l != leader).then_some(l)
+        },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     for h in handles {
@@ -221,7 +315,11 @@ async fn a_member_is_added_and_the_leader_removed_under_load() {
     }
     c.stop(leader).await;
     let acked = acked.lock().unwrap().clone();
-    tracing::info!(acked = acked.len(), failed = failed.lock().unwrap().len(), "phase: check");
+    tracing::info!(
+        acked = acked.len(),
+        failed = failed.lock().unwrap().len(),
+        "phase: check"
+    );
     assert!(acked.len() > 10);
     // Requests sent to the removed leader while it left may fail; none may be lost once acknowledged.
     for id in &remaining {
@@ -243,10 +341,22 @@ async fn an_election_never_takes_every_member_out_of_the_load_balancer() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut polls = 0;
     loop {
-        let codes = [readyz(&c, survivors[0]).await, readyz(&c, survivors[1]).await];
+        let codes = [
+            readyz(&c, survivors[0]).await,
+            readyz(&c, survivors[1]).await,
+        ];
         polls += 1;
-        assert!(codes.contains(&204), "every survivor left the balancer during the election: {codes:?}");
-        let new_leader = c.node(survivors[0]).cluster.raft.metrics().borrow().current_leader;
+        assert!(
+            codes.contains(&204),
+            "every survivor left the balancer during the election: {codes:?}"
+        );
+        let new_leader = c
+            .node(survivors[0])
+            .cluster
+            .raft
+            .metrics()
+            .borrow()
+            .current_leader;
         if new_leader.is_some_and(|l| l != leader) && codes == [204, 204] {
             break;
         }
@@ -258,5 +368,11 @@ async fn an_election_never_takes_every_member_out_of_the_load_balancer() {
 }
 
 async fn readyz(c: &TestCluster, id: u64) -> u16 {
-    c.http.get(c.url(id, "/readyz")).send().await.unwrap().status().as_u16()
+    c.http
+        .get(c.url(id, "/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
