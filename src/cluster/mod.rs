@@ -309,10 +309,16 @@ impl Cluster {
                 // change, so an isolated leader would look healthy forever; our ReadIndex rounds
                 // (reads, plus the probe in `watch_leader`) measure it instead.
                 let seen = self.quorum_seen_ms.load(Ordering::Relaxed);
-                voters <= 1
+                let quorum = voters <= 1
                     || (seen != u64::MAX
                         && now_ms.saturating_sub(seen)
-                            <= self.settings.election_timeout_max.as_millis() as u64)
+                            <= self.settings.election_timeout_max.as_millis() as u64);
+                if !quorum {
+                    // No grace for a leader cut off from its quorum: it can commit nothing and
+                    // serve no read, and the members that can will elect another leader.
+                    return false;
+                }
+                true
             }
             Some(_) => {
                 let last_log = m.last_log_index.unwrap_or(0);
@@ -340,10 +346,15 @@ impl Cluster {
     pub async fn watch_leader(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut metrics = self.raft.metrics();
         let probe_every = self.settings.election_timeout_max / 4;
+        let mut last_probe: Option<Instant> = None;
         loop {
-            if self.leader() == Leader::Me {
+            // Probe on a timer only: a round changes openraft's metrics, so probing on every
+            // metrics change would run rounds back to back (measured: half a core at idle).
+            let due = last_probe.is_none_or(|t| t.elapsed() >= probe_every);
+            if due && self.leader() == Leader::Me {
                 let deadline = Instant::now() + self.settings.election_timeout_max;
                 let _ = self.reads.read_index(deadline).await;
+                last_probe = Some(Instant::now());
             }
             let _ = self.is_ready();
             tokio::select! {
