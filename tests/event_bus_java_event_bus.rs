@@ -9,9 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gridraft::events::{
-    spawn_subscriber, EventBusSettings, EventMetrics, GridEvent,
-};
+use gridraft::events::{spawn_subscriber, EventBusSettings, EventMetrics, GridEvent};
 use gridraft::session::RemovalReason;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

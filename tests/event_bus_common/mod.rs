@@ -15,8 +15,13 @@ use tokio::sync::mpsc::Receiver;
 pub const SECRET: &str = "s3cr3t";
 /// Where the Selenium server jar is; `GRIDRAFT_SELENIUM_JAR` overrides (CI lays shared/ elsewhere).
 pub fn jar() -> String {
-    std::env::var("GRIDRAFT_SELENIUM_JAR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/selenium/selenium-server-4.48.0.jar").into())
+    std::env::var("GRIDRAFT_SELENIUM_JAR").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/selenium/selenium-server-4.48.0.jar"
+        )
+        .into()
+    })
 }
 
 pub fn init_tracing() {
