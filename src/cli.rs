@@ -178,11 +178,23 @@ impl ServeArgs {
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
     /// Peer address of any member.
-    #[arg(long, env = "GRIDRAFT_PEER", default_value = "127.0.0.1:7556")]
+    #[arg(
+        long,
+        global = true,
+        env = "GRIDRAFT_PEER",
+        default_value = "127.0.0.1:7556"
+    )]
     pub peer: String,
-    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET_FILE")]
+    /// File holding the cluster secret.
+    #[arg(long, global = true, env = "GRIDRAFT_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
-    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET", hide_env_values = true)]
+    /// The cluster secret itself (prefer the file or the environment variable).
+    #[arg(
+        long,
+        global = true,
+        env = "GRIDRAFT_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
     pub cluster_secret: Option<String>,
     #[command(subcommand)]
     pub action: ClusterAction,
