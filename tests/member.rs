@@ -248,11 +248,11 @@ async fn the_cluster_command_reports_status_and_refuses_a_wrong_secret() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gridraft"))
         .args([
             "cluster",
+            "status",
             "--peer",
             &peer,
             "--cluster-secret",
             "wrong",
-            "status",
         ])
         .output()
         .await
