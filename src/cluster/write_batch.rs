@@ -21,8 +21,13 @@ use crate::raft::{Applied, Op, Proposal};
 
 /// Batches proposed at once; two let one batch be appended while the previous one replicates.
 pub const IN_FLIGHT: usize = 2;
-/// Upper bound on writes in one entry (a few MiB with real sessions).
+/// Upper bound on writes in one entry.
 pub const MAX_BATCH: usize = 512;
+/// Upper bound on a batch's (estimated) encoded size. sled stores a value larger than a quarter
+/// of its 512 KiB segment as a separate blob file, which costs a file creation and two more
+/// fsyncs (the file and its directory) per flush; staying under it keeps a flush at one
+/// `fdatasync` (docs/decisions/0002-durability-sled.md).
+pub const MAX_BATCH_BYTES: usize = 96 * 1024;
 
 type Reply = oneshot::Sender<Result<Applied, Reject>>;
 
@@ -61,10 +66,14 @@ async fn run(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<(Proposal, 
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
+        let mut bytes = encoded_size(&first.0);
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(more) => batch.push(more),
+                Ok(more) => {
+                    bytes += encoded_size(&more.0);
+                    batch.push(more);
+                }
                 Err(_) => break,
             }
         }
@@ -78,6 +87,15 @@ async fn run(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<(Proposal, 
             }
             .in_current_span(),
         );
+    }
+}
+
+/// About the size of `p` in the log (bincode writes strings as length plus bytes).
+fn encoded_size(p: &Proposal) -> usize {
+    match &p.op {
+        Op::Add(s) => 64 + s.id.len() + s.uri.len() + s.start.len() + s.capabilities.len() + s.stereotype.len(),
+        Op::Remove { id, .. } => 48 + id.len(),
+        _ => 64,
     }
 }
 

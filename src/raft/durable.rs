@@ -7,6 +7,8 @@
 //! waiting at that moment, runs `Db::flush` once, then `fsync`s sled's files once, and only then
 //! reports all of them complete. Under load one fsync covers many appends (group commit).
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -28,9 +30,17 @@ pub enum OpenError {
     #[error("open sled database at {path}: {source}")]
     Sled { path: PathBuf, source: sled::Error },
     #[error("data directory {path} belongs to cluster {found:?}, not {expected:?}")]
-    ForeignCluster { path: PathBuf, found: String, expected: String },
+    ForeignCluster {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("data directory {path} belongs to member {found}, not member {expected}")]
-    ForeignMember { path: PathBuf, found: u64, expected: u64 },
+    ForeignMember {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
     #[error("data directory {path} has an unreadable identity record: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("fsync {path}: {source}")]
@@ -51,16 +61,30 @@ impl Flusher {
         thread::Builder::new()
             .name("sled-fsync".into())
             .spawn(move || {
+                let mut synced = Synced::default();
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
-                    let result = sync(&db, &dir);
+                    let mut result = sync_changed(&db, &dir, &mut synced);
+                    // A file sled removed while it was being listed: list again (bounded). A
+                    // persistent error (sled's own) still fails the flush.
+                    for _ in 0..3 {
+                        match &result {
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                tracing::warn!(error = %e, "fsync raced with sled removing a file; retrying");
+                                result = sync_changed(&db, &dir, &mut synced);
+                            }
+                            _ => break,
+                        }
+                    }
                     for done in batch {
                         done(clone_result(&result));
                     }
                 }
             })
-            .expect("spawning a thread at start-up only fails when the process is out of resources");
+            .expect(
+                "spawning a thread at start-up only fails when the process is out of resources",
+            );
         Flusher { tx }
     }
 
@@ -103,10 +127,80 @@ fn fsync_tree(dir: &Path) -> io::Result<()> {
         if entry.file_type()?.is_dir() {
             fsync_tree(&path)?;
         } else {
-            File::open(&path)?.sync_all()?;
+            ignore_vanished(File::open(&path).and_then(|f| f.sync_all()))?;
         }
     }
     File::open(dir)?.sync_all()
+}
+
+/// sled removes obsolete blob and snapshot files at any time; a file that vanished between
+/// listing and fsync holds nothing that needs to survive.
+fn ignore_vanished(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// What the fsync thread has already made durable, so that a flush fsyncs only what changed
+/// (docs/decisions/0002-durability-sled.md): sled appends every write to its `db` file, which
+/// is fsynced every time; every other file sled creates (blobs for large values, its page-table
+/// snapshots, `conf`) is written once, front to back, and never modified, so it is fsynced when
+/// it first appears (with its directory, which makes the new name durable) and again only if it
+/// has grown since (it was still being written when it was first seen).
+#[derive(Default)]
+struct Synced {
+    db: Option<File>,
+    top: HashMap<OsString, u64>,
+    blobs: HashMap<OsString, u64>,
+}
+
+/// `Db::flush`, then fsync of `db` and of whatever sled created since the last call.
+fn sync_changed(db: &sled::Db, dir: &Path, synced: &mut Synced) -> io::Result<()> {
+    db.flush().map_err(io::Error::other)?;
+    if synced.db.is_none() {
+        synced.db = Some(File::open(dir.join("db"))?);
+    }
+    // `fdatasync` also makes the file's new length durable, which is all an append changes.
+    synced.db.as_ref().expect("opened above").sync_data()?;
+    let blobs = dir.join("blobs");
+    if sync_new_files(&blobs, &mut synced.blobs)? {
+        File::open(&blobs)?.sync_all()?;
+    }
+    if sync_new_files(dir, &mut synced.top)? {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// fsyncs every file in `dir` that is new or longer than at the last call; true if any name
+/// appeared. A length is recorded before its fsync, so a write that lands after the fsync makes
+/// the file longer and it is fsynced again next time.
+fn sync_new_files(dir: &Path, seen: &mut HashMap<OsString, u64>) -> io::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut now = HashMap::with_capacity(seen.len());
+    let mut appeared = false;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let known = seen.get(&name).copied();
+        appeared |= known.is_none();
+        if meta.is_file() && known != Some(meta.len()) {
+            ignore_vanished(File::open(entry.path()).and_then(|f| f.sync_all()))?;
+        }
+        now.insert(name, meta.len());
+    }
+    *seen = now;
+    Ok(appeared)
 }
 
 /// The member's sled database and its flusher.

@@ -85,11 +85,7 @@ impl StateMachine {
     }
 
     fn read_snapshot(&self) -> Result<Option<(Meta, Vec<u8>)>, StorageError> {
-        let read = |k| {
-            self.tree
-                .get(k)
-                .map_err(|e| snap_err(ErrorVerb::Read, e))
-        };
+        let read = |k| self.tree.get(k).map_err(|e| snap_err(ErrorVerb::Read, e));
         let (Some(meta), Some(data)) = (read(SNAPSHOT_META)?, read(SNAPSHOT_DATA)?) else {
             return Ok(None);
         };
@@ -236,4 +232,3 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
     }
 }
-

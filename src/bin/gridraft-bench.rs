@@ -1,0 +1,1011 @@
+//! `gridraft-bench`: a load generator for any Selenium Grid SessionMap (gridraft, Java's
+//! `LocalSessionMap` or `RedisBackedSessionMap` server) and, for comparison, etcd's JSON gateway.
+//!
+//! Each worker owns one keep-alive HTTP/1.1 connection per target URL and sends one request at a
+//! time on it (closed loop at a fixed concurrency, or open loop at a target rate with latency
+//! measured from the intended send time, so a stall is not hidden). With several URLs every
+//! request goes to the next one, so a session added through one member is read through the
+//! others: a Grid behind a load balancer does the same. Every answer is checked: a wrong status,
+//! a missing session or another session's (or an older add's) body is an error and is reported.
+//!
+//! The client is a minimal HTTP/1.1 implementation on raw sockets (content-length and chunked
+//! bodies) because on a small machine the client shares the cores with the servers it measures:
+//! every microsecond it spends is taken from them.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Per session: one add, `--gets` full GETs, one `/uri`, one DELETE (what a Grid does).
+    Mix,
+    /// Lookups of `--population` pre-loaded sessions (`--read-kind`).
+    Read,
+    /// Adds only, cycling over `--population` ids (a re-add replaces, so memory stays bounded).
+    Write,
+    /// Load `--population` live sessions as fast as possible, then exit.
+    Preload,
+    /// Add and remove `--population` new sessions as fast as possible, then exit.
+    Churn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReadKind {
+    /// `GET /se/grid/session/{id}`: the whole session, as the router fetches it per command.
+    Full,
+    /// `GET /se/grid/session/{id}/uri`.
+    Uri,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gridraft-bench",
+    about = "Load generator for Selenium Grid session maps"
+)]
+struct Args {
+    /// Target base URL(s), comma separated; requests rotate over them.
+    #[arg(long, value_delimiter = ',', required = true)]
+    url: Vec<String>,
+    /// Drive etcd's v3 JSON gateway (`/v3/kv/put`, `/v3/kv/range`, linearizable) instead.
+    #[arg(long)]
+    etcd: bool,
+    #[arg(long, value_enum, default_value = "mix")]
+    mode: Mode,
+    #[arg(long, value_enum, default_value = "full")]
+    read_kind: ReadKind,
+    /// Requests in flight (one per worker).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Target request rate over all workers (open loop); 0 = as fast as answers come (closed loop).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Measured seconds, after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds run (and verified) but not measured.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Full GETs per session in `mix` mode.
+    #[arg(long, default_value_t = 20)]
+    gets: usize,
+    /// Sessions loaded before `read` (and ids cycled by `write`, loaded by `preload`).
+    #[arg(long, default_value_t = 1000)]
+    population: u64,
+    /// `read`: the population was already loaded (by `--mode preload` with the same `--id-prefix`).
+    #[arg(long)]
+    skip_preload: bool,
+    /// `preload`: the first `N` sessions are already loaded; load the rest of `--population`.
+    #[arg(long, default_value_t = 0)]
+    skip_to: u64,
+    /// Prefix of the ids of pre-loaded sessions; random when not given.
+    #[arg(long)]
+    id_prefix: Option<String>,
+    /// Approximate size of a session's capabilities in bytes (real ones are 2–10 KiB).
+    #[arg(long, default_value_t = 3000)]
+    caps_bytes: usize,
+    /// Client runtime threads (default: the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Name of the system under test, copied into the report.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("build the client runtime");
+    match rt.block_on(run(args)) {
+        Ok(ok) => std::process::exit(if ok { 0 } else { 2 }),
+        Err(e) => {
+            eprintln!("gridraft-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1 over one keep-alive connection.
+
+struct Conn {
+    addr: SocketAddr,
+    host: String,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+    req: Vec<u8>,
+}
+
+struct Answer<'a> {
+    status: u16,
+    body: &'a [u8],
+}
+
+impl Conn {
+    fn new(url: &str) -> Result<Conn, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        let host = rest.trim_end_matches('/').to_owned();
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&host)
+            .map_err(|e| format!("{url}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{url}: no address"))?;
+        Ok(Conn {
+            addr,
+            host,
+            stream: None,
+            buf: Vec::with_capacity(16 * 1024),
+            req: Vec::with_capacity(8 * 1024),
+        })
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        json: bool,
+    ) -> Result<Answer<'_>, String> {
+        self.req.clear();
+        let _ = write!(
+            Wr(&mut self.req),
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n",
+            self.host
+        );
+        if json {
+            self.req
+                .extend_from_slice(b"Content-Type: application/json\r\n");
+        }
+        if let Some(b) = body {
+            let _ = write!(Wr(&mut self.req), "Content-Length: {}\r\n\r\n", b.len());
+            self.req.extend_from_slice(b);
+        } else {
+            self.req.extend_from_slice(b"\r\n");
+        }
+        // A pooled connection the server closed while idle fails on first use: retry once on a
+        // fresh one (every operation here is idempotent).
+        let fresh = self.stream.is_none();
+        match self.exchange(method == "HEAD").await {
+            Ok((status, start, end)) => Ok(Answer {
+                status,
+                body: &self.buf[start..end],
+            }),
+            Err(_) if !fresh => {
+                self.stream = None;
+                let (status, start, end) = self.exchange(method == "HEAD").await?;
+                Ok(Answer {
+                    status,
+                    body: &self.buf[start..end],
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `self.req` and reads one answer into `self.buf`; returns status and body range.
+    async fn exchange(&mut self, head: bool) -> Result<(u16, usize, usize), String> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| format!("connect {}: {e}", self.addr))?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            self.stream = Some(s);
+        }
+        let result = self.exchange_on_stream(head).await;
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn exchange_on_stream(&mut self, head: bool) -> Result<(u16, usize, usize), String> {
+        let stream = self.stream.as_mut().expect("connected above");
+        stream
+            .write_all(&self.req)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        self.buf.clear();
+        let (status, header_len, framing, close) = loop {
+            read_more(stream, &mut self.buf).await?;
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp
+                .parse(&self.buf)
+                .map_err(|e| format!("bad answer: {e}"))?
+            {
+                httparse::Status::Partial => continue,
+                httparse::Status::Complete(n) => {
+                    let mut framing = Framing::UntilClose;
+                    let mut close = false;
+                    for h in resp.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            let len = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse().ok())
+                                .ok_or("bad content-length")?;
+                            framing = Framing::Length(len);
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+                            && h.value.eq_ignore_ascii_case(b"chunked")
+                        {
+                            framing = Framing::Chunked;
+                        } else if h.name.eq_ignore_ascii_case("connection")
+                            && h.value.eq_ignore_ascii_case(b"close")
+                        {
+                            close = true;
+                        }
+                    }
+                    let status = resp.code.unwrap_or(0);
+                    if head || status == 204 || status == 304 {
+                        framing = Framing::Length(0);
+                    }
+                    break (status, n, framing, close);
+                }
+            }
+        };
+        let (start, end) = match framing {
+            Framing::Length(len) => {
+                while self.buf.len() < header_len + len {
+                    read_more(stream, &mut self.buf).await?;
+                }
+                (header_len, header_len + len)
+            }
+            Framing::Chunked => {
+                let end = dechunk(stream, &mut self.buf, header_len).await?;
+                (header_len, end)
+            }
+            Framing::UntilClose => {
+                while stream
+                    .read_buf(&mut self.buf)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    > 0
+                {}
+                self.stream = None;
+                (header_len, self.buf.len())
+            }
+        };
+        if close {
+            self.stream = None;
+        }
+        Ok((status, start, end))
+    }
+}
+
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+struct Wr<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Wr<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), String> {
+    buf.reserve(8192);
+    match stream.read_buf(buf).await {
+        Ok(0) => Err("connection closed by the server".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// Decodes a chunked body that starts at `buf[start..]` in place; returns the body's end.
+async fn dechunk(stream: &mut TcpStream, buf: &mut Vec<u8>, start: usize) -> Result<usize, String> {
+    let mut out = start; // decoded body so far: buf[start..out]
+    let mut pos = start; // next unread chunk header
+    loop {
+        let line_end = loop {
+            if let Some(i) = memchr::memmem::find(&buf[pos..], b"\r\n") {
+                break pos + i;
+            }
+            read_more(stream, buf).await?;
+        };
+        let size_text = std::str::from_utf8(&buf[pos..line_end]).map_err(|_| "bad chunk size")?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        let data = line_end + 2;
+        while buf.len() < data + size + 2 {
+            read_more(stream, buf).await?;
+        }
+        if size == 0 {
+            // Trailers are not used by the servers measured here; skip the final CRLF.
+            buf.truncate(out);
+            return Ok(out);
+        }
+        buf.copy_within(data..data + size, out);
+        out += size;
+        pos = data + size + 2;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions and how each system is spoken to.
+
+/// One session as the distributor adds it, plus what its answers must contain.
+struct SessionDoc {
+    id: String,
+    /// The add's body (Grid JSON, or etcd's put request).
+    add_body: Vec<u8>,
+    /// Must appear in a full GET (the per-add token; the id is checked too).
+    token: String,
+    /// Must appear in a `/uri` answer.
+    uri_marker: String,
+    /// etcd: the base64 key, and the base64 value a range must return.
+    etcd_key: String,
+    etcd_value: String,
+}
+
+const CHROME_ARGS: &[&str] = &[
+    "--disable-background-networking",
+    "--disable-client-side-phishing-detection",
+    "--disable-default-apps",
+    "--disable-hang-monitor",
+    "--disable-popup-blocking",
+    "--disable-prompt-on-repost",
+    "--disable-sync",
+    "--enable-automation",
+    "--enable-logging",
+    "--log-level=0",
+    "--no-first-run",
+    "--no-service-autorun",
+    "--password-store=basic",
+    "--remote-debugging-port=0",
+    "--test-type=webdriver",
+    "--use-mock-keychain",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--window-size=1920,1080",
+];
+
+/// The session JSON with `@@ID@@`, `@@TOKEN@@` and `@@NODE@@` placeholders, built once per
+/// process: building it with serde_json for every request cost the client about 250 µs, more
+/// than a server spends answering.
+fn session_template(caps_bytes: usize) -> &'static str {
+    static TEMPLATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+    let (id, token, node) = ("@@ID@@", "@@TOKEN@@", "@@NODE@@");
+    let mut args: Vec<String> = CHROME_ARGS.iter().map(|s| s.to_string()).collect();
+    let mut caps = json!({
+        "acceptInsecureCerts": false,
+        "browserName": "chrome",
+        "browserVersion": "126.0.6478.126",
+        "chrome": {
+            "chromedriverVersion": "126.0.6478.126 (d36ace6122e0a59570e258d82441395206d60e1c-refs/branch-heads/6478@{#1591})",
+            "userDataDir": format!("/tmp/.org.chromium.Chromium.{id}")
+        },
+        "fedcm:accounts": true,
+        "goog:chromeOptions": { "debuggerAddress": "localhost:43305" },
+        "networkConnectionEnabled": false,
+        "pageLoadStrategy": "normal",
+        "platformName": "linux",
+        "proxy": {},
+        "se:bench": token,
+        "se:cdp": format!("ws://10.0.0.1:4444/session/{id}/se/cdp"),
+        "se:cdpVersion": "126.0.6478.126",
+        "se:vnc": format!("ws://10.0.0.1:4444/session/{id}/se/vnc"),
+        "se:vncEnabled": true,
+        "se:vncLocalAddress": format!("ws://{node}"),
+        "setWindowRect": true,
+        "strictFileInteractability": false,
+        "timeouts": { "implicit": 0, "pageLoad": 300000, "script": 30000 },
+        "unhandledPromptBehavior": "dismiss and notify",
+        "webauthn:extension:credBlob": true,
+        "webauthn:extension:largeBlob": true,
+        "webauthn:extension:minPinLength": true,
+        "webauthn:extension:prf": true,
+        "webauthn:virtualAuthenticators": true
+    });
+    // Grow to the requested size the way real sessions grow: more browser arguments and prefs.
+    let mut n = 0;
+    while caps.to_string().len() < caps_bytes {
+        args.push(format!(
+            "--user-agent-extra-{n}=Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"
+        ));
+        caps["goog:chromeOptions"]["args"] = json!(args);
+        n += 1;
+    }
+    let session = json!({
+        "capabilities": caps,
+        "sessionId": id,
+        "start": "2026-11-23T15:50:11.880917218Z",
+        "stereotype": {
+            "browserName": "chrome",
+            "browserVersion": "126.0",
+            "platformName": "linux",
+            "se:noVncPort": 7900,
+            "se:vncEnabled": true,
+            "se:webDriverExecutable": "/usr/bin/chromedriver"
+        },
+        "uri": format!("http://{node}")
+    });
+    session.to_string()
+    })
+}
+
+fn session_doc(id: String, seq: u64, token: String, caps_bytes: usize, etcd: bool) -> SessionDoc {
+    let (a, b, c) = ((seq >> 16) & 0xff, (seq >> 8) & 0xff, seq & 0xff);
+    let node = format!("10.{a}.{b}.{c}:5555");
+    let grid_body = session_template(caps_bytes)
+        .replace("@@ID@@", &id)
+        .replace("@@TOKEN@@", &token)
+        .replace("@@NODE@@", &node)
+        .into_bytes();
+    let (add_body, etcd_key, etcd_value) = if etcd {
+        let key = b64(format!("/sessions/{id}").as_bytes());
+        let value = b64(&grid_body);
+        let put = format!("{{\"key\":\"{key}\",\"value\":\"{value}\"}}").into_bytes();
+        (put, key, value)
+    } else {
+        (grid_body, String::new(), String::new())
+    };
+    SessionDoc {
+        id,
+        add_body,
+        token: format!("\"{token}\""),
+        uri_marker: format!("{node}\""),
+        etcd_key,
+        etcd_value,
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn rand_u64() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Get,
+    Uri,
+    Delete,
+}
+
+const OPS: [Op; 4] = [Op::Add, Op::Get, Op::Uri, Op::Delete];
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Add => "add",
+            Op::Get => "get",
+            Op::Uri => "uri",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// Sends `op` for `doc` and checks the answer; `Err` is a description of what was wrong.
+async fn perform(conn: &mut Conn, etcd: bool, op: Op, doc: &SessionDoc) -> Result<(), Failure> {
+    let id = percent_encode(&doc.id);
+    let answer = if etcd {
+        let (path, body) = match op {
+            Op::Add => ("/v3/kv/put", doc.add_body.clone()),
+            Op::Get | Op::Uri => (
+                "/v3/kv/range",
+                format!("{{\"key\":\"{}\"}}", doc.etcd_key).into_bytes(),
+            ),
+            Op::Delete => (
+                "/v3/kv/deleterange",
+                format!("{{\"key\":\"{}\"}}", doc.etcd_key).into_bytes(),
+            ),
+        };
+        conn.request("POST", path, Some(&body), true).await
+    } else {
+        match op {
+            Op::Add => {
+                conn.request("POST", "/se/grid/session", Some(&doc.add_body), false)
+                    .await
+            }
+            Op::Get => {
+                conn.request("GET", &format!("/se/grid/session/{id}"), None, false)
+                    .await
+            }
+            Op::Uri => {
+                conn.request("GET", &format!("/se/grid/session/{id}/uri"), None, false)
+                    .await
+            }
+            Op::Delete => {
+                conn.request("DELETE", &format!("/se/grid/session/{id}"), None, false)
+                    .await
+            }
+        }
+    }
+    .map_err(Failure::Io)?;
+    if answer.status == 404 && matches!(op, Op::Get | Op::Uri) {
+        return Err(Failure::Missing(format!("{} {}: 404", op.name(), doc.id)));
+    }
+    if answer.status != 200 {
+        return Err(Failure::Status(format!(
+            "{} {}: status {}: {}",
+            op.name(),
+            doc.id,
+            answer.status,
+            String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)])
+        )));
+    }
+    let body = answer.body;
+    let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    let ok = match (etcd, op) {
+        (false, Op::Add) => has(b"\"value\"") && has(b"true"),
+        (false, Op::Get) => has(doc.token.as_bytes()) && has(format!("\"{}\"", doc.id).as_bytes()),
+        (false, Op::Uri) => has(doc.uri_marker.as_bytes()),
+        (false, Op::Delete) => body.is_empty(),
+        (true, Op::Add | Op::Delete) => has(b"\"header\""),
+        (true, Op::Get | Op::Uri) => {
+            if !has(b"\"kvs\"") {
+                return Err(Failure::Missing(format!(
+                    "{} {}: no kvs",
+                    op.name(),
+                    doc.id
+                )));
+            }
+            has(doc.etcd_value.as_bytes())
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::Wrong(format!(
+            "{} {}: unexpected answer: {}",
+            op.name(),
+            doc.id,
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        )))
+    }
+}
+
+fn percent_encode(id: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).into()
+}
+
+enum Failure {
+    Io(String),
+    Status(String),
+    Missing(String),
+    Wrong(String),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers and the report.
+
+struct Shared {
+    args: Args,
+    prefix: String,
+    start: Instant,
+    warm_end: Instant,
+    end: Instant,
+    stop: AtomicBool,
+    next_seq: AtomicU64,
+}
+
+#[derive(Default)]
+struct Tally {
+    lat: [Vec<u32>; 4],
+    errors: [u64; 4],
+    examples: Vec<String>,
+    io: u64,
+    status: u64,
+    missing: u64,
+    wrong: u64,
+    sessions: u64,
+}
+
+impl Tally {
+    fn fail(&mut self, f: Failure) {
+        let (counter, msg) = match f {
+            Failure::Io(m) => (&mut self.io, m),
+            Failure::Status(m) => (&mut self.status, m),
+            Failure::Missing(m) => (&mut self.missing, m),
+            Failure::Wrong(m) => (&mut self.wrong, m),
+        };
+        *counter += 1;
+        if self.examples.len() < 5 {
+            self.examples.push(msg);
+        }
+    }
+
+    fn merge(&mut self, o: Tally) {
+        for i in 0..4 {
+            self.lat[i].extend_from_slice(&o.lat[i]);
+            self.errors[i] += o.errors[i];
+        }
+        self.io += o.io;
+        self.status += o.status;
+        self.missing += o.missing;
+        self.wrong += o.wrong;
+        self.sessions += o.sessions;
+        for e in o.examples {
+            if self.examples.len() < 10 {
+                self.examples.push(e);
+            }
+        }
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    conns: Vec<Conn>,
+    rr: usize,
+    tally: Tally,
+    /// Open loop: when the next request is due.
+    next_due: Option<Instant>,
+    interval: Duration,
+}
+
+impl Worker {
+    async fn op(&mut self, op: Op, doc: &SessionDoc) -> bool {
+        let sent = match self.next_due {
+            Some(due) => {
+                let now = Instant::now();
+                if due > now {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                self.next_due = Some(due + self.interval);
+                due
+            }
+            None => Instant::now(),
+        };
+        let n = self.conns.len();
+        let conn = &mut self.conns[self.rr % n];
+        self.rr = self.rr.wrapping_add(1);
+        let result = perform(conn, self.shared.args.etcd, op, doc).await;
+        let done = Instant::now();
+        if sent >= self.shared.warm_end && done <= self.shared.end {
+            let us = done.duration_since(sent).as_nanos().div_ceil(1000);
+            self.tally.lat[op as usize].push(u32::try_from(us).unwrap_or(u32::MAX));
+            if let Err(f) = result {
+                self.tally.errors[op as usize] += 1;
+                self.tally.fail(f);
+            }
+        } else if let Err(f) = result {
+            // Failures during the warm-up are reported too, never hidden.
+            self.tally.errors[op as usize] += 1;
+            self.tally.fail(f);
+        }
+        let over = done >= self.shared.end || self.shared.stop.load(Ordering::Relaxed);
+        !over
+    }
+
+    async fn run(mut self) -> Tally {
+        let args = &self.shared.args;
+        let (mode, gets, etcd, caps, pop) = (
+            args.mode,
+            args.gets,
+            args.etcd,
+            args.caps_bytes,
+            args.population,
+        );
+        let read_op = if args.read_kind == ReadKind::Full {
+            Op::Get
+        } else {
+            Op::Uri
+        };
+        loop {
+            let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+            match mode {
+                Mode::Mix => {
+                    let id = format!("{}-m{seq:x}", self.shared.prefix);
+                    let token = format!("tok-{id}-{:x}", rand_u64());
+                    let doc = session_doc(id, seq, token, caps, etcd);
+                    if !self.op(Op::Add, &doc).await {
+                        return self.tally;
+                    }
+                    for _ in 0..gets {
+                        if !self.op(Op::Get, &doc).await {
+                            return self.tally;
+                        }
+                    }
+                    if !self.op(Op::Uri, &doc).await || !self.op(Op::Delete, &doc).await {
+                        return self.tally;
+                    }
+                    self.tally.sessions += 1;
+                }
+                Mode::Read => {
+                    let i = rand_u64() % pop;
+                    let doc = preload_doc(&self.shared, i);
+                    if !self.op(read_op, &doc).await {
+                        return self.tally;
+                    }
+                }
+                Mode::Write => {
+                    let doc = preload_doc(&self.shared, seq % pop);
+                    if !self.op(Op::Add, &doc).await {
+                        return self.tally;
+                    }
+                }
+                Mode::Preload | Mode::Churn => unreachable!("handled by preload()"),
+            }
+        }
+    }
+}
+
+/// The `i`-th pre-loaded session. Its token is derived from `i`, so a reader can check an answer
+/// without having loaded the session itself.
+fn preload_doc(shared: &Shared, i: u64) -> SessionDoc {
+    let id = format!("{}-p{i}", shared.prefix);
+    let token = format!("tok-{id}-fixed");
+    session_doc(id, i, token, shared.args.caps_bytes, shared.args.etcd)
+}
+
+async fn preload(shared: &Arc<Shared>, urls: &[String]) -> Result<(Tally, f64), String> {
+    let started = Instant::now();
+    let churn = shared.args.mode == Mode::Churn;
+    let next = Arc::new(AtomicU64::new(if churn { 0 } else { shared.args.skip_to }));
+    let total = shared.args.population;
+    let mut tasks = Vec::new();
+    for w in 0..shared.args.concurrency {
+        let shared = shared.clone();
+        let next = next.clone();
+        let url = urls[w % urls.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(&url)?;
+            let mut tally = Tally::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, String>(tally);
+                }
+                let doc = if churn {
+                    let id = format!("{}-c{i}", shared.prefix);
+                    let token = format!("tok-{id}");
+                    session_doc(id, i, token, shared.args.caps_bytes, shared.args.etcd)
+                } else {
+                    preload_doc(&shared, i)
+                };
+                if churn {
+                    if let Err(f) = perform(&mut conn, shared.args.etcd, Op::Add, &doc).await {
+                        tally.errors[0] += 1;
+                        tally.fail(f);
+                    }
+                    if let Err(f) = perform(&mut conn, shared.args.etcd, Op::Delete, &doc).await {
+                        tally.errors[3] += 1;
+                        tally.fail(f);
+                    }
+                    continue;
+                }
+                if let Err(f) = perform(&mut conn, shared.args.etcd, Op::Add, &doc).await {
+                    tally.errors[0] += 1;
+                    tally.fail(f);
+                }
+                if i > 0 && i.is_multiple_of(100_000) {
+                    eprintln!(
+                        "preload: {i} sessions, {:.0}/s",
+                        i as f64 / started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }));
+    }
+    let mut tally = Tally::default();
+    for t in tasks {
+        tally.merge(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok((tally, started.elapsed().as_secs_f64()))
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let prefix = args
+        .id_prefix
+        .clone()
+        .unwrap_or_else(|| format!("{:016x}", rand_u64()));
+    let urls = args.url.clone();
+    let now = Instant::now();
+    let shared = Arc::new(Shared {
+        prefix,
+        start: now,
+        warm_end: now,
+        end: now,
+        stop: AtomicBool::new(false),
+        next_seq: AtomicU64::new(0),
+        args,
+    });
+    let needs_preload = matches!(shared.args.mode, Mode::Preload | Mode::Churn)
+        || (matches!(shared.args.mode, Mode::Read) && !shared.args.skip_preload);
+    let mut preload_report = serde_json::Value::Null;
+    if needs_preload {
+        let (tally, secs) = preload(&shared, &urls).await?;
+        let errors = tally.io + tally.status + tally.missing + tally.wrong;
+        eprintln!(
+            "preload: {} sessions in {secs:.2}s ({:.0}/s), {errors} errors",
+            shared.args.population,
+            shared.args.population as f64 / secs
+        );
+        for e in &tally.examples {
+            eprintln!("  error: {e}");
+        }
+        preload_report = json!({"sessions": shared.args.population, "seconds": secs,
+            "rate": shared.args.population as f64 / secs, "errors": errors});
+        if matches!(shared.args.mode, Mode::Preload | Mode::Churn) {
+            let mode = format!("{:?}", shared.args.mode).to_lowercase();
+            let report =
+                json!({"label": shared.args.label, "mode": mode, "preload": preload_report});
+            println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+            if let Some(path) = &shared.args.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report).expect("json"))
+                    .map_err(|e| e.to_string())?;
+            }
+            return Ok(errors == 0);
+        }
+    }
+    // Re-anchor the clock after the preload.
+    let start = Instant::now();
+    let shared = {
+        let mut s = Arc::try_unwrap(shared).map_err(|_| "preload tasks still hold the state")?;
+        s.start = start;
+        s.warm_end = start + Duration::from_secs_f64(s.args.warmup);
+        s.end = s.warm_end + Duration::from_secs_f64(s.args.duration);
+        Arc::new(s)
+    };
+    let conc = shared.args.concurrency;
+    let interval = if shared.args.rate > 0.0 {
+        Duration::from_secs_f64(conc as f64 / shared.args.rate)
+    } else {
+        Duration::ZERO
+    };
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let conns = (0..urls.len())
+            .map(|u| Conn::new(&urls[(w + u) % urls.len()]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let worker = Worker {
+            shared: shared.clone(),
+            conns,
+            rr: 0,
+            tally: Tally::default(),
+            // Spread the workers' first sends over one interval.
+            next_due: (shared.args.rate > 0.0)
+                .then(|| start + interval.mul_f64(w as f64 / conc as f64)),
+            interval,
+        };
+        tasks.push(tokio::spawn(worker.run()));
+    }
+    let mut tally = Tally::default();
+    for t in tasks {
+        tally.merge(t.await.map_err(|e| e.to_string())?);
+    }
+    let measured = shared.args.duration;
+    report(&shared, tally, measured, preload_report)
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
+}
+
+fn summary(mut lat: Vec<u32>, secs: f64) -> serde_json::Value {
+    lat.sort_unstable();
+    let n = lat.len();
+    let mean = if n == 0 {
+        0.0
+    } else {
+        lat.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64 / 1000.0
+    };
+    json!({
+        "requests": n,
+        "rps": n as f64 / secs,
+        "p50_ms": pct(&lat, 50.0),
+        "p99_ms": pct(&lat, 99.0),
+        "p999_ms": pct(&lat, 99.9),
+        "mean_ms": mean,
+        "max_ms": lat.last().map_or(0.0, |&v| f64::from(v) / 1000.0),
+    })
+}
+
+fn report(
+    shared: &Shared,
+    tally: Tally,
+    secs: f64,
+    preload: serde_json::Value,
+) -> Result<bool, String> {
+    let args = &shared.args;
+    let all: Vec<u32> = tally.lat.iter().flatten().copied().collect();
+    let mut ops = serde_json::Map::new();
+    for op in OPS {
+        let lat = tally.lat[op as usize].clone();
+        if !lat.is_empty() {
+            let mut s = summary(lat, secs);
+            s["errors"] = json!(tally.errors[op as usize]);
+            ops.insert(op.name().into(), s);
+        }
+    }
+    let errors = tally.io + tally.status + tally.missing + tally.wrong;
+    let report = json!({
+        "label": args.label,
+        "target": if args.etcd { "etcd" } else { "sessionmap" },
+        "urls": args.url,
+        "mode": format!("{:?}", args.mode).to_lowercase(),
+        "read_kind": format!("{:?}", args.read_kind).to_lowercase(),
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "gets_per_session": args.gets,
+        "population": args.population,
+        "caps_bytes": args.caps_bytes,
+        "seconds": secs,
+        "total": summary(all, secs),
+        "ops": ops,
+        "sessions_per_s": tally.sessions as f64 / secs,
+        "errors": {"total": errors, "io": tally.io, "status": tally.status, "missing": tally.missing, "wrong": tally.wrong,
+                   "examples": tally.examples},
+        "preload": preload,
+    });
+    let t = &report["total"];
+    println!(
+        "{:<24} {:>10.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  errors {}",
+        if args.label.is_empty() {
+            "total"
+        } else {
+            &args.label
+        },
+        t["rps"].as_f64().unwrap_or(0.0),
+        t["p50_ms"].as_f64().unwrap_or(0.0),
+        t["p99_ms"].as_f64().unwrap_or(0.0),
+        t["p999_ms"].as_f64().unwrap_or(0.0),
+        errors
+    );
+    for (name, s) in &ops {
+        println!(
+            "  {name:<22} {:>10.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  errors {}",
+            s["rps"].as_f64().unwrap_or(0.0),
+            s["p50_ms"].as_f64().unwrap_or(0.0),
+            s["p99_ms"].as_f64().unwrap_or(0.0),
+            s["p999_ms"].as_f64().unwrap_or(0.0),
+            s["errors"]
+        );
+    }
+    for e in &tally.examples {
+        println!("  error: {e}");
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report).expect("json"))
+            .map_err(|e| e.to_string())?;
+    }
+    let _ = shared.start;
+    Ok(errors == 0)
+}
