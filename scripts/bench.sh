@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# gridraft side by side with the stock Selenium session maps and etcd, on this machine, in one run.
+#
+#   scripts/bench.sh            # compare: Java LocalSessionMap, Java RedisBackedSessionMap,
+#                               #   etcd x3, gridraft x1, gridraft x3 (spread / follower / leader,
+#                               #   read-mode follower and leader); writes the table into
+#                               #   docs/benchmarks.md
+#   scripts/bench.sh scale      # 1k / 100k / 1M live sessions, memory per session, start and
+#                               #   restart times, churn; writes its section of docs/benchmarks.md
+#   scripts/bench.sh all        # both
+#   GRIDRAFT_BIN=old/gridraft scripts/bench.sh gridraft
+#                               # gridraft x1 and x3 (spread) only, medians printed, docs untouched
+#                               #   (before/after comparisons of a change)
+#
+# Environment: BENCH_RUNS (3), BENCH_DURATION (seconds measured per run, 5), BENCH_WARMUP (1),
+# BENCH_CONCURRENCY (64), BENCH_DIR (/tmp/gridraft-bench), GRIDRAFT_SELENIUM_JAR,
+# SCALE_MAX (1000000), CHURN_SESSIONS (1000000), JAVA_SESSIONS (100000, the Java map's memory test),
+# GRIDRAFT_BIN (another gridraft build), BENCH_SKIP_BUILD=1.
+# Everything listens on 127.0.0.1 only. Client and servers share this machine's cores.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+WHAT="${1:-compare}"
+RUNS="${BENCH_RUNS:-3}"
+DUR="${BENCH_DURATION:-5}"
+WARM="${BENCH_WARMUP:-1}"
+CONC="${BENCH_CONCURRENCY:-64}"
+WORK="${BENCH_DIR:-/tmp/gridraft-bench}"
+JAR="${GRIDRAFT_SELENIUM_JAR:-$ROOT/../shared/selenium/selenium-server-4.48.0.jar}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+SCALE_MAX="${SCALE_MAX:-1000000}"
+CHURN_SESSIONS="${CHURN_SESSIONS:-1000000}"
+RESULTS="$WORK/results"
+SECRET_FILE="$WORK/cluster-secret"
+
+log() { echo "bench: $*" >&2; }
+
+# --- prerequisites -------------------------------------------------------------------------
+missing=()
+command -v java >/dev/null || missing+=(default-jre-headless)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+[ -f "$JAR" ] || { log "Selenium jar not found at $JAR (set GRIDRAFT_SELENIUM_JAR)"; exit 1; }
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release --bin gridraft --bin gridraft-bench >&2
+fi
+GR="${GRIDRAFT_BIN:-$TARGET/release/gridraft}"
+BENCH="$TARGET/release/gridraft-bench"
+
+mkdir -p "$WORK" "$RESULTS"
+[ -f "$SECRET_FILE" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$SECRET_FILE"
+SECRET="$(cat "$SECRET_FILE")"
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+  # Processes started through start_timed are not this shell's children: poll until gone.
+  for p in "${PIDS[@]:-}"; do
+    for _ in $(seq 1 200); do [ -n "$p" ] && kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+  done
+  PIDS=()
+}
+trap cleanup EXIT
+
+spawn() { # spawn LOGFILE CMD... ; records the pid in $LAST_PID
+  "${@:2}" >"$1" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+stop_all() { cleanup; sleep 0.5; }
+
+wait_for() { # wait_for URL [STATUS] [SECONDS]
+  local url="$1" want="${2:-2}" secs="${3:-60}" code
+  for _ in $(seq 1 $((secs * 20))); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)"
+    [[ "$code" == "$want"* ]] && return 0
+    sleep 0.05
+  done
+  log "timeout waiting for $url"; return 1
+}
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# bench SYSTEM WORKLOAD URLS ARGS... : RUNS measured runs into $RESULTS
+bench() {
+  local system="$1" workload="$2" urls="$3"; shift 3
+  for i in $(seq 1 "$RUNS"); do
+    "$BENCH" --url "$urls" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" \
+      --label "$system/$workload" --json "$RESULTS/$system.$workload.$i.json" "$@" >&2 || true
+  done
+}
+
+# The four standard workloads against one SessionMap URL list.
+bench_sessionmap() {
+  local system="$1" urls="$2" prefix="pre$RANDOM$RANDOM"
+  # JIT and connection warm-up, not measured.
+  "$BENCH" --url "$urls" --concurrency "$CONC" --duration 3 --warmup 0 --mode mix >/dev/null 2>&1 || true
+  "$BENCH" --url "$urls" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" >/dev/null
+  bench "$system" get "$urls" --mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix"
+  bench "$system" uri "$urls" --mode read --read-kind uri --population 1000 --skip-preload --id-prefix "$prefix"
+  bench "$system" add "$urls" --mode write --population 10000
+  bench "$system" mix "$urls" --mode mix --gets 20
+}
+
+# --- the systems ---------------------------------------------------------------------------
+start_java_local() {
+  spawn "$WORK/java-local.log" java -jar "$JAR" sessions --host 127.0.0.1 --port 6001 \
+    --publish-events tcp://127.0.0.1:44421 --subscribe-events tcp://127.0.0.1:44431 --bind-bus true
+  JAVA_PID=$LAST_PID
+  wait_for http://127.0.0.1:6001/readyz 204 120
+}
+
+start_java_redis() {
+  rm -f "$WORK/dump.rdb"
+  spawn "$WORK/redis.log" redis-server --bind 127.0.0.1 --port 6380 --save "" --appendonly no --dir "$WORK"
+  for _ in $(seq 1 100); do redis-cli -p 6380 ping >/dev/null 2>&1 && break; sleep 0.05; done
+  spawn "$WORK/java-redis.log" java -jar "$JAR" sessions --host 127.0.0.1 --port 6002 \
+    --publish-events tcp://127.0.0.1:44422 --subscribe-events tcp://127.0.0.1:44432 --bind-bus true \
+    --sessions-implementation org.openqa.selenium.grid.sessionmap.redis.RedisBackedSessionMap \
+    --sessions-scheme redis --sessions-host 127.0.0.1 --sessions-port 6380
+  wait_for http://127.0.0.1:6002/readyz 204 120
+}
+
+start_etcd() {
+  local cluster="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
+  for i in 1 2 3; do
+    rm -rf "$WORK/etcd$i"
+    spawn "$WORK/etcd$i.log" etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+      --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+      --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+      --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token gridraft-bench \
+      --quota-backend-bytes 8589934592 --auto-compaction-mode revision --auto-compaction-retention 1000 \
+      --log-level error
+  done
+  for i in 1 2 3; do wait_for "http://127.0.0.1:2379$i/health" 200 60; done
+}
+
+# start_gridraft NAME COUNT [EXTRA ARGS...]; members on 127.0.0.1:61N1.. (public), 62N1.. (peer)
+start_gridraft() {
+  local name="$1" n="$2"; shift 2
+  local base="${GR_BASE:-61}" members="" urls=""
+  for i in $(seq 1 "$n"); do
+    members+="${members:+,}$i=127.0.0.1:$((base + 1))0$i"
+    urls+="${urls:+,}http://127.0.0.1:${base}0$i"
+  done
+  GR_PIDS=()
+  for i in $(seq 1 "$n"); do
+    rm -rf "$WORK/$name-$i"
+    local member_args=()
+    [ "$n" -gt 1 ] && member_args=(--members "$members")
+    spawn "$WORK/$name-$i.log" "$GR" serve --id "$i" --listen "127.0.0.1:${base}0$i" \
+      --peer-listen "127.0.0.1:$((base + 1))0$i" --data-dir "$WORK/$name-$i" \
+      --cluster-secret-file "$SECRET_FILE" "${member_args[@]}" "$@"
+    GR_PIDS+=("$LAST_PID")
+  done
+  for i in $(seq 1 "$n"); do wait_for "http://127.0.0.1:${base}0$i/readyz" 204 60; done
+  GR_URLS="$urls"
+  GR_LEADER="" GR_FOLLOWER=""
+  for i in $(seq 1 "$n"); do
+    if curl -s -H "Authorization: Bearer $SECRET" "http://127.0.0.1:$((base + 1))0$i/metrics" \
+        | grep -q '^gridraft_raft_is_leader 1'; then
+      GR_LEADER="http://127.0.0.1:${base}0$i"
+    else
+      GR_FOLLOWER="http://127.0.0.1:${base}0$i"
+    fi
+  done
+  [ -n "$GR_FOLLOWER" ] || GR_FOLLOWER="$GR_LEADER"
+  log "$name: leader $GR_LEADER, a follower $GR_FOLLOWER"
+}
+
+machine_json() {
+  python3 - "$RESULTS/machine.json" <<'EOF'
+import json, os, sys, subprocess
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+json.dump({"nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem / 1048576, 1),
+           "kernel": os.uname().release, "loadavg_start": open("/proc/loadavg").read().split()[:3],
+           "java": subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0],
+           "etcd": subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.splitlines()[0]},
+          open(sys.argv[1], "w"))
+EOF
+}
+
+compare() {
+  rm -f "$RESULTS"/*.json
+  machine_json
+  log "Java LocalSessionMap"
+  start_java_local; bench_sessionmap java-local http://127.0.0.1:6001; stop_all
+  log "Java RedisBackedSessionMap"
+  start_java_redis; bench_sessionmap java-redis http://127.0.0.1:6002; stop_all
+  log "etcd x3"
+  start_etcd
+  local e="http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793"
+  "$BENCH" --etcd --url "$e" --concurrency "$CONC" --duration 3 --warmup 0 --mode mix >/dev/null 2>&1 || true
+  local prefix="pre$RANDOM"
+  "$BENCH" --etcd --url "$e" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" >/dev/null
+  bench etcd-3 get "$e" --etcd --mode read --population 1000 --skip-preload --id-prefix "$prefix"
+  bench etcd-3 add "$e" --etcd --mode write --population 10000
+  bench etcd-3 mix "$e" --etcd --mode mix --gets 20
+  stop_all
+  log "gridraft x1"
+  start_gridraft gr1 1; bench_sessionmap gridraft-1 "$GR_URLS"; stop_all
+  log "gridraft x3, read mode follower"
+  start_gridraft gr3 3
+  bench_sessionmap gridraft-3-spread "$GR_URLS"
+  bench_sessionmap gridraft-3-follower "$GR_FOLLOWER"
+  bench_sessionmap gridraft-3-leader "$GR_LEADER"
+  stop_all
+  log "gridraft x3, read mode leader"
+  start_gridraft gr3l 3 --read-mode leader
+  bench_sessionmap gridraft-3-readleader-spread "$GR_URLS"
+  bench_sessionmap gridraft-3-readleader-follower "$GR_FOLLOWER"
+  stop_all
+  python3 "$ROOT/scripts/bench_report.py" compare "$RESULTS" "$ROOT/docs/benchmarks.md" \
+    "scripts/bench.sh (BENCH_RUNS=$RUNS BENCH_DURATION=$DUR BENCH_CONCURRENCY=$CONC)"
+}
+
+# --- scale ---------------------------------------------------------------------------------
+# start_timed LOG URL CMD...: starts CMD, prints "PID MILLISECONDS" once URL/readyz answers 204
+# (the clock starts just before the process is spawned, polled every millisecond).
+start_timed() {
+  python3 - "$@" <<'EOF'
+import http.client, subprocess, sys, time
+log, url, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+host, port = url.split("//")[1].split(":")
+t0 = time.monotonic()
+p = subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+while True:
+    try:
+        c = http.client.HTTPConnection(host, int(port), timeout=1); c.request("GET", "/readyz")
+        if c.getresponse().status == 204: break
+    except OSError: pass
+    time.sleep(0.001)
+print(p.pid, round((time.monotonic() - t0) * 1000, 1))
+EOF
+}
+
+scale() {
+  rm -f "$RESULTS"/scale.*.json
+  machine_json
+  local url=http://127.0.0.1:6501 peer=127.0.0.1:6601 dir="$WORK/scale-1" prefix="scale$RANDOM" loaded=0
+  local start_args=(serve --id 1 --listen 127.0.0.1:6501 --peer-listen "$peer" --data-dir "$dir"
+    --cluster-secret-file "$SECRET_FILE")
+  # Start-to-ready of an empty member (median of three).
+  local readies=()
+  for _ in 1 2 3; do
+    rm -rf "$dir"
+    read -r pid ms < <(start_timed "$WORK/scale.log" "$url" "$GR" "${start_args[@]}")
+    PIDS+=("$pid"); readies+=("$ms")
+    stop_all
+  done
+  rm -rf "$dir"
+  spawn "$WORK/scale.log" "$GR" "${start_args[@]}"; local pid=$LAST_PID
+  wait_for "$url/readyz" 204 60
+  local rss0; rss0="$(rss_kb "$pid")"
+  local out="$RESULTS/scale.json"
+  echo "{\"ready_empty_ms\": [$(IFS=,; echo "${readies[*]}")], \"rss_empty_kb\": $rss0, \"levels\": [" > "$out"
+  local first=1
+  for n in 1000 100000 1000000; do
+    [ "$n" -le "$SCALE_MAX" ] || break
+    local t0; t0="$(date +%s.%N)"
+    # Load the sessions n-loaded .. n-1 (ids continue from the previous level).
+    "$BENCH" --url "$url" --concurrency "$CONC" --mode preload --population "$n" --id-prefix "$prefix" \
+      --json "$RESULTS/scale.preload.$n.json" --skip-to "$loaded" >&2
+    loaded="$n"
+    sleep 2
+    local rss; rss="$(rss_kb "$pid")"
+    local disk; disk="$(du -sk "$dir" | cut -f1)"
+    for i in $(seq 1 "$RUNS"); do
+      "$BENCH" --url "$url" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" --mode read \
+        --population "$n" --skip-preload --id-prefix "$prefix" --label "scale/$n" \
+        --json "$RESULTS/scale.get.$n.$i.json" >&2 || true
+    done
+    [ $first = 1 ] || echo "," >> "$out"; first=0
+    echo "{\"sessions\": $n, \"rss_kb\": $rss, \"disk_kb\": $disk}" >> "$out"
+  done
+  echo "]," >> "$out"
+  # Restart of a member holding the largest population: to ready, and to the first answered read.
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  local t0; t0="$(date +%s%N)"
+  local restart_ready; read -r pid restart_ready < <(start_timed "$WORK/scale.log" "$url" "$GR" "${start_args[@]}")
+  PIDS+=("$pid")
+  curl -s -o /dev/null --max-time 60 "$url/se/grid/session/$prefix-p$((loaded - 1))"
+  local restart_read=$(( ($(date +%s%N) - t0) / 1000000 ))
+  echo "\"restart\": {\"sessions\": $loaded, \"ready_ms\": $restart_ready, \"first_read_ms\": $restart_read}," >> "$out"
+  stop_all
+
+  # Churn: sessions added and removed on a fresh member; memory and disk sampled as it goes.
+  rm -rf "$dir"
+  spawn "$WORK/scale.log" "$GR" "${start_args[@]}"; pid=$LAST_PID
+  wait_for "$url/readyz" 204 60
+  echo "\"churn\": [" >> "$out"
+  local done_sessions=0 step=$((CHURN_SESSIONS / 10)) firstc=1
+  while [ "$done_sessions" -lt "$CHURN_SESSIONS" ]; do
+    "$BENCH" --url "$url" --concurrency "$CONC" --mode churn --population "$step" \
+      --json "$RESULTS/scale.churn.json" >&2 || true
+    done_sessions=$((done_sessions + step))
+    [ $firstc = 1 ] || echo "," >> "$out"; firstc=0
+    echo "{\"sessions\": $done_sessions, \"rss_kb\": $(rss_kb "$pid"), \"disk_kb\": $(du -sk "$dir" | cut -f1)}" >> "$out"
+  done
+  echo "]," >> "$out"
+  stop_all
+
+  # The Java map's memory per session: RSS after a full GC, empty and with sessions loaded.
+  start_java_local
+  local jn="${JAVA_SESSIONS:-100000}"
+  jcmd "$JAVA_PID" GC.run >/dev/null 2>&1 || true; sleep 1
+  local j0; j0="$(rss_kb "$JAVA_PID")"
+  "$BENCH" --url http://127.0.0.1:6001 --concurrency "$CONC" --mode preload --population "$jn" >&2
+  jcmd "$JAVA_PID" GC.run >/dev/null 2>&1 || true; sleep 1
+  local j1; j1="$(rss_kb "$JAVA_PID")"
+  echo "\"java\": {\"sessions\": $jn, \"rss_empty_kb\": $j0, \"rss_kb\": $j1}}" >> "$out"
+  stop_all
+  python3 "$ROOT/scripts/bench_report.py" scale "$RESULTS" "$ROOT/docs/benchmarks.md" \
+    "scripts/bench.sh scale (BENCH_RUNS=$RUNS BENCH_DURATION=$DUR SCALE_MAX=$SCALE_MAX CHURN_SESSIONS=$CHURN_SESSIONS)"
+}
+
+gridraft_only() {
+  rm -f "$RESULTS"/gridraft-*.json
+  start_gridraft gr1 1; bench_sessionmap gridraft-1 "$GR_URLS"; stop_all
+  start_gridraft gr3 3; bench_sessionmap gridraft-3-spread "$GR_URLS"; stop_all
+  python3 "$ROOT/scripts/bench_report.py" summary "$RESULTS" - -
+}
+
+case "$WHAT" in
+  compare) compare ;;
+  gridraft) gridraft_only ;;
+  scale) scale ;;
+  all) compare; scale ;;
+  *) echo "usage: $0 [compare|scale|all|gridraft]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Turns scripts/bench.sh results into a section of docs/benchmarks.md.
+
+usage: bench_report.py compare|scale RESULTS_DIR BENCHMARKS_MD COMMAND
+
+The section sits between `<!-- BEGIN <kind> -->` and `<!-- END <kind> -->` markers; the rest of
+the file (the notes written by hand) is kept.
+"""
+import glob
+import json
+import os
+import statistics
+import sys
+
+SYSTEMS = [
+    ("java-local", "Java LocalSessionMap (1 process, in memory)"),
+    ("java-redis", "Java RedisBackedSessionMap (Redis, no fsync)"),
+    ("etcd-3", "etcd ×3 (linearizable range, put; fsync)"),
+    ("gridraft-1", "gridraft ×1 (fsync)"),
+    ("gridraft-3-spread", "gridraft ×3, requests spread over all members"),
+    ("gridraft-3-follower", "gridraft ×3, through a follower"),
+    ("gridraft-3-leader", "gridraft ×3, through the leader"),
+    ("gridraft-3-readleader-spread", "gridraft ×3 `--read-mode leader`, spread"),
+    ("gridraft-3-readleader-follower", "gridraft ×3 `--read-mode leader`, through a follower"),
+]
+WORKLOADS = ["get", "uri", "add", "mix"]
+
+
+def load(results, system, workload):
+    runs = []
+    for path in sorted(glob.glob(os.path.join(results, f"{system}.{workload}.*.json"))):
+        with open(path) as f:
+            runs.append(json.load(f))
+    return runs
+
+
+def median_run(runs):
+    """The run with the median throughput (its latencies are reported with it)."""
+    if not runs:
+        return None
+    runs = sorted(runs, key=lambda r: r["total"]["rps"])
+    return runs[len(runs) // 2]
+
+
+def fmt_rps(v):
+    return f"{v:,.0f}" if v is not None else "–"
+
+
+def fmt_ms(v):
+    return f"{v:.2f}" if v is not None else "–"
+
+
+def replace_section(md_path, kind, body):
+    begin, end = f"<!-- BEGIN {kind} -->", f"<!-- END {kind} -->"
+    text = open(md_path).read() if os.path.exists(md_path) else "# Benchmarks\n\n"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with open(md_path, "w") as f:
+        f.write(text)
+
+
+def machine(results):
+    with open(os.path.join(results, "machine.json")) as f:
+        m = json.load(f)
+    return (
+        f"Machine: {m['nproc']} cores ({m['cpu']}), {m['mem_gib']} GiB, Linux {m['kernel']}; "
+        f"{m['java']}; {m['etcd']}. Load average when the run started: "
+        f"{' '.join(m['loadavg_start'])}. **Client and servers share the same cores** (the load "
+        "generator is a lean raw-socket HTTP/1.1 client, but every request it sends costs the "
+        "servers CPU too); everything on 127.0.0.1."
+    )
+
+
+def compare(results, md, command):
+    rows, med = [], {}
+    for system, title in SYSTEMS:
+        cells = {}
+        for w in WORKLOADS:
+            r = median_run(load(results, system, w))
+            if r:
+                med[(system, w)] = r
+                cells[w] = r
+        if not cells:
+            continue
+        errors = sum(r["errors"]["total"] for w in WORKLOADS for r in load(results, system, w))
+        line = [title]
+        for w in WORKLOADS:
+            r = cells.get(w)
+            t = r["total"] if r else {}
+            line += [fmt_rps(t.get("rps")), fmt_ms(t.get("p50_ms")), fmt_ms(t.get("p99_ms")),
+                     fmt_ms(t.get("p999_ms"))]
+        line.append(str(errors))
+        rows.append("| " + " | ".join(line) + " |")
+
+    def rps(system, w):
+        r = med.get((system, w))
+        return r["total"]["rps"] if r else None
+
+    def p99(system, w):
+        r = med.get((system, w))
+        return r["total"]["p99_ms"] if r else None
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    gr = "gridraft-3-spread"
+    checks = [
+        ("Full GET, ×3 spread vs Java full GET", ratio(rps(gr, "get"), rps("java-local", "get")), 5.0),
+        ("Full GET, ×3 spread vs Java `/uri`", ratio(rps(gr, "get"), rps("java-local", "uri")), 1.5),
+        ("Add, ×3 vs etcd ×3 put", ratio(rps(gr, "add"), rps("etcd-3", "add")), 2.0),
+        ("Add, ×3 vs Java add", ratio(rps(gr, "add"), rps("java-local", "add")), 3.0),
+        ("Grid mix, ×3 vs Java mix", ratio(rps(gr, "mix"), rps("java-local", "mix")), 3.0),
+    ]
+    ratio_rows = []
+    for name, value, target in checks:
+        verdict = "–" if value is None else ("met" if value >= target else f"missed by {(1 - value / target) * 100:.0f} %")
+        ratio_rows.append(f"| {name} | {'–' if value is None else f'{value:.2f}×'} | ≥ {target}× | {verdict} |")
+    gp, jp = p99(gr, "get"), p99("java-local", "get")
+    verdict = "–" if gp is None or jp is None else ("met" if gp <= jp else f"missed: {gp:.2f} ms vs {jp:.2f} ms")
+    ratio_rows.append(f"| Full GET p99, ×3 spread vs Java | {fmt_ms(gp)} ms vs {fmt_ms(jp)} ms | no worse | {verdict} |")
+    etcd_rows = []
+    for w, label in (("get", "linearizable read vs etcd range"), ("add", "durable add vs etcd put"), ("mix", "Grid mix vs etcd")):
+        v = ratio(rps(gr, w), rps("etcd-3", w))
+        etcd_rows.append(f"| gridraft ×3 spread, {label} | {'–' if v is None else f'{v:.2f}×'} |")
+    for w in ("get", "uri", "add", "mix"):
+        v = ratio(rps(gr, w), rps("java-local", w))
+        etcd_rows.append(f"| gridraft ×3 spread vs Java LocalSessionMap, {w} | {'–' if v is None else f'{v:.2f}×'} |")
+
+    head = ("| System | full GET req/s | p50 ms | p99 ms | p99.9 ms | `/uri` req/s | p50 | p99 | p99.9 "
+            "| add req/s | p50 | p99 | p99.9 | Grid mix req/s | p50 | p99 | p99.9 | errors |\n"
+            "|---|" + "---:|" * 17)
+    body = f"""## Side by side (generated by `scripts/bench.sh`)
+
+{machine(results)}
+
+Concurrency {med and next(iter(med.values()))['concurrency']}, {len(load(results, 'java-local', 'get')) or '?'} runs per cell, the
+run with the median throughput shown (its latencies with it). Workloads: *full GET* and *`/uri`*
+read 1 000 pre-loaded sessions at random; *add* re-adds over 10 000 ids (a durable, replicated
+write on gridraft and etcd); *Grid mix* is, per session, one add, 20 full GETs, one `/uri`, one
+DELETE (requests/s over all of them). Sessions carry about 3 KB of Chrome capabilities. Every
+answer is verified (status, the session's own id and per-add token); *errors* counts wrong,
+missing, stale or failed answers over all runs. etcd is driven through its JSON gateway
+(`/v3/kv/range` linearizable, `/v3/kv/put`), its value being the same session JSON.
+
+{head}
+{chr(10).join(rows)}
+
+### Targets (issue 6), from this run
+
+| Target | Measured | Needed | |
+|---|---:|---:|---|
+{chr(10).join(ratio_rows)}
+
+### Ratios
+
+| | |
+|---|---:|
+{chr(10).join(etcd_rows)}
+
+Repeat with: `{command}`
+"""
+    replace_section(md, "COMPARE", body)
+
+
+def scale(results, md, command):
+    with open(os.path.join(results, "scale.json")) as f:
+        s = json.load(f)
+    lines = []
+    base = None
+    for lvl in s["levels"]:
+        n = lvl["sessions"]
+        runs = []
+        for p in glob.glob(os.path.join(results, f"scale.get.{n}.*.json")):
+            with open(p) as f:
+                runs.append(json.load(f))
+        r = median_run(runs)
+        t = r["total"] if r else {}
+        rps = t.get("rps")
+        base = base or rps
+        pre = os.path.join(results, f"scale.preload.{n}.json")
+        rate = json.load(open(pre))["preload"]["rate"] if os.path.exists(pre) else None
+        per = (lvl["rss_kb"] - s["rss_empty_kb"]) * 1024 / n
+        lines.append(
+            f"| {n:,} | {fmt_rps(rps)} | {fmt_ms(t.get('p50_ms'))} | {fmt_ms(t.get('p99_ms'))} | "
+            f"{fmt_ms(t.get('p999_ms'))} | {'–' if not (rps and base) else f'{(rps / base - 1) * 100:+.0f} %'} | "
+            f"{lvl['rss_kb'] / 1024:,.0f} MiB | {per:,.0f} B | {lvl['disk_kb'] / 1024:,.0f} MiB | {fmt_rps(rate)} |")
+    j = s["java"]
+    jper = (j["rss_kb"] - j["rss_empty_kb"]) * 1024 / j["sessions"]
+    churn = "\n".join(
+        f"| {c['sessions']:,} | {c['rss_kb'] / 1024:,.0f} MiB | {c['disk_kb'] / 1024:,.0f} MiB |" for c in s["churn"])
+    rs = s["restart"]
+    body = f"""## Scale (generated by `scripts/bench.sh scale`)
+
+{machine(results)}
+
+One gridraft member (fsync on), full GETs at concurrency 64 over the whole live population.
+Memory per session = (RSS − RSS of the empty member) / sessions.
+
+| Live sessions | full GET req/s | p50 ms | p99 ms | p99.9 ms | vs 1 000 | RSS | per session | disk | load rate (adds/s) |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+{chr(10).join(lines)}
+
+Java LocalSessionMap: {j['sessions']:,} sessions, RSS after a full GC {j['rss_empty_kb'] / 1024:,.0f} MiB empty →
+{j['rss_kb'] / 1024:,.0f} MiB: **{jper:,.0f} B per session**.
+
+Start to ready (`/readyz` 204) of an empty member, three starts: {', '.join(f'{v} ms' for v in s['ready_empty_ms'])}.
+
+Restart of the member holding {rs['sessions']:,} sessions (SIGTERM, start, snapshot load and log
+replay): ready after **{rs['ready_ms']} ms**, first full GET of the last session answered after
+{rs['first_read_ms']} ms.
+
+Churn on a fresh member (each session added, then removed):
+
+| Sessions churned | RSS | disk |
+|---:|---:|---:|
+{churn}
+
+Repeat with: `{command}`
+"""
+    replace_section(md, "SCALE", body)
+
+
+def summary(results, _md, _command):
+    """Medians per system and workload, printed (for before/after runs)."""
+    for system, _ in SYSTEMS:
+        for w in WORKLOADS:
+            r = median_run(load(results, system, w))
+            if r:
+                t = r["total"]
+                print(f"{system:<32} {w:<4} {t['rps']:>9,.0f} req/s  p50 {t['p50_ms']:7.2f}  "
+                      f"p99 {t['p99_ms']:7.2f}  p99.9 {t['p999_ms']:7.2f}  errors {r['errors']['total']}")
+
+
+if __name__ == "__main__":
+    kind, results, md, command = sys.argv[1:5]
+    {"compare": compare, "scale": scale, "summary": summary}[kind](results, md, command)
