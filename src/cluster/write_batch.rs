@@ -93,7 +93,13 @@ async fn run(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<(Proposal, 
 /// About the size of `p` in the log (bincode writes strings as length plus bytes).
 fn encoded_size(p: &Proposal) -> usize {
     match &p.op {
-        Op::Add(s) => 64 + s.id.len() + s.uri.len() + s.start.len() + s.capabilities.len() + s.stereotype.len(),
+        Op::Add(s) => {
+            64 + s.id.len()
+                + s.uri.len()
+                + s.start.len()
+                + s.capabilities.len()
+                + s.stereotype.len()
+        }
         Op::Remove { id, .. } => 48 + id.len(),
         _ => 64,
     }
