@@ -114,30 +114,39 @@ impl Session {
     /// The complete body of a 200 answer to GET /se/grid/session/{id}: `{"value": {...}}`,
     /// pretty, byte-identical to Java.
     pub fn render_get_body(&self) -> String {
+        self.render_get_body_parts().body
+    }
+
+    /// The `GET` body with where the capabilities and the stereotype sit inside it.
+    pub fn render_get_body_parts(&self) -> RenderedGet {
         let mut out = String::with_capacity(
             self.capabilities.len() + self.stereotype.len() + self.id.len() + self.uri.len() + 160,
         );
         out.push_str("{\n  \"value\": {\n    \"capabilities\": ");
+        let caps_start = out.len();
         push_nested(&self.capabilities, &mut out);
+        let capabilities = caps_start..out.len();
         out.push_str(",\n    \"sessionId\": ");
         json::write_string(&self.id, &mut out);
         out.push_str(",\n    \"start\": ");
         json::write_string(&self.start, &mut out);
         out.push_str(",\n    \"stereotype\": ");
+        let stereo_start = out.len();
         push_nested(&self.stereotype, &mut out);
+        let stereotype = stereo_start..out.len();
         out.push_str(",\n    \"uri\": ");
         json::write_string(&self.uri, &mut out);
         out.push_str("\n  }\n}");
-        out
+        RenderedGet {
+            body: out,
+            capabilities,
+            stereotype,
+        }
     }
 
     /// The complete body of a 200 answer to GET /se/grid/session/{id}/uri.
     pub fn render_uri_body(&self) -> String {
-        let mut out = String::with_capacity(self.uri.len() + 32);
-        out.push_str("{\n  \"value\": ");
-        json::write_string(&self.uri, &mut out);
-        out.push_str("\n}");
-        out
+        render_uri_body(&self.uri)
     }
 
     /// `"` + start + `"`: the stored form Selenium writes to Redis `session:<id>:start` and
@@ -147,6 +156,27 @@ impl Session {
         json::write_string(&self.start, &mut out);
         out
     }
+}
+
+/// A rendered `GET` body and the byte ranges of the nested documents inside it.
+pub struct RenderedGet {
+    pub body: String,
+    pub capabilities: std::ops::Range<usize>,
+    pub stereotype: std::ops::Range<usize>,
+}
+
+/// The complete body of a 200 answer to GET /se/grid/session/{id}/uri for a node URI.
+pub fn render_uri_body(uri: &str) -> String {
+    let mut out = String::with_capacity(uri.len() + 32);
+    out.push_str("{\n  \"value\": ");
+    json::write_string(uri, &mut out);
+    out.push_str("\n}");
+    out
+}
+
+/// The inverse of [`push_nested`]: a document embedded two levels deep, back at level 0.
+pub fn unnest(nested: &str) -> String {
+    nested.replace("\n    ", "\n")
 }
 
 /// Embeds a document rendered at level 0 two levels deeper. The pretty writer escapes every

@@ -68,7 +68,7 @@ async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_
             gridraft::raft::Lookup::Found(r) => r,
             other => panic!("{id} is not live: {other:?}"),
         };
-        assert_eq!(record.session.capabilities, *caps);
+        assert_eq!(record.session().capabilities, *caps);
     }
     // A removal is remembered even after a re-add; pick a session that is gone now.
     let removed = truth

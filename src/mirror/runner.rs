@@ -308,7 +308,7 @@ impl<M: Mirror> Runner<M> {
     async fn resync(&self, store: &mut M, f: &mut Follow) -> Result<(), MirrorError> {
         let index = *self.ctx.applied.borrow();
         let map = self.ctx.reader.snapshot();
-        let sessions: Vec<_> = map.sessions().cloned().collect();
+        let sessions: Vec<_> = map.sessions().collect();
         tracing::info!(
             from = f.position,
             to = index,
@@ -454,8 +454,8 @@ pub fn resolve(pending: &Pending, shadow: &mut UriIndex, map: &SessionMap) -> Mi
     for id in &pending.touched {
         match map.get(id) {
             Lookup::Found(record) => {
-                shadow.settle(id, Some(&record.session.uri));
-                batch.upserts.push(record.session.clone());
+                shadow.settle(id, Some(&record.uri));
+                batch.upserts.push(record.session());
             }
             Lookup::Removed(_) | Lookup::Missing => {
                 shadow.settle(id, None);

@@ -24,8 +24,8 @@ impl UriIndex {
         for (id, t) in map.tombstones() {
             index.add(id, &t.node);
         }
-        for s in map.sessions() {
-            index.add(&s.id, &s.uri);
+        for r in map.records() {
+            index.add(&r.id, &r.uri);
         }
         index
     }

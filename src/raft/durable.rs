@@ -208,7 +208,13 @@ fn sync_new_files(dir: &Path, seen: &mut HashMap<OsString, u64>) -> io::Result<b
 pub struct Storage {
     pub db: sled::Db,
     pub flusher: Flusher,
+    /// The member's data directory (sled lives in `sled/` under it).
+    pub dir: PathBuf,
 }
+
+/// sled's page cache. sled's default (1 GiB) mostly caches Raft log entries that were applied
+/// long ago; the map itself lives in memory outside sled, so a small cache costs no lookups.
+const SLED_CACHE_BYTES: u64 = 64 << 20;
 
 impl Storage {
     /// Opens (or creates) the database under `dir` and checks, or on first start records, the
@@ -217,6 +223,7 @@ impl Storage {
         let sled_dir = dir.join("sled");
         let db = sled::Config::new()
             .path(&sled_dir)
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .map_err(|source| OpenError::Sled {
                 path: sled_dir.clone(),
@@ -225,6 +232,7 @@ impl Storage {
         let storage = Storage {
             flusher: Flusher::start(db.clone(), sled_dir.clone()),
             db,
+            dir: dir.to_owned(),
         };
         storage.check_identity(&sled_dir, identity)?;
         Ok(storage)

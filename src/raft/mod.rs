@@ -4,8 +4,6 @@
 //! Nothing outside this module touches sled. The rest of the crate sees a [`RaftHandle`]-free
 //! surface: [`Proposal`] to write, [`SessionMapReader`] to read.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -15,6 +13,7 @@ pub mod durable;
 pub mod log_store;
 pub mod network;
 pub mod session_map;
+pub mod snapshot_file;
 pub mod state_machine;
 
 pub use session_map::{Lookup, SessionMapReader};
@@ -30,7 +29,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot_file::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -21,22 +21,115 @@ pub const MAX_TOMBSTONES: usize = 100_000;
 /// How many applied event ids are remembered for de-duplication (Selenium keeps 128).
 pub const MAX_EVENT_IDS: usize = 1024;
 
-/// A live session with its answers pre-rendered, so a lookup copies nothing.
+/// A live session, held as the answers it gives: the complete `GET` body, in which the
+/// capabilities and stereotype sit at known byte ranges, and the `/uri` body. A lookup copies
+/// nothing, and the session itself is recovered from the body when a mirror or an export needs
+/// it (see [`Record::session`]), so its capabilities are held once, not twice.
 #[derive(Debug)]
 pub struct Record {
-    pub session: Session,
+    pub id: Arc<str>,
+    pub uri: Arc<str>,
+    pub start: Box<str>,
     /// Complete body of `GET /se/grid/session/{id}`.
     pub get_body: Bytes,
     /// Complete body of `GET /se/grid/session/{id}/uri`.
     pub uri_body: Bytes,
+    /// Byte ranges of the capabilities and the stereotype inside `get_body`.
+    capabilities: Span,
+    stereotype: Span,
+}
+
+/// A byte range inside a record's `GET` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    fn of(r: std::ops::Range<usize>) -> Self {
+        // Bodies are bounded by the request size limit, far below 4 GiB.
+        Span {
+            start: r.start as u32,
+            end: r.end as u32,
+        }
+    }
+
+    fn slice(self, body: &[u8]) -> Option<&[u8]> {
+        body.get(self.start as usize..self.end as usize)
+    }
+}
+
+/// A record whose stored form is inconsistent (a body range outside the body, or not UTF-8).
+#[derive(Debug, thiserror::Error)]
+#[error("session {id}: stored body ranges do not match the body")]
+pub struct BadRecord {
+    pub id: String,
 }
 
 impl Record {
     pub fn new(session: Session) -> Self {
+        let rendered = session.render_get_body_parts();
         Record {
-            get_body: Bytes::from(session.render_get_body()),
             uri_body: Bytes::from(session.render_uri_body()),
-            session,
+            id: Arc::from(session.id),
+            uri: Arc::from(session.uri),
+            start: session.start.into_boxed_str(),
+            get_body: Bytes::from(rendered.body),
+            capabilities: Span::of(rendered.capabilities),
+            stereotype: Span::of(rendered.stereotype),
+        }
+    }
+
+    /// Rebuilds a record from its stored parts (a snapshot), checking the ranges.
+    pub fn from_parts(
+        id: String,
+        uri: String,
+        start: String,
+        get_body: Vec<u8>,
+        capabilities: Span,
+        stereotype: Span,
+    ) -> Result<Self, BadRecord> {
+        let ok = |span: Span| {
+            span.slice(&get_body)
+                .is_some_and(|b| std::str::from_utf8(b).is_ok())
+        };
+        if !ok(capabilities) || !ok(stereotype) {
+            return Err(BadRecord { id });
+        }
+        let uri_body = crate::session::render_uri_body(&uri);
+        Ok(Record {
+            id: Arc::from(id),
+            uri: Arc::from(uri),
+            start: start.into_boxed_str(),
+            get_body: Bytes::from(get_body),
+            uri_body: Bytes::from(uri_body),
+            capabilities,
+            stereotype,
+        })
+    }
+
+    /// The byte ranges of the capabilities and the stereotype inside `get_body`.
+    pub fn spans(&self) -> (Span, Span) {
+        (self.capabilities, self.stereotype)
+    }
+
+    /// The session this record answers for.
+    pub fn session(&self) -> Session {
+        let level0 = |span: Span| {
+            // Checked on construction: in range and UTF-8.
+            let nested = span
+                .slice(&self.get_body)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default();
+            crate::session::unnest(nested)
+        };
+        Session {
+            id: self.id.to_string(),
+            uri: self.uri.to_string(),
+            start: self.start.to_string(),
+            capabilities: level0(self.capabilities),
+            stereotype: level0(self.stereotype),
         }
     }
 }
@@ -153,18 +246,30 @@ impl SessionMap {
     }
 
     /// Live sessions in no particular order.
-    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
-        self.sessions.values().map(|r| &r.session)
+    pub fn records(&self) -> impl Iterator<Item = &Arc<Record>> {
+        self.sessions.values()
+    }
+
+    /// Live sessions in no particular order, each rebuilt from its record.
+    pub fn sessions(&self) -> impl Iterator<Item = Session> + '_ {
+        self.sessions.values().map(|r| r.session())
     }
 
     fn insert(&mut self, session: Session) {
-        let id: Arc<str> = Arc::from(session.id.as_str());
+        self.insert_record(Record::new(session));
+    }
+
+    /// Inserts a record, replacing the session with its id if there is one.
+    pub fn insert_record(&mut self, record: Record) {
+        let id = record.id.clone();
         if let Some(old) = self.sessions.get(&id).cloned() {
-            self.unindex(&old.session.uri, &id);
+            self.unindex(&old.uri, &id);
         }
-        let uri: Arc<str> = Arc::from(session.uri.as_str());
-        self.by_uri.entry(uri).or_default().insert(id.clone());
-        self.sessions.insert(id, Arc::new(Record::new(session)));
+        self.by_uri
+            .entry(record.uri.clone())
+            .or_default()
+            .insert(id.clone());
+        self.sessions.insert(id, Arc::new(record));
     }
 
     fn remove(&mut self, id: &str, reason: RemovalReason, at: i64) -> bool {
@@ -172,13 +277,13 @@ impl SessionMap {
             return false;
         };
         let id: Arc<str> = Arc::from(id);
-        self.unindex(&old.session.uri, &id);
+        self.unindex(&old.uri, &id);
         self.tombstones.insert(
             id.clone(),
             Tombstone {
                 removed_at: at,
                 reason,
-                node: old.session.uri.clone(),
+                node: old.uri.to_string(),
             },
         );
         self.tombstone_order.push_back((at, id));
@@ -219,60 +324,6 @@ impl SessionMap {
             }
         }
     }
-
-    pub fn to_image(&self) -> MapImage {
-        MapImage {
-            sessions: self.sessions().cloned().collect(),
-            tombstones: self
-                .tombstone_order
-                .iter()
-                .filter_map(|(at, id)| {
-                    let t = self.tombstones.get(id)?;
-                    (t.removed_at == *at).then(|| (id.to_string(), t.clone()))
-                })
-                .collect(),
-            events: self.event_order.iter().copied().collect(),
-            clock: self.clock,
-            mirror_progress: self
-                .mirror_progress
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
-        }
-    }
-
-    pub fn from_image(image: MapImage) -> Self {
-        let mut map = SessionMap {
-            clock: image.clock,
-            ..Default::default()
-        };
-        for session in image.sessions {
-            map.insert(session);
-        }
-        for (id, t) in image.tombstones {
-            let id: Arc<str> = Arc::from(id);
-            map.tombstone_order.push_back((t.removed_at, id.clone()));
-            map.tombstones.insert(id, t);
-        }
-        for e in image.events {
-            map.remember_event(e);
-        }
-        for (name, index) in image.mirror_progress {
-            map.mirror_progress.insert(Arc::from(name), index);
-        }
-        map
-    }
-}
-
-/// The serialised form of a [`SessionMap`], as stored in snapshots.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct MapImage {
-    pub sessions: Vec<Session>,
-    pub tombstones: Vec<(String, Tombstone)>,
-    pub events: Vec<Uuid>,
-    pub clock: i64,
-    /// Each mirror's confirmed log index, by mirror name.
-    pub mirror_progress: Vec<(String, u64)>,
 }
 
 /// Read access to the applied session map, shared by the state machine and the API.
@@ -304,6 +355,10 @@ impl SessionMapReader {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+mod image;
+
+pub use image::ImageError;
 
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,14 @@
 //! The openraft state machine: applies committed [`Proposal`](super::Proposal)s to the in-memory
-//! [`SessionMap`] and keeps its durable image, the latest snapshot, in sled.
+//! [`SessionMap`] and keeps its durable image, the latest snapshot, as a file (see
+//! [`snapshot_file`](super::snapshot_file)) recorded in sled.
 //!
 //! The map is rebuilt on start from that snapshot plus the log entries after it, which openraft
 //! replays. A snapshot is an O(1) clone of the persistent map taken on the apply path; encoding
 //! and writing it happen on a blocking thread, off both the apply and the request paths.
 
-use std::io::Cursor;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -13,17 +16,20 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
 
 use super::durable::Storage;
-use super::session_map::{MapImage, SessionMap, SessionMapReader};
+use super::session_map::{SessionMap, SessionMapReader};
+use super::snapshot_file::{self, SnapshotFile, SNAPSHOT_DIR};
 use super::{Applied, Entry, LogId, NodeId, StorageError, TypeConfig};
 
 type Membership = StoredMembership<NodeId, BasicNode>;
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
-const SNAPSHOT_META: &[u8] = b"snapshot_meta";
-const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+/// sled key of the current snapshot's [`SnapshotRecord`].
+const CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
+/// Read buffer for decoding a snapshot file.
+const FILE_BUFFER: usize = 1 << 20;
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::IO {
@@ -37,15 +43,77 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
     }
 }
 
-/// What a snapshot holds besides its openraft metadata.
+/// What sled records about the current snapshot: openraft's metadata and the file holding it.
 #[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    map: MapImage,
+struct SnapshotRecord {
+    meta: Meta,
+    file: String,
+}
+
+/// The snapshot directory and the lock that orders its updates: a snapshot built here and one
+/// received from the leader may finish at the same time; the newer one must stay current.
+#[derive(Clone)]
+struct Snapshots {
+    storage: Storage,
+    tree: sled::Tree,
+    dir: PathBuf,
+    lock: Arc<Mutex<()>>,
+}
+
+impl Snapshots {
+    fn current(&self) -> Result<Option<(SnapshotRecord, PathBuf)>, StorageError> {
+        let Some(raw) = self
+            .tree
+            .get(CURRENT_SNAPSHOT)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+        else {
+            return Ok(None);
+        };
+        let record: SnapshotRecord =
+            bincode::deserialize(&raw).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let path = self.dir.join(&record.file);
+        Ok(Some((record, path)))
+    }
+
+    /// Makes the file `name` (already durable in the directory) the current snapshot, unless
+    /// the current one is newer, then deletes every other file. Returns whether it was taken.
+    async fn make_current(&self, meta: &Meta, name: &str) -> Result<bool, StorageError> {
+        let _guard = self.lock.lock().await;
+        if let Some((current, _)) = self.current()? {
+            if current.meta.last_log_id > meta.last_log_id {
+                let stale = self.dir.join(name);
+                let _ = std::fs::remove_file(stale);
+                return Ok(false);
+            }
+        }
+        let record = SnapshotRecord {
+            meta: meta.clone(),
+            file: name.to_owned(),
+        };
+        let raw = bincode::serialize(&record).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.tree
+            .insert(CURRENT_SNAPSHOT, raw)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.storage
+            .flusher
+            .flush()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        snapshot_file::remove_others(&self.dir, Some(name), false)
+            .map_err(|e| snap_err(ErrorVerb::Delete, e))?;
+        Ok(true)
+    }
+}
+
+/// Decodes a snapshot file, on a blocking thread when called from async code.
+fn read_map(path: &Path) -> Result<SessionMap, StorageError> {
+    let file = std::fs::File::open(path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    SessionMap::decode(BufReader::with_capacity(FILE_BUFFER, file))
+        .map_err(|e| snap_err(ErrorVerb::Read, e))
 }
 
 pub struct StateMachine {
-    storage: Storage,
-    tree: sled::Tree,
+    snapshots: Snapshots,
     map: SessionMapReader,
     last_applied: Option<LogId>,
     membership: Membership,
@@ -59,17 +127,32 @@ impl StateMachine {
             .db
             .open_tree("state_machine")
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let dir = storage.dir.join(SNAPSHOT_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let (applied_tx, _) = watch::channel(0);
         let mut sm = StateMachine {
-            storage: storage.clone(),
-            tree,
+            snapshots: Snapshots {
+                storage: storage.clone(),
+                tree,
+                dir,
+                lock: Arc::new(Mutex::new(())),
+            },
             map: SessionMapReader::default(),
             last_applied: None,
             membership: Membership::default(),
             applied_tx,
         };
-        if let Some((meta, data)) = sm.read_snapshot()? {
-            sm.restore(&meta, &data)?;
+        let current = sm.snapshots.current()?;
+        // Files left by a crash mid-write, or by a snapshot replaced just before one.
+        snapshot_file::remove_others(
+            &sm.snapshots.dir,
+            current.as_ref().map(|(r, _)| r.file.as_str()),
+            true,
+        )
+        .map_err(|e| snap_err(ErrorVerb::Delete, e))?;
+        if let Some((record, path)) = current {
+            let map = read_map(&path)?;
+            sm.restore(&record.meta, map);
         }
         Ok(sm)
     }
@@ -84,52 +167,17 @@ impl StateMachine {
         self.applied_tx.subscribe()
     }
 
-    fn read_snapshot(&self) -> Result<Option<(Meta, Vec<u8>)>, StorageError> {
-        let read = |k| self.tree.get(k).map_err(|e| snap_err(ErrorVerb::Read, e));
-        let (Some(meta), Some(data)) = (read(SNAPSHOT_META)?, read(SNAPSHOT_DATA)?) else {
-            return Ok(None);
-        };
-        let meta: Meta = bincode::deserialize(&meta).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(Some((meta, data.to_vec())))
-    }
-
-    fn restore(&mut self, meta: &Meta, data: &[u8]) -> Result<(), StorageError> {
-        let body: SnapshotBody =
-            bincode::deserialize(data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let map = SessionMap::from_image(body.map);
+    fn restore(&mut self, meta: &Meta, map: SessionMap) {
         *self.map.inner.write().unwrap_or_else(|e| e.into_inner()) = map;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.publish_applied();
-        Ok(())
     }
 
     fn publish_applied(&self) {
         let index = self.last_applied.map(|l| l.index).unwrap_or(0);
         self.applied_tx.send_replace(index);
     }
-}
-
-/// Writes a snapshot into sled and waits until it is on disk.
-async fn persist_snapshot(
-    storage: &Storage,
-    tree: &sled::Tree,
-    meta: &Meta,
-    data: &[u8],
-) -> Result<(), StorageError> {
-    let mut batch = sled::Batch::default();
-    batch.insert(
-        SNAPSHOT_META,
-        bincode::serialize(meta).map_err(|e| snap_err(ErrorVerb::Write, e))?,
-    );
-    batch.insert(SNAPSHOT_DATA, data);
-    tree.apply_batch(batch)
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-    storage
-        .flusher
-        .flush()
-        .await
-        .map_err(|e| snap_err(ErrorVerb::Write, e))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -166,40 +214,66 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
-            storage: self.storage.clone(),
-            tree: self.tree.clone(),
+            snapshots: self.snapshots.clone(),
             map: self.map.snapshot(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let file = SnapshotFile::create_incoming(&self.snapshots.dir)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        self.restore(meta, &data)?;
-        persist_snapshot(&self.storage, &self.tree, meta, &data).await
+        let received = snapshot
+            .finish()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let dir = self.snapshots.dir.clone();
+        let name = snapshot_file::file_name(meta.last_log_id.map(|l| l.index).unwrap_or(0));
+        let (path, map) = tokio::task::spawn_blocking(move || {
+            let map = read_map(&received)?;
+            let path = snapshot_file::install(&received, &dir, &name)
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            Ok::<_, StorageError>((path, map))
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))??;
+        self.restore(meta, map);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.snapshots.make_current(meta, &name).await?;
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self.read_snapshot()?.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+        let _guard = self.snapshots.lock.lock().await;
+        let Some((record, path)) = self.snapshots.current()? else {
+            return Ok(None);
+        };
+        let file = SnapshotFile::open(path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta: record.meta,
+            snapshot: Box::new(file),
         }))
     }
 }
 
 /// Builds a snapshot from an O(1) copy of the map taken when openraft asked for it.
 pub struct SnapshotBuilder {
-    storage: Storage,
-    tree: sled::Tree,
+    snapshots: Snapshots,
     map: SessionMap,
     last_applied: Option<LogId>,
     membership: Membership,
@@ -208,10 +282,20 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let map = std::mem::take(&mut self.map);
-        let data = tokio::task::spawn_blocking(move || {
-            bincode::serialize(&SnapshotBody {
-                map: map.to_image(),
-            })
+        let index = self.last_applied.map(|l| l.index).unwrap_or(0);
+        let name = snapshot_file::file_name(index);
+        let dir = self.snapshots.dir.clone();
+        let file_name = name.clone();
+        let path = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
+            let tmp = dir.join(format!("{file_name}.tmp"));
+            let file = std::fs::File::create(&tmp)?;
+            let mut w = BufWriter::with_capacity(FILE_BUFFER, file);
+            map.encode(&mut w)?;
+            let file = w.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            drop(file);
+            drop(map);
+            snapshot_file::install(&tmp, &dir, &file_name)
         })
         .await
         .map_err(|e| snap_err(ErrorVerb::Write, e))?
@@ -225,10 +309,24 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        persist_snapshot(&self.storage, &self.tree, &meta, &data).await?;
+        let (meta, path) = if self.snapshots.make_current(&meta, &name).await? {
+            (meta, path)
+        } else {
+            // A newer snapshot, received from the leader, became current meanwhile.
+            let (record, path) = self.snapshots.current()?.ok_or_else(|| {
+                snap_err(
+                    ErrorVerb::Read,
+                    std::io::Error::other("current snapshot record vanished"),
+                )
+            })?;
+            (record.meta, path)
+        };
+        let file = SnapshotFile::open(path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
 }

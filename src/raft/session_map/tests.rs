@@ -54,7 +54,7 @@ fn re_add_replaces_and_moves_to_the_new_node() {
         m.apply(&remove_by_uri(3, "http://n1:5555", None)).changed,
         0
     );
-    assert!(matches!(m.get("a"), Lookup::Found(r) if r.session.uri == "http://n2:5555"));
+    assert!(matches!(m.get("a"), Lookup::Found(r) if &*r.uri == "http://n2:5555"));
     assert_eq!(
         m.apply(&remove_by_uri(4, "http://n2:5555", None)).changed,
         1
@@ -140,9 +140,7 @@ fn image_round_trip_keeps_everything() {
     m.apply(&remove(3, "a"));
     let e = Uuid::new_v4();
     m.apply(&remove_by_uri(4, "none", Some(e)));
-    let image = m.to_image();
-    let bytes = bincode::serialize(&image).unwrap();
-    let mut back = SessionMap::from_image(bincode::deserialize(&bytes).unwrap());
+    let mut back = round_trip(&m);
     assert!(matches!(back.get("a"), Lookup::Removed(_)));
     assert!(matches!(back.get("b"), Lookup::Found(_)));
     assert!(back.apply(&remove_by_uri(5, "none", Some(e))).duplicate);
@@ -192,13 +190,13 @@ proptest! {
                 }
             }
         }
-        let restored = SessionMap::from_image(m.to_image());
+        let restored = round_trip(&m);
         for map in [&m, &restored] {
             prop_assert_eq!(map.len(), model.len());
             for i in 0..16u8 {
                 let id = format!("s{i}");
                 match (map.get(&id), model.get(&id)) {
-                    (Lookup::Found(r), Some(uri)) => prop_assert_eq!(&r.session.uri, uri),
+                    (Lookup::Found(r), Some(uri)) => prop_assert_eq!(&*r.uri, uri.as_str()),
                     (Lookup::Found(_), None) => prop_assert!(false, "{} should be gone", id),
                     (_, Some(_)) => prop_assert!(false, "{} should be present", id),
                     (_, None) => {}
@@ -224,7 +222,87 @@ fn mirror_progress_only_moves_forward_survives_snapshots_and_changes_no_session(
     m.apply(&progress(3));
     assert_eq!(m.mirror_progress("redis"), 7);
     assert_eq!(m.mirror_progress("postgres"), 0);
-    let restored = SessionMap::from_image(m.to_image());
+    let restored = round_trip(&m);
     assert_eq!(restored.mirror_progress("redis"), 7);
     assert_eq!(restored.len(), 1);
+}
+
+fn round_trip(m: &SessionMap) -> SessionMap {
+    let mut bytes = Vec::new();
+    m.encode(&mut bytes).unwrap();
+    SessionMap::decode(bytes.as_slice()).unwrap()
+}
+
+fn chrome_session(id: &str) -> Session {
+    Session {
+        id: id.to_owned(),
+        uri: "http://10.0.0.5:5555".to_owned(),
+        start: "2024-05-01T10:20:30.123400Z".to_owned(),
+        capabilities: "{\n  \"browserName\": \"chrome\",\n  \"goog:chromeOptions\": {\n    \
+                       \"args\": [\n      \"--line\\nbreak\",\n      \"    spaced\"\n    ]\n  \
+                       },\n  \"se:cdp\": \"ws:\\u002f\\u002fx\"\n}"
+            .to_owned(),
+        stereotype: "{\n  \"browserName\": \"chrome\"\n}".to_owned(),
+    }
+}
+
+#[test]
+fn a_record_serves_the_rendered_bodies_and_gives_the_session_back() {
+    let s = chrome_session("a");
+    let record = Record::new(s.clone());
+    assert_eq!(&record.get_body[..], s.render_get_body().as_bytes());
+    assert_eq!(&record.uri_body[..], s.render_uri_body().as_bytes());
+    assert_eq!(record.session(), s);
+}
+
+#[test]
+fn snapshot_form_keeps_bodies_byte_for_byte() {
+    let mut m = SessionMap::default();
+    for i in 0..50 {
+        m.apply(&Proposal {
+            at: i,
+            event_id: None,
+            op: Op::Add(chrome_session(&format!("s{i}"))),
+        });
+    }
+    m.apply(&remove(60, "s7"));
+    let back = round_trip(&m);
+    assert_eq!(back.len(), 49);
+    assert_eq!(back.clock, m.clock);
+    for i in (0..50).filter(|i| *i != 7) {
+        let id = format!("s{i}");
+        let (Lookup::Found(a), Lookup::Found(b)) = (m.get(&id), back.get(&id)) else {
+            panic!("{id} lost");
+        };
+        assert_eq!(a.get_body, b.get_body);
+        assert_eq!(a.uri_body, b.uri_body);
+        assert_eq!(b.session(), chrome_session(&id));
+    }
+    assert!(matches!(back.get("s7"), Lookup::Removed(t) if t.removed_at == 60));
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused_whole() {
+    let mut m = SessionMap::default();
+    m.apply(&add(1, "a", "http://n1:5555"));
+    m.apply(&add(2, "b", "http://n2:5555"));
+    let mut bytes = Vec::new();
+    m.encode(&mut bytes).unwrap();
+
+    let truncated = &bytes[..bytes.len() - 10];
+    assert!(SessionMap::decode(truncated).is_err());
+
+    let mut flipped = bytes.clone();
+    let at = flipped.len() - 20;
+    flipped[at] ^= 0x40;
+    assert!(SessionMap::decode(flipped.as_slice()).is_err());
+
+    let mut foreign = bytes.clone();
+    foreign[0] = b'X';
+    assert!(matches!(
+        SessionMap::decode(foreign.as_slice()),
+        Err(ImageError::Magic)
+    ));
+    assert!(SessionMap::decode(&[][..]).is_err());
+    assert_eq!(SessionMap::decode(bytes.as_slice()).unwrap().len(), 2);
 }

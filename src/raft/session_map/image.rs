@@ -1,0 +1,211 @@
+//! The snapshot form of a [`SessionMap`], written and read as a stream so that a map of a
+//! million sessions never exists twice in memory.
+//!
+//! Layout: the magic `GRSNAP` and a format version (2 bytes), the bincode [`Header`] (length
+//! first), then each live session as its stored parts (the `GET` body as it is served, so a
+//! restore renders nothing), then a CRC-32 of every byte before it. A truncated or damaged file
+//! is an error, never a partial map.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Record, SessionMap, Span, Tombstone};
+
+const MAGIC: &[u8; 6] = b"GRSNAP";
+const VERSION: u16 = 1;
+/// No stored string or body is larger than this; anything larger is damage.
+const MAX_FIELD: u32 = 256 << 20;
+
+/// Everything in the map except the live sessions, which follow it one by one.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    clock: i64,
+    /// Removals in the order they happened, oldest first.
+    tombstones: Vec<(String, Tombstone)>,
+    events: Vec<Uuid>,
+    mirror_progress: Vec<(String, u64)>,
+    sessions: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("reading the snapshot: {0}")]
+    Io(#[from] io::Error),
+    #[error("not a gridraft snapshot (bad magic)")]
+    Magic,
+    #[error("snapshot format version {0} is not supported (this build reads {VERSION})")]
+    Version(u16),
+    #[error("snapshot header: {0}")]
+    Header(#[from] bincode::Error),
+    #[error("snapshot field of {0} bytes is larger than any gridraft writes")]
+    Field(u32),
+    #[error("snapshot record: {0}")]
+    Record(#[from] super::BadRecord),
+    #[error("snapshot checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    Checksum { stored: u32, computed: u32 },
+}
+
+/// A writer that checksums what passes through it.
+struct Crc<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for Crc<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Crc<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn put_bytes(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(b.len()).map_err(|_| io::Error::other("field over 4 GiB"))?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(b)
+}
+
+fn put_u32(w: &mut impl Write, v: u32) -> io::Result<()> {
+    w.write_all(&v.to_le_bytes())
+}
+
+fn get_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn get_bytes(r: &mut impl Read) -> Result<Vec<u8>, ImageError> {
+    let len = get_u32(r)?;
+    if len > MAX_FIELD {
+        return Err(ImageError::Field(len));
+    }
+    let mut v = vec![0; len as usize];
+    r.read_exact(&mut v)?;
+    Ok(v)
+}
+
+fn get_string(r: &mut impl Read) -> Result<String, ImageError> {
+    String::from_utf8(get_bytes(r)?)
+        .map_err(|e| ImageError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))
+}
+
+impl SessionMap {
+    /// Writes the map's snapshot form to `w` (buffer it: this makes many small writes).
+    pub fn encode(&self, w: impl Write) -> io::Result<()> {
+        let mut w = Crc {
+            inner: w,
+            hasher: crc32fast::Hasher::new(),
+        };
+        w.write_all(MAGIC)?;
+        w.write_all(&VERSION.to_le_bytes())?;
+        let header = Header {
+            clock: self.clock,
+            tombstones: self
+                .tombstone_order
+                .iter()
+                .filter_map(|(at, id)| {
+                    let t = self.tombstones.get(id)?;
+                    (t.removed_at == *at).then(|| (id.to_string(), t.clone()))
+                })
+                .collect(),
+            events: self.event_order.iter().copied().collect(),
+            mirror_progress: self
+                .mirror_progress
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            sessions: self.sessions.len() as u64,
+        };
+        let header = bincode::serialize(&header).map_err(io::Error::other)?;
+        put_bytes(&mut w, &header)?;
+        for record in self.sessions.values() {
+            let (caps, stereo) = record.spans();
+            put_bytes(&mut w, record.id.as_bytes())?;
+            put_bytes(&mut w, record.uri.as_bytes())?;
+            put_bytes(&mut w, record.start.as_bytes())?;
+            put_bytes(&mut w, &record.get_body)?;
+            for v in [caps.start, caps.end, stereo.start, stereo.end] {
+                put_u32(&mut w, v)?;
+            }
+        }
+        let crc = w.hasher.clone().finalize();
+        w.inner.write_all(&crc.to_le_bytes())?;
+        w.flush()
+    }
+
+    /// Reads a map written by [`SessionMap::encode`] (buffer `r`).
+    pub fn decode(r: impl Read) -> Result<SessionMap, ImageError> {
+        let mut r = Crc {
+            inner: r,
+            hasher: crc32fast::Hasher::new(),
+        };
+        let mut magic = [0; 6];
+        r.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(ImageError::Magic);
+        }
+        let mut version = [0; 2];
+        r.read_exact(&mut version)?;
+        let version = u16::from_le_bytes(version);
+        if version != VERSION {
+            return Err(ImageError::Version(version));
+        }
+        let header: Header = bincode::deserialize(&get_bytes(&mut r)?)?;
+        let mut map = SessionMap {
+            clock: header.clock,
+            ..Default::default()
+        };
+        for _ in 0..header.sessions {
+            let id = get_string(&mut r)?;
+            let uri = get_string(&mut r)?;
+            let start = get_string(&mut r)?;
+            let body = get_bytes(&mut r)?;
+            let mut v = [0u32; 4];
+            for x in &mut v {
+                *x = get_u32(&mut r)?;
+            }
+            let span = |start, end| Span { start, end };
+            map.insert_record(Record::from_parts(
+                id,
+                uri,
+                start,
+                body,
+                span(v[0], v[1]),
+                span(v[2], v[3]),
+            )?);
+        }
+        let computed = r.hasher.clone().finalize();
+        let stored = get_u32(&mut r.inner)?;
+        if stored != computed {
+            return Err(ImageError::Checksum { stored, computed });
+        }
+        for (id, t) in header.tombstones {
+            let id: Arc<str> = Arc::from(id);
+            map.tombstone_order.push_back((t.removed_at, id.clone()));
+            map.tombstones.insert(id, t);
+        }
+        for e in header.events {
+            map.remember_event(e);
+        }
+        for (name, index) in header.mirror_progress {
+            map.mirror_progress.insert(Arc::from(name), index);
+        }
+        Ok(map)
+    }
+}
