@@ -241,6 +241,11 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     f.sync_all()
 }
 
+/// A stop takes a snapshot first when at least this many entries were applied since the last.
+const STOP_SNAPSHOT_MIN_ENTRIES: u64 = 1_000;
+/// The longest a stop waits for that snapshot.
+const STOP_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15);
+
 impl Node {
     /// Orderly stop: stop accepting Grid requests and drain them, hand leadership over, stop
     /// Raft, flush storage, close the peer port.
@@ -248,6 +253,7 @@ impl Node {
         self.public_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.public_server).await;
         self.hand_over_leadership().await;
+        self.snapshot_before_stop().await;
         self.tasks_stop.cancel();
         if let Err(e) = self.cluster.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
@@ -277,6 +283,39 @@ impl Node {
                 server.abort();
             }
         }
+    }
+
+    /// Takes a snapshot when many entries were applied since the last one, so the next start
+    /// loads one file instead of replaying them. Bounded: a stop is never held up for long.
+    async fn snapshot_before_stop(&self) {
+        let raft: &Raft = &self.cluster.raft;
+        let mut metrics = raft.metrics();
+        let (applied, snapshot) = {
+            let m = metrics.borrow();
+            (
+                m.last_applied.map(|l| l.index).unwrap_or(0),
+                m.snapshot.map(|l| l.index).unwrap_or(0),
+            )
+        };
+        if applied.saturating_sub(snapshot) < STOP_SNAPSHOT_MIN_ENTRIES {
+            return;
+        }
+        tracing::info!(applied, snapshot, "taking a snapshot before stopping");
+        if let Err(e) = raft.trigger().snapshot().await {
+            tracing::warn!(error = %e, "could not take a snapshot before stopping");
+            return;
+        }
+        let started = Instant::now();
+        let deadline = started + STOP_SNAPSHOT_TIMEOUT;
+        while Instant::now() < deadline {
+            let taken = metrics.borrow().snapshot.map(|l| l.index).unwrap_or(0);
+            if taken >= applied {
+                tracing::info!(index = taken, elapsed = ?started.elapsed(), "snapshot taken");
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline.into(), metrics.changed()).await;
+        }
+        tracing::warn!("snapshot before stopping did not finish in time; the next start replays the log");
     }
 
     /// A leader that stops sends no more heartbeats and refuses to stand again, then waits
