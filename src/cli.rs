@@ -92,6 +92,8 @@ pub struct ServeArgs {
     pub election_timeout_max: Option<String>,
     #[arg(long, env = "GRIDRAFT_SNAPSHOT_AFTER_ENTRIES")]
     pub snapshot_after_entries: Option<u64>,
+    #[arg(long, env = "GRIDRAFT_SNAPSHOT_AFTER_BYTES")]
+    pub snapshot_after_bytes: Option<u64>,
     #[arg(long, env = "GRIDRAFT_WRITE_TIMEOUT")]
     pub write_timeout: Option<String>,
     #[arg(long, env = "GRIDRAFT_READ_TIMEOUT")]
@@ -143,6 +145,7 @@ impl ServeArgs {
             election_timeout_min => raft.election_timeout_min,
             election_timeout_max => raft.election_timeout_max,
             snapshot_after_entries => raft.snapshot_after_entries,
+            snapshot_after_bytes => raft.snapshot_after_bytes,
             write_timeout => grid.write_timeout,
             read_timeout => grid.read_timeout,
             read_mode => grid.read_mode,

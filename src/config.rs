@@ -93,6 +93,9 @@ pub struct RaftSettings {
     pub election_timeout_max: String,
     /// Build a snapshot after this many entries since the last one.
     pub snapshot_after_entries: u64,
+    /// Also build one once the log written since the last grew past this many bytes (or a
+    /// quarter of the last snapshot's size, if larger); 0 turns the byte rule off.
+    pub snapshot_after_bytes: u64,
     /// Log entries kept behind a snapshot for slow followers.
     pub keep_entries_after_snapshot: u64,
 }
@@ -141,6 +144,7 @@ impl Default for RaftSettings {
             election_timeout_min: "500ms".into(),
             election_timeout_max: "1000ms".into(),
             snapshot_after_entries: 10_000,
+            snapshot_after_bytes: 128 << 20,
             keep_entries_after_snapshot: 1_000,
         }
     }
@@ -191,6 +195,7 @@ pub struct Resolved {
     pub heartbeat_interval: Duration,
     pub election_timeout: (Duration, Duration),
     pub snapshot_after_entries: u64,
+    pub snapshot_after_bytes: u64,
     pub keep_entries_after_snapshot: u64,
     pub write_timeout: Duration,
     pub read_timeout: Duration,
@@ -313,6 +318,7 @@ impl Settings {
             heartbeat_interval,
             election_timeout: (emin, emax),
             snapshot_after_entries: self.raft.snapshot_after_entries,
+            snapshot_after_bytes: self.raft.snapshot_after_bytes,
             keep_entries_after_snapshot: self.raft.keep_entries_after_snapshot,
             write_timeout,
             read_timeout,

@@ -16,8 +16,8 @@ use crate::client::PeerClient;
 use crate::cluster::{bootstrap, event_sink, Cluster, ClusterSettings, Leader};
 use crate::config::Resolved;
 use crate::events::{spawn_subscriber, EventBusSettings, EventMetrics};
-use crate::raft::durable::{DataIdentity, Storage};
-use crate::raft::network::Network;
+use crate::raft::durable::{DataIdentity, LogStats, Storage};
+use crate::raft::network::{Contacts, Network};
 use crate::raft::{open_storage, OpenStorageError, Raft};
 use crate::telemetry::Metrics;
 
@@ -88,7 +88,8 @@ async fn start_inner(
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-    let network = Network::new(http.clone(), secret.clone());
+    let contacts = Arc::new(Contacts::default());
+    let network = Network::new(http.clone(), secret.clone(), contacts.clone());
     let raft = Raft::new(
         cfg.id,
         Arc::new(raft_config),
@@ -113,6 +114,7 @@ async fn start_inner(
         reader,
         applied,
         PeerClient::new(http, secret.clone()),
+        contacts,
     );
     let metrics = Metrics::new();
     let event_metrics = EventMetrics::new(&metrics.registry);
@@ -167,6 +169,15 @@ async fn start_inner(
             .clone()
             .watch_leader(tasks_stop.clone())
             .in_current_span(),
+    );
+    tokio::spawn(
+        snapshot_by_size(
+            cluster.raft.clone(),
+            storage.stats.clone(),
+            cfg.snapshot_after_bytes,
+            tasks_stop.clone(),
+        )
+        .in_current_span(),
     );
     let boot = cluster.clone();
     tokio::spawn(async move { bootstrap::bootstrap(&boot).await }.in_current_span());
@@ -239,6 +250,53 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
         .open(path)?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()
+}
+
+/// Triggers a snapshot once the log written since the last one outgrows `after_bytes`, or a
+/// quarter of the last snapshot's size if that is larger (so a large map is not rewritten over
+/// and over). openraft only counts entries, and a batched entry can be 100 KiB: without this,
+/// sled's cache would hold up to `snapshot-after-entries` such entries.
+async fn snapshot_by_size(
+    raft: Raft,
+    stats: Arc<LogStats>,
+    after_bytes: u64,
+    stop: CancellationToken,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if after_bytes == 0 {
+        return;
+    }
+    // The snapshot last asked for: the `appended_at_snapshot` it should replace, and when.
+    let mut pending: Option<(u64, Instant)> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let current = stats.appended_at_snapshot.load(Relaxed);
+        if pending
+            .is_some_and(|(at, when)| at == current && when.elapsed() < Duration::from_secs(120))
+        {
+            continue;
+        }
+        let limit = after_bytes.max(stats.snapshot_bytes.load(Relaxed) / 4);
+        let since = stats.since_snapshot();
+        if since < limit {
+            continue;
+        }
+        tracing::info!(
+            log_bytes = since,
+            limit,
+            "log outgrew its limit: taking a snapshot"
+        );
+        match raft.trigger().snapshot().await {
+            Ok(()) => pending = Some((current, Instant::now())),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not trigger a snapshot");
+                return;
+            }
+        }
+    }
 }
 
 /// A stop takes a snapshot first when at least this many entries were applied since the last.
@@ -315,7 +373,9 @@ impl Node {
             }
             let _ = tokio::time::timeout_at(deadline.into(), metrics.changed()).await;
         }
-        tracing::warn!("snapshot before stopping did not finish in time; the next start replays the log");
+        tracing::warn!(
+            "snapshot before stopping did not finish in time; the next start replays the log"
+        );
     }
 
     /// A leader that stops sends no more heartbeats and refuses to stand again, then waits

@@ -88,6 +88,9 @@ async fn append(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    if let Some(from) = req.vote.leader_id().voted_for() {
+        s.cluster.contacts.note(from);
+    }
     encode(&s.cluster.raft.append_entries(req).await)
 }
 
@@ -96,6 +99,9 @@ async fn vote(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    if let Some(from) = req.vote.leader_id().voted_for() {
+        s.cluster.contacts.note(from);
+    }
     encode(&s.cluster.raft.vote(req).await)
 }
 
@@ -104,6 +110,9 @@ async fn snapshot(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    if let Some(from) = req.vote.leader_id().voted_for() {
+        s.cluster.contacts.note(from);
+    }
     encode(&s.cluster.raft.install_snapshot(req).await)
 }
 

@@ -17,6 +17,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::watch;
 
 use crate::client::{ClientError, LookupKind, PeerClient, PeerLookup, Reject};
+use crate::raft::network::Contacts;
 use crate::raft::{Applied, Lookup, NodeId, Proposal, Raft, SessionMapReader};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,8 @@ pub struct Cluster {
     pub raft: Raft,
     pub reader: SessionMapReader,
     pub peers: PeerClient,
+    /// When each other member was last heard from (see [`Contacts`]).
+    pub contacts: Arc<Contacts>,
     /// Write-through mirrors configured on this member (see `crate::mirror`).
     pub mirrors: crate::mirror::Mirrors,
     applied: watch::Receiver<u64>,
@@ -75,6 +78,7 @@ impl Cluster {
         reader: SessionMapReader,
         applied: watch::Receiver<u64>,
         peers: PeerClient,
+        contacts: Arc<Contacts>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|weak| Cluster {
             reads: read_index::ReadIndexBatcher::spawn(weak.clone()),
@@ -83,6 +87,7 @@ impl Cluster {
             raft,
             reader,
             peers,
+            contacts,
             mirrors: Default::default(),
             applied,
             started: Instant::now(),
@@ -302,7 +307,18 @@ impl Cluster {
             seen != u64::MAX
                 && now_ms.saturating_sub(seen) < self.settings.ready_grace.as_millis() as u64
         };
-        let voters = m.membership_config.membership().voter_ids().count();
+        let voter_ids: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let voters = voter_ids.len();
+        // A member that has heard from no quorum lately (counting itself) is cut off: it can
+        // neither commit nor read, and no election will bring a leader to it soon, so it takes
+        // no grace and leaves the balancer at once.
+        let window = self.settings.election_timeout_max * 2;
+        let others = voter_ids
+            .iter()
+            .copied()
+            .filter(|id| *id != self.settings.id);
+        let heard = self.contacts.heard_within(others, window);
+        let connected = voters <= 1 || (heard + 1) * 2 > voters;
         let ready = match m.current_leader {
             Some(id) if id == self.settings.id => {
                 // openraft's own `millis_since_quorum_ack` is only refreshed when its metrics
@@ -320,10 +336,11 @@ impl Cluster {
                 }
                 true
             }
-            Some(_) => {
+            Some(leader) => {
                 let last_log = m.last_log_index.unwrap_or(0);
                 let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-                last_log.saturating_sub(applied) <= 1000
+                let leader_heard = self.contacts.heard_within([leader], window) == 1;
+                leader_heard && last_log.saturating_sub(applied) <= 1000
             }
             None => false,
         };
@@ -331,7 +348,7 @@ impl Cluster {
             self.leader_seen_ms.store(now_ms, Ordering::Relaxed);
             true
         } else {
-            in_grace()
+            connected && in_grace()
         }
     }
 

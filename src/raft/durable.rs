@@ -12,7 +12,8 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use serde::{Deserialize, Serialize};
@@ -210,6 +211,28 @@ pub struct Storage {
     pub flusher: Flusher,
     /// The member's data directory (sled lives in `sled/` under it).
     pub dir: PathBuf,
+    pub stats: Arc<LogStats>,
+}
+
+/// Byte counts that drive snapshots by log size (see `crate::node`): sled holds the log in its
+/// page cache, so the log written since the last snapshot is memory as well as disk.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Encoded log bytes appended since start.
+    pub appended: AtomicU64,
+    /// `appended` when the current snapshot was made current.
+    pub appended_at_snapshot: AtomicU64,
+    /// Size of the current snapshot file.
+    pub snapshot_bytes: AtomicU64,
+}
+
+impl LogStats {
+    /// Log bytes written since the current snapshot.
+    pub fn since_snapshot(&self) -> u64 {
+        self.appended
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.appended_at_snapshot.load(Ordering::Relaxed))
+    }
 }
 
 /// sled's page cache. sled's default (1 GiB) mostly caches Raft log entries that were applied
@@ -233,6 +256,7 @@ impl Storage {
             flusher: Flusher::start(db.clone(), sled_dir.clone()),
             db,
             dir: dir.to_owned(),
+            stats: Arc::default(),
         };
         storage.check_identity(&sled_dir, identity)?;
         Ok(storage)

@@ -162,11 +162,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut bytes = 0;
         for entry in entries {
             let raw = bincode::serialize(&entry).map_err(write_logs)?;
+            bytes += raw.len() as u64;
             batch.insert(&key(entry.log_id.index), raw);
         }
         self.log.apply_batch(batch).map_err(write_logs)?;
+        self.storage
+            .stats
+            .appended
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         self.storage
             .flusher
             .flush_then(move |result| callback.log_io_completed(result));

@@ -1,8 +1,9 @@
 //! Raft RPC between members: bincode bodies over HTTP to the peer port, authenticated with the
 //! cluster secret. The receiving side is `api::peer`.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -23,16 +24,49 @@ pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 
+/// When each other member was last heard from: a Raft RPC it sent here, or its answer to one
+/// sent from here. Readiness uses it to tell an election among members that still see each
+/// other from a member cut off from the rest.
+#[derive(Debug, Default)]
+pub struct Contacts {
+    seen: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Contacts {
+    pub fn note(&self, id: NodeId) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.insert(id, Instant::now());
+    }
+
+    /// How many of `members` were heard from within `window`.
+    pub fn heard_within(
+        &self,
+        members: impl IntoIterator<Item = NodeId>,
+        window: Duration,
+    ) -> usize {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        members
+            .into_iter()
+            .filter(|id| seen.get(id).is_some_and(|t| t.elapsed() <= window))
+            .count()
+    }
+}
+
 /// Creates connections to other members. One HTTP client (and connection pool) is shared.
 #[derive(Clone)]
 pub struct Network {
     client: reqwest::Client,
     secret: Arc<str>,
+    contacts: Arc<Contacts>,
 }
 
 impl Network {
-    pub fn new(client: reqwest::Client, secret: Arc<str>) -> Self {
-        Network { client, secret }
+    pub fn new(client: reqwest::Client, secret: Arc<str>, contacts: Arc<Contacts>) -> Self {
+        Network {
+            client,
+            secret,
+            contacts,
+        }
     }
 }
 
@@ -45,6 +79,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             secret: self.secret.clone(),
             base: format!("http://{}", node.addr),
             target,
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -54,6 +89,7 @@ pub struct Connection {
     secret: Arc<str>,
     base: String,
     target: NodeId,
+    contacts: Arc<Contacts>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -82,6 +118,7 @@ impl Connection {
                 }
             })?;
         let status = resp.status();
+        self.contacts.note(self.target);
         let bytes = resp
             .bytes()
             .await

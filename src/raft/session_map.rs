@@ -71,11 +71,13 @@ impl Record {
     pub fn new(session: Session) -> Self {
         let rendered = session.render_get_body_parts();
         Record {
-            uri_body: Bytes::from(session.render_uri_body()),
+            uri_body: Bytes::from(session.render_uri_body().into_bytes().into_boxed_slice()),
             id: Arc::from(session.id),
             uri: Arc::from(session.uri),
             start: session.start.into_boxed_str(),
-            get_body: Bytes::from(rendered.body),
+            // Exactly the body's size: the renderer's estimate leaves spare capacity, which a
+            // `Bytes` made from a `Vec` would otherwise keep for the session's lifetime.
+            get_body: Bytes::from(rendered.body.into_bytes().into_boxed_slice()),
             capabilities: Span::of(rendered.capabilities),
             stereotype: Span::of(rendered.stereotype),
         }
@@ -103,7 +105,7 @@ impl Record {
             uri: Arc::from(uri),
             start: start.into_boxed_str(),
             get_body: Bytes::from(get_body),
-            uri_body: Bytes::from(uri_body),
+            uri_body: Bytes::from(uri_body.into_bytes().into_boxed_slice()),
             capabilities,
             stereotype,
         })
@@ -153,7 +155,9 @@ pub enum Lookup {
 #[derive(Debug, Clone, Default)]
 pub struct SessionMap {
     sessions: imbl::HashMap<Arc<str>, Arc<Record>>,
-    by_uri: imbl::HashMap<Arc<str>, imbl::HashSet<Arc<str>>>,
+    /// (node URI, session id) for every live session, ordered so one node's sessions are a
+    /// range. A set per URI would cost a hash-trie root (about 1 KiB) for every node.
+    by_uri: imbl::OrdSet<(Arc<str>, Arc<str>)>,
     tombstones: imbl::HashMap<Arc<str>, Tombstone>,
     /// Removal order, oldest first, for expiry; an entry is stale when the id was removed again.
     tombstone_order: imbl::Vector<(i64, Arc<str>)>,
@@ -183,11 +187,7 @@ impl SessionMap {
             }
             Op::Remove { id, reason } => u32::from(self.remove(id, *reason, p.at)),
             Op::RemoveByUri { uri, reason } => {
-                let ids: Vec<Arc<str>> = self
-                    .by_uri
-                    .get(uri.as_str())
-                    .map(|set| set.iter().cloned().collect())
-                    .unwrap_or_default();
+                let ids = self.ids_on(uri);
                 ids.iter()
                     .map(|id| u32::from(self.remove(id, *reason, p.at)))
                     .sum()
@@ -265,10 +265,7 @@ impl SessionMap {
         if let Some(old) = self.sessions.get(&id).cloned() {
             self.unindex(&old.uri, &id);
         }
-        self.by_uri
-            .entry(record.uri.clone())
-            .or_default()
-            .insert(id.clone());
+        self.by_uri.insert((record.uri.clone(), id.clone()));
         self.sessions.insert(id, Arc::new(record));
     }
 
@@ -290,13 +287,18 @@ impl SessionMap {
         true
     }
 
-    fn unindex(&mut self, uri: &str, id: &Arc<str>) {
-        if let Some(set) = self.by_uri.get_mut(uri) {
-            set.remove(id);
-            if set.is_empty() {
-                self.by_uri.remove(uri);
-            }
-        }
+    fn unindex(&mut self, uri: &Arc<str>, id: &Arc<str>) {
+        self.by_uri.remove(&(uri.clone(), id.clone()));
+    }
+
+    /// The ids of the live sessions on the node `uri`.
+    fn ids_on(&self, uri: &str) -> Vec<Arc<str>> {
+        let from: (Arc<str>, Arc<str>) = (Arc::from(uri), Arc::from(""));
+        self.by_uri
+            .range(from..)
+            .take_while(|(u, _)| &**u == uri)
+            .map(|(_, id)| id.clone())
+            .collect()
     }
 
     fn remember_event(&mut self, id: Uuid) -> bool {

@@ -101,7 +101,18 @@ impl Snapshots {
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         snapshot_file::remove_others(&self.dir, Some(name), false)
             .map_err(|e| snap_err(ErrorVerb::Delete, e))?;
+        self.note_size(name);
         Ok(true)
+    }
+
+    fn note_size(&self, name: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &self.storage.stats;
+        let size = std::fs::metadata(self.dir.join(name)).map_or(0, |m| m.len());
+        stats.snapshot_bytes.store(size, Relaxed);
+        stats
+            .appended_at_snapshot
+            .store(stats.appended.load(Relaxed), Relaxed);
     }
 }
 
@@ -151,6 +162,7 @@ impl StateMachine {
         )
         .map_err(|e| snap_err(ErrorVerb::Delete, e))?;
         if let Some((record, path)) = current {
+            sm.snapshots.note_size(&record.file);
             let map = read_map(&path)?;
             sm.restore(&record.meta, map);
         }

@@ -141,6 +141,7 @@ impl TestCluster {
                 election_timeout_max: "600ms".into(),
                 snapshot_after_entries: self.snapshot_after_entries,
                 keep_entries_after_snapshot: 10,
+                ..Default::default()
             },
             grid: GridSettings {
                 write_timeout: "15s".into(),
