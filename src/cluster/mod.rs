@@ -309,9 +309,10 @@ impl Cluster {
         };
         let voter_ids: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
         let voters = voter_ids.len();
-        // A member that has heard from no quorum lately (counting itself) is cut off: it can
-        // neither commit nor read, and no election will bring a leader to it soon, so it takes
-        // no grace and leaves the balancer at once.
+        // A member without a leader that has heard from no quorum lately (counting itself) is
+        // cut off: it can neither commit nor read, and no election will bring a leader to it
+        // soon, so it takes no grace and leaves the balancer at once. Members electing a new
+        // leader hear each other's vote requests well within the window.
         let window = self.settings.election_timeout_max * 2;
         let others = voter_ids
             .iter()
@@ -336,11 +337,13 @@ impl Cluster {
                 }
                 true
             }
-            Some(leader) => {
+            Some(_) => {
+                // Not "heard from the leader lately": while openraft still names a leader whose
+                // heartbeats stopped, the followers have talked to no one else yet, and making
+                // them all unready then would empty the balancer before the election starts.
                 let last_log = m.last_log_index.unwrap_or(0);
                 let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-                let leader_heard = self.contacts.heard_within([leader], window) == 1;
-                leader_heard && last_log.saturating_sub(applied) <= 1000
+                last_log.saturating_sub(applied) <= 1000
             }
             None => false,
         };
