@@ -95,16 +95,25 @@ async fn round(cluster: &Cluster, deadline: Instant) -> Result<u64, ProxyError> 
             return Err(ProxyError::ReadTimeout(cluster.settings.read_timeout));
         }
         match cluster.leader() {
-            Leader::Me => match cluster.raft.get_read_log_id().await {
-                Ok((read, _applied)) => {
+            // Bounded by an election timeout: a leader cut off from its quorum gets no answer
+            // to its heartbeats, and once it learns of a newer leader the round it started may
+            // never complete. The next attempt looks at who leads again.
+            Leader::Me => match tokio::time::timeout(
+                remaining.min(cluster.settings.election_timeout_max),
+                cluster.raft.get_read_log_id(),
+            )
+            .await
+            {
+                Ok(Ok((read, _applied))) => {
                     cluster.note_quorum();
                     return Ok(read.map(|l| l.index).unwrap_or(0));
                 }
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}
-                Err(RaftError::APIError(e)) => {
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {}
+                Ok(Err(RaftError::APIError(e))) => {
                     tracing::debug!(error = %e, "leadership not confirmed")
                 }
-                Err(RaftError::Fatal(e)) => return Err(ProxyError::Stopped(e.to_string())),
+                Ok(Err(RaftError::Fatal(e))) => return Err(ProxyError::Stopped(e.to_string())),
+                Err(_) => tracing::debug!("leadership not confirmed within an election timeout"),
             },
             Leader::Other { id, addr } => {
                 let call = cluster.peers.read_index(&addr, remaining);
