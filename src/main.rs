@@ -10,6 +10,12 @@ use gridraft::client::{AddMember, PeerClient, RemoveMember};
 use gridraft::{node, telemetry};
 use tokio::net::TcpListener;
 
+/// jemalloc rather than glibc's allocator: on the write path glibc's `malloc` and `free` took a
+/// fifth of the CPU (log batches of ~100 KiB and session bodies of a few KB coming and going;
+/// profile in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
