@@ -8,6 +8,8 @@
 #   scripts/bench.sh scale      # 1k / 100k / 1M live sessions, memory per session, start and
 #                               #   restart times, churn; writes its section of docs/benchmarks.md
 #   scripts/bench.sh all        # both
+#   CHURN_SESSIONS=10000000 scripts/bench.sh churn
+#                               # churn only, memory and disk every twentieth (docs untouched)
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh gridraft
 #                               # gridraft x1 and x3 (spread) only, medians printed, docs untouched
 #                               #   (before/after comparisons of a change)
@@ -326,6 +328,30 @@ scale() {
     "scripts/bench.sh scale (BENCH_RUNS=$RUNS BENCH_DURATION=$DUR SCALE_MAX=$SCALE_MAX CHURN_SESSIONS=$CHURN_SESSIONS)"
 }
 
+# Churn only, at any size (CHURN_SESSIONS; 10 million takes about 35 minutes here): one fresh
+# member, sessions added and removed through it, RSS and disk sampled every twentieth of the way.
+# Prints a table; the samples stay in $RESULTS/churn-only.txt.
+churn_only() {
+  local url=http://127.0.0.1:6502 dir="$WORK/churn-1" out="$RESULTS/churn-only.txt"
+  rm -rf "$dir"
+  spawn "$WORK/churn.log" "$GR" serve --id 1 --listen 127.0.0.1:6502 --peer-listen 127.0.0.1:6602 \
+    --data-dir "$dir" --cluster-secret-file "$SECRET_FILE"
+  local pid=$LAST_PID
+  wait_for "$url/readyz" 204 60
+  local step=$((CHURN_SESSIONS / 20)) done_sessions=0 t0 errors=0 n
+  t0="$(date +%s)"
+  printf '%12s %9s %10s %8s %7s\n' churned rss_MiB disk_MiB seconds errors | tee "$out"
+  while [ "$done_sessions" -lt "$CHURN_SESSIONS" ]; do
+    n="$("$BENCH" --url "$url" --concurrency "$CONC" --mode churn --population "$step" 2>&1 \
+      | sed -n 's/^preload: .*, \([0-9]*\) errors$/\1/p')"
+    errors=$((errors + ${n:-1}))
+    done_sessions=$((done_sessions + step))
+    printf '%12d %9d %10d %8d %7d\n' "$done_sessions" $(( $(rss_kb "$pid") / 1024 )) \
+      $(( $(du -sk "$dir" | cut -f1) / 1024 )) $(( $(date +%s) - t0 )) "$errors" | tee -a "$out"
+  done
+  stop_all
+}
+
 gridraft_only() {
   rm -f "$RESULTS"/gridraft-*.json
   start_gridraft gr1 1; bench_sessionmap gridraft-1 "$GR_URLS"; stop_all
@@ -337,6 +363,7 @@ case "$WHAT" in
   compare) compare ;;
   gridraft) gridraft_only ;;
   scale) scale ;;
+  churn) churn_only ;;
   all) compare; scale ;;
-  *) echo "usage: $0 [compare|scale|all|gridraft]" >&2; exit 2 ;;
+  *) echo "usage: $0 [compare|scale|all|gridraft|churn]" >&2; exit 2 ;;
 esac
