@@ -94,7 +94,7 @@ pub struct RaftSettings {
     /// Build a snapshot after this many entries since the last one.
     pub snapshot_after_entries: u64,
     /// Also build one once the log written since the last grew past this many bytes (or a
-    /// quarter of the last snapshot's size, if larger); 0 turns the byte rule off.
+    /// sixteenth of the last snapshot's size, if larger); 0 turns the byte rule off.
     pub snapshot_after_bytes: u64,
     /// Log entries kept behind a snapshot for slow followers.
     pub keep_entries_after_snapshot: u64,

@@ -253,7 +253,7 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 }
 
 /// Triggers a snapshot once the log written since the last one outgrows `after_bytes`, or a
-/// quarter of the last snapshot's size if that is larger (so a large map is not rewritten over
+/// sixteenth of the last snapshot's size if that is larger (so a large map is not rewritten over
 /// and over). openraft only counts entries, and a batched entry can be 100 KiB: without this,
 /// sled's cache would hold up to `snapshot-after-entries` such entries.
 async fn snapshot_by_size(
@@ -279,7 +279,7 @@ async fn snapshot_by_size(
         {
             continue;
         }
-        let limit = after_bytes.max(stats.snapshot_bytes.load(Relaxed) / 4);
+        let limit = after_bytes.max(stats.snapshot_bytes.load(Relaxed) / 16);
         let since = stats.since_snapshot();
         if since < limit {
             continue;

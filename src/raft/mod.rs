@@ -100,6 +100,8 @@ pub fn open_storage(
     ),
     OpenStorageError,
 > {
+    // Decoding the snapshot (seconds for a million sessions) overlaps sled's own start.
+    let prefetch = state_machine::Prefetch::start(dir);
     let storage = durable::Storage::open(dir, identity)?;
     let log = log_store::LogStore::open(&storage).map_err(|source| {
         OpenStorageError::Open(durable::OpenError::Sled {
@@ -107,7 +109,8 @@ pub fn open_storage(
             source,
         })
     })?;
-    let sm = state_machine::StateMachine::open(&storage).map_err(OpenStorageError::Restore)?;
+    let sm =
+        state_machine::StateMachine::open(&storage, prefetch).map_err(OpenStorageError::Restore)?;
     Ok((storage, log, sm))
 }
 

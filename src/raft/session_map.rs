@@ -136,6 +136,18 @@ impl Record {
     }
 }
 
+/// The live sessions on one node: almost always one (a node runs a few sessions at a time), so
+/// no set is allocated until there is a second.
+#[derive(Debug, Clone)]
+enum NodeSessions {
+    One(Arc<str>),
+    Many(imbl::HashSet<Arc<str>>),
+}
+
+fn set_is_empty(entry: Option<&NodeSessions>) -> bool {
+    matches!(entry, Some(NodeSessions::Many(set)) if set.is_empty())
+}
+
 /// What is remembered about a removed session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tombstone {
@@ -155,9 +167,8 @@ pub enum Lookup {
 #[derive(Debug, Clone, Default)]
 pub struct SessionMap {
     sessions: imbl::HashMap<Arc<str>, Arc<Record>>,
-    /// (node URI, session id) for every live session, ordered so one node's sessions are a
-    /// range. A set per URI would cost a hash-trie root (about 1 KiB) for every node.
-    by_uri: imbl::OrdSet<(Arc<str>, Arc<str>)>,
+    /// Node URI → the ids of its live sessions.
+    by_uri: imbl::HashMap<Arc<str>, NodeSessions>,
     tombstones: imbl::HashMap<Arc<str>, Tombstone>,
     /// Removal order, oldest first, for expiry; an entry is stale when the id was removed again.
     tombstone_order: imbl::Vector<(i64, Arc<str>)>,
@@ -265,7 +276,20 @@ impl SessionMap {
         if let Some(old) = self.sessions.get(&id).cloned() {
             self.unindex(&old.uri, &id);
         }
-        self.by_uri.insert((record.uri.clone(), id.clone()));
+        let uri = record.uri.clone();
+        match self.by_uri.get_mut(&uri) {
+            None => {
+                self.by_uri.insert(uri, NodeSessions::One(id.clone()));
+            }
+            Some(NodeSessions::One(other)) if *other == id => {}
+            Some(NodeSessions::One(other)) => {
+                let set = imbl::HashSet::from_iter([other.clone(), id.clone()]);
+                self.by_uri.insert(uri, NodeSessions::Many(set));
+            }
+            Some(NodeSessions::Many(set)) => {
+                set.insert(id.clone());
+            }
+        }
         self.sessions.insert(id, Arc::new(record));
     }
 
@@ -288,17 +312,32 @@ impl SessionMap {
     }
 
     fn unindex(&mut self, uri: &Arc<str>, id: &Arc<str>) {
-        self.by_uri.remove(&(uri.clone(), id.clone()));
+        let emptied = match self.by_uri.get_mut(uri) {
+            Some(NodeSessions::One(other)) => other == id,
+            Some(NodeSessions::Many(set)) => {
+                set.remove(id);
+                if set.len() == 1 {
+                    let last = set.iter().next().cloned();
+                    if let Some(last) = last {
+                        self.by_uri.insert(uri.clone(), NodeSessions::One(last));
+                    }
+                }
+                set_is_empty(self.by_uri.get(uri))
+            }
+            None => false,
+        };
+        if emptied {
+            self.by_uri.remove(uri);
+        }
     }
 
     /// The ids of the live sessions on the node `uri`.
     fn ids_on(&self, uri: &str) -> Vec<Arc<str>> {
-        let from: (Arc<str>, Arc<str>) = (Arc::from(uri), Arc::from(""));
-        self.by_uri
-            .range(from..)
-            .take_while(|(u, _)| &**u == uri)
-            .map(|(_, id)| id.clone())
-            .collect()
+        match self.by_uri.get(uri) {
+            Some(NodeSessions::One(id)) => vec![id.clone()],
+            Some(NodeSessions::Many(set)) => set.iter().cloned().collect(),
+            None => Vec::new(),
+        }
     }
 
     fn remember_event(&mut self, id: Uuid) -> bool {

@@ -62,6 +62,11 @@ pub fn file_name(index: u64) -> String {
     format!("snapshot-{index:020}-{}{SUFFIX}", uuid::Uuid::new_v4())
 }
 
+/// Whether a file name in the snapshot directory is a complete snapshot (not a partial file).
+pub fn is_complete(name: &str) -> bool {
+    name.ends_with(SUFFIX)
+}
+
 /// Renames `from` to `dir/name` and makes the rename durable.
 pub fn install(from: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
     let to = dir.join(name);

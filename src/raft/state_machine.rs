@@ -123,6 +123,36 @@ fn read_map(path: &Path) -> Result<SessionMap, StorageError> {
         .map_err(|e| snap_err(ErrorVerb::Read, e))
 }
 
+/// The snapshot file decoded on a thread of its own while sled opens. The file is the only
+/// complete snapshot in the directory, which is the current one unless a crash came between
+/// writing a newer file and recording it; `StateMachine::open` checks the name against sled's
+/// record and decodes the recorded file itself if they differ.
+pub struct Prefetch {
+    name: String,
+    decoded: std::thread::JoinHandle<Result<SessionMap, StorageError>>,
+}
+
+impl Prefetch {
+    pub fn start(data_dir: &Path) -> Option<Prefetch> {
+        let dir = data_dir.join(SNAPSHOT_DIR);
+        let mut complete = std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| snapshot_file::is_complete(n));
+        let name = complete.next()?;
+        if complete.next().is_some() {
+            return None;
+        }
+        let path = dir.join(&name);
+        let decoded = std::thread::Builder::new()
+            .name("snapshot-load".into())
+            .spawn(move || read_map(&path))
+            .ok()?;
+        Some(Prefetch { name, decoded })
+    }
+}
+
 pub struct StateMachine {
     snapshots: Snapshots,
     map: SessionMapReader,
@@ -133,7 +163,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Opens the state machine, restoring the latest snapshot if there is one.
-    pub fn open(storage: &Storage) -> Result<Self, StorageError> {
+    pub fn open(storage: &Storage, prefetch: Option<Prefetch>) -> Result<Self, StorageError> {
         let tree = storage
             .db
             .open_tree("state_machine")
@@ -163,7 +193,15 @@ impl StateMachine {
         .map_err(|e| snap_err(ErrorVerb::Delete, e))?;
         if let Some((record, path)) = current {
             sm.snapshots.note_size(&record.file);
-            let map = read_map(&path)?;
+            let map = match prefetch {
+                Some(p) if p.name == record.file => p.decoded.join().map_err(|_| {
+                    snap_err(
+                        ErrorVerb::Read,
+                        std::io::Error::other("snapshot loader panicked"),
+                    )
+                })??,
+                _ => read_map(&path)?,
+            };
             sm.restore(&record.meta, map);
         }
         Ok(sm)

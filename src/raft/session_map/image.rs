@@ -95,8 +95,12 @@ fn get_bytes(r: &mut impl Read) -> Result<Vec<u8>, ImageError> {
     if len > MAX_FIELD {
         return Err(ImageError::Field(len));
     }
-    let mut v = vec![0; len as usize];
-    r.read_exact(&mut v)?;
+    // Read into spare capacity: zeroing the buffer first cost a fifth of a restart's time.
+    let mut v = Vec::with_capacity(len as usize);
+    r.take(u64::from(len)).read_to_end(&mut v)?;
+    if v.len() != len as usize {
+        return Err(ImageError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(v)
 }
 
