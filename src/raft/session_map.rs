@@ -144,10 +144,6 @@ enum NodeSessions {
     Many(imbl::HashSet<Arc<str>>),
 }
 
-fn set_is_empty(entry: Option<&NodeSessions>) -> bool {
-    matches!(entry, Some(NodeSessions::Many(set)) if set.is_empty())
-}
-
 /// What is remembered about a removed session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tombstone {
@@ -314,6 +310,7 @@ impl SessionMap {
     fn unindex(&mut self, uri: &Arc<str>, id: &Arc<str>) {
         let emptied = match self.by_uri.get_mut(uri) {
             Some(NodeSessions::One(other)) => other == id,
+            // A set holds two ids or more: one removal leaves at least one.
             Some(NodeSessions::Many(set)) => {
                 set.remove(id);
                 if set.len() == 1 {
@@ -322,7 +319,7 @@ impl SessionMap {
                         self.by_uri.insert(uri.clone(), NodeSessions::One(last));
                     }
                 }
-                set_is_empty(self.by_uri.get(uri))
+                false
             }
             None => false,
         };

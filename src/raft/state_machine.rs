@@ -289,19 +289,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let dir = self.snapshots.dir.clone();
         let name = snapshot_file::file_name(meta.last_log_id.map(|l| l.index).unwrap_or(0));
-        let (path, map) = tokio::task::spawn_blocking(move || {
+        let file_name = name.clone();
+        let map = tokio::task::spawn_blocking(move || {
             let map = read_map(&received)?;
-            let path = snapshot_file::install(&received, &dir, &name)
+            snapshot_file::install(&received, &dir, &file_name)
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            Ok::<_, StorageError>((path, map))
+            Ok::<_, StorageError>(map)
         })
         .await
         .map_err(|e| snap_err(ErrorVerb::Write, e))??;
         self.restore(meta, map);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         self.snapshots.make_current(meta, &name).await?;
         Ok(())
     }
