@@ -72,6 +72,14 @@ pub enum LookupKind {
     Uri,
 }
 
+/// Who asks a leader for a read index, and the vote it held when it asked. An empty request
+/// body (a member of an earlier version) asks for a full heartbeat round.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadIndexFrom {
+    pub id: NodeId,
+    pub vote: openraft::Vote<NodeId>,
+}
+
 /// What `GET /peer/info` says about a member.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerInfo {
@@ -113,9 +121,21 @@ impl PeerClient {
         self.bincode_call(addr, WRITE_PATH, body, timeout).await
     }
 
-    /// Asks the leader at `addr` for a read index confirmed by a quorum.
-    pub async fn read_index(&self, addr: &str, timeout: Duration) -> Result<u64, ClientError> {
-        self.bincode_call(addr, READ_INDEX_PATH, Vec::new(), timeout)
+    /// Asks the leader at `addr` for a read index confirmed by a quorum. `from` is this
+    /// member's id and its vote, read after every read in the batch arrived: when the two
+    /// members make a quorum, the request itself confirms the leadership and the leader answers
+    /// without a heartbeat round (see [`ReadIndexFrom`]).
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        from: Option<&ReadIndexFrom>,
+        timeout: Duration,
+    ) -> Result<u64, ClientError> {
+        let body = match from {
+            Some(f) => bincode::serialize(f).expect("votes always encode"),
+            None => Vec::new(),
+        };
+        self.bincode_call(addr, READ_INDEX_PATH, body, timeout)
             .await
     }
 

@@ -376,3 +376,56 @@ async fn readyz(c: &TestCluster, id: u64) -> u16 {
         .status()
         .as_u16()
 }
+
+/// A follower's ReadIndex request carries its vote. When it is the leader's own vote and the two
+/// make a quorum, the request confirms the leader by itself (no heartbeat round); a vote of an
+/// earlier term, or a member outside the membership, gets a full round instead. Either way the
+/// index covers every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_followers_read_index_request_confirms_the_leader_only_with_the_leaders_vote() {
+    use gridraft::client::ReadIndexFrom;
+
+    let c = TestCluster::start(3).await;
+    let leader = c.leader().await;
+    let follower = (1..=3u64).find(|id| *id != leader).unwrap();
+    assert_eq!(c.add(follower, "ri-1", NODE).await.status(), 200);
+    let l = &c.node(leader).cluster;
+    let written = l.raft.metrics().borrow().last_applied.unwrap().index;
+    let by_request = || l.read_stats().by_request.load(Ordering::Relaxed);
+
+    let from = c.node(follower).cluster.read_index_from().await.unwrap();
+    assert_eq!(from.vote.leader_id().voted_for(), Some(leader));
+    let before = by_request();
+    let index = l.follower_read_index(from.clone()).await.unwrap();
+    assert!(
+        index >= written,
+        "index {index} below the write at {written}"
+    );
+    assert_eq!(
+        by_request(),
+        before + 1,
+        "the follower's vote confirmed the leader"
+    );
+
+    let term = from.vote.leader_id().term;
+    let refused = [
+        ReadIndexFrom {
+            id: from.id,
+            vote: openraft::Vote::new_committed(term - 1, leader),
+        },
+        ReadIndexFrom {
+            id: from.id,
+            vote: openraft::Vote::new(term, from.id),
+        },
+        ReadIndexFrom {
+            id: 9,
+            vote: from.vote,
+        },
+    ];
+    for f in refused {
+        let index = l.follower_read_index(f.clone()).await.unwrap();
+        assert!(index >= written, "{f:?}: index {index} below {written}");
+        assert_eq!(by_request(), before + 1, "{f:?} took a full round");
+    }
+    c.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! requires `Authorization: Bearer <cluster secret>`; without it the answer is 401 and nothing
 //! changes. Raft and forwarding bodies are bincode; admin bodies are JSON.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -16,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::AppState;
-use crate::client::{self, AddMember, LookupKind, PeerInfo, Reject, RemoveMember};
+use crate::client::{self, AddMember, LookupKind, PeerInfo, ReadIndexFrom, Reject, RemoveMember};
 use crate::cluster::membership::{ADD_PATH, REMOVE_PATH};
 use crate::cluster::Leader;
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
@@ -134,13 +135,21 @@ async fn write(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     encode(&result)
 }
 
-async fn read_index(State(s): State<Arc<AppState>>) -> Response {
+async fn read_index(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+    let from: Option<ReadIndexFrom> = if body.is_empty() {
+        None
+    } else {
+        match decode(&body) {
+            Ok(f) => Some(f),
+            Err(resp) => return resp,
+        }
+    };
     let result = match s.cluster.leader() {
-        Leader::Me => s
-            .cluster
-            .leader_read_index()
-            .await
-            .map_err(|e| Reject::Failed(e.to_string())),
+        Leader::Me => match from {
+            Some(f) => s.cluster.follower_read_index(f).await,
+            None => s.cluster.leader_read_index().await,
+        }
+        .map_err(|e| Reject::Failed(e.to_string())),
         _ => Err(Reject::NotLeader {
             leader: s.cluster.raft.current_leader().await,
         }),
@@ -268,6 +277,18 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         .set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
     g.live_sessions.set(s.cluster.reader.len() as i64);
     g.ready.set(i64::from(s.cluster.is_ready()));
+    let r = s.cluster.read_stats();
+    for (kind, n) in [
+        ("heartbeats", &r.heartbeats),
+        ("forwarded", &r.forwarded),
+        ("request", &r.by_request),
+    ] {
+        let c = g.read_index_rounds.with_label_values(&[kind]);
+        c.inc_by(n.load(Ordering::Relaxed).saturating_sub(c.get()));
+    }
+    let reads = r.reads.load(Ordering::Relaxed);
+    g.read_index_reads
+        .inc_by(reads.saturating_sub(g.read_index_reads.get()));
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     s.cluster
         .mirrors

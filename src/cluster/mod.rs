@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::watch;
 
-use crate::client::{ClientError, LookupKind, PeerClient, PeerLookup, Reject};
+use crate::client::{ClientError, LookupKind, PeerClient, PeerLookup, ReadIndexFrom, Reject};
 use crate::raft::network::Contacts;
 use crate::raft::{Applied, Lookup, NodeId, Proposal, Raft, SessionMapReader};
 
@@ -209,6 +209,63 @@ impl Cluster {
         self.reads
             .read_index(Instant::now() + self.settings.read_timeout)
             .await
+    }
+
+    /// A read index for a follower's batch of reads. When this member and the follower make a
+    /// quorum (three voters), the request itself is the confirmation a heartbeat round would
+    /// give: the follower held this leader's vote after its reads arrived, this member holds it
+    /// now, and a leader of any later term needs the vote of one of the two. The answer is then
+    /// this leader's commit index, once it has committed an entry of its own term (the blank
+    /// entry a new leader proposes; before that, and for larger clusters, a full round).
+    pub async fn follower_read_index(&self, from: ReadIndexFrom) -> Result<u64, ProxyError> {
+        let me = self.id();
+        let confirmed = self
+            .raft
+            .with_raft_state(move |st| {
+                let vote = st.vote_ref();
+                let leads = st.server_state == openraft::ServerState::Leader
+                    && vote.is_committed()
+                    && vote.leader_id().voted_for() == Some(me)
+                    && *vote == from.vote;
+                let committed = st.committed?;
+                let quorum = st
+                    .membership_state
+                    .effective()
+                    .get_joint_config()
+                    .iter()
+                    .all(|voters| {
+                        let acks = voters.iter().filter(|v| **v == me || **v == from.id);
+                        acks.count() * 2 > voters.len()
+                    });
+                (leads && quorum && committed.leader_id.term == vote.leader_id().term)
+                    .then_some(committed.index)
+            })
+            .await
+            .map_err(|e| ProxyError::Stopped(e.to_string()))?;
+        match confirmed {
+            Some(index) => {
+                self.note_quorum();
+                let stats = &self.reads.stats;
+                stats.by_request.fetch_add(1, Ordering::Relaxed);
+                stats.reads.fetch_add(1, Ordering::Relaxed);
+                Ok(index)
+            }
+            None => self.leader_read_index().await,
+        }
+    }
+
+    /// Counts of ReadIndex rounds, for `/metrics`.
+    pub fn read_stats(&self) -> &read_index::RoundStats {
+        &self.reads.stats
+    }
+
+    /// This member's id and current vote, for a read index request to the leader.
+    pub async fn read_index_from(&self) -> Option<ReadIndexFrom> {
+        let vote = self.raft.with_raft_state(|st| *st.vote_ref()).await.ok()?;
+        Some(ReadIndexFrom {
+            id: self.id(),
+            vote,
+        })
     }
 
     /// Initialises the group from the static member list (or as a single member).

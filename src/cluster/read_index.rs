@@ -5,9 +5,12 @@
 //! answers all of them with the same index. Reads that arrive during a round wait for the next
 //! one, so each read's round starts after the read itself did: that is what makes the answer
 //! linearizable. On the leader a round is `Raft::get_read_log_id` (heartbeats to a quorum); on
-//! a follower it is one request to the leader, which batches it with its own reads.
+//! a follower it is one request to the leader, carrying the follower's vote. When leader and
+//! follower make a quorum the leader answers it at once (`Cluster::follower_read_index`);
+//! otherwise it batches the request with its own reads.
 
-use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -24,13 +27,28 @@ struct Request {
 
 pub struct ReadIndexBatcher {
     tx: mpsc::UnboundedSender<Request>,
+    pub stats: Arc<RoundStats>,
+}
+
+/// Counts for `/metrics`: rounds by how leadership was confirmed, and the requests they served.
+#[derive(Debug, Default)]
+pub struct RoundStats {
+    /// Rounds of heartbeats run here as leader.
+    pub heartbeats: AtomicU64,
+    /// Rounds run here as follower by asking the leader.
+    pub forwarded: AtomicU64,
+    /// Followers' requests that confirmed this leader by themselves.
+    pub by_request: AtomicU64,
+    /// Requests answered by rounds run here.
+    pub reads: AtomicU64,
 }
 
 impl ReadIndexBatcher {
     pub fn spawn(cluster: Weak<Cluster>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(cluster, rx));
-        ReadIndexBatcher { tx }
+        let stats = Arc::new(RoundStats::default());
+        tokio::spawn(run(cluster, rx, stats.clone()));
+        ReadIndexBatcher { tx, stats }
     }
 
     /// An index such that every write acknowledged before this call is at or below it.
@@ -44,13 +62,20 @@ impl ReadIndexBatcher {
     }
 }
 
-/// Rounds run at once. A read that arrives while one round is out starts the next at once
-/// instead of waiting for it (each read's round still starts after the read arrived, which is
-/// all linearizability needs); measured in docs/benchmarks.md.
-const ROUNDS_IN_FLIGHT: usize = 2;
+/// Rounds run at once. One: a read that arrives during a round waits for it to end and goes in
+/// the next, with everything else that arrived meanwhile. Two in flight (the next round starting
+/// at once) answered a lone read sooner when an earlier build kept the CPU idle between rounds,
+/// but once a follower's request confirms the leader by itself (see
+/// `Cluster::follower_read_index`) rounds are short, and the second slot only made them smaller
+/// and more numerous: measured in docs/benchmarks.md.
+const ROUNDS_IN_FLIGHT: usize = 1;
 
-async fn run(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(ROUNDS_IN_FLIGHT));
+async fn run(
+    cluster: Weak<Cluster>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    stats: Arc<RoundStats>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(ROUNDS_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let slot = slots
             .clone()
@@ -70,9 +95,11 @@ async fn run(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<Request>) {
             .map(|r| r.deadline)
             .max()
             .expect("batch is never empty");
+        stats.reads.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let stats = stats.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let result = round(&cluster, deadline).await;
+            let result = round(&cluster, &stats, deadline).await;
             drop(cluster);
             for r in batch {
                 let answer = match &result {
@@ -87,7 +114,11 @@ async fn run(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<Request>) {
     }
 }
 
-async fn round(cluster: &Cluster, deadline: Instant) -> Result<u64, ProxyError> {
+async fn round(
+    cluster: &Cluster,
+    stats: &RoundStats,
+    deadline: Instant,
+) -> Result<u64, ProxyError> {
     let mut backoff = Duration::from_millis(5);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -98,25 +129,33 @@ async fn round(cluster: &Cluster, deadline: Instant) -> Result<u64, ProxyError> 
             // Bounded by an election timeout: a leader cut off from its quorum gets no answer
             // to its heartbeats, and once it learns of a newer leader the round it started may
             // never complete. The next attempt looks at who leads again.
-            Leader::Me => match tokio::time::timeout(
-                remaining.min(cluster.settings.election_timeout_max),
-                cluster.raft.get_read_log_id(),
-            )
-            .await
-            {
-                Ok(Ok((read, _applied))) => {
-                    cluster.note_quorum();
-                    return Ok(read.map(|l| l.index).unwrap_or(0));
+            Leader::Me => {
+                stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                let confirmed = tokio::time::timeout(
+                    remaining.min(cluster.settings.election_timeout_max),
+                    cluster.raft.get_read_log_id(),
+                )
+                .await;
+                match confirmed {
+                    Ok(Ok((read, _applied))) => {
+                        cluster.note_quorum();
+                        return Ok(read.map(|l| l.index).unwrap_or(0));
+                    }
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {}
+                    Ok(Err(RaftError::APIError(e))) => {
+                        tracing::debug!(error = %e, "leadership not confirmed")
+                    }
+                    Ok(Err(RaftError::Fatal(e))) => return Err(ProxyError::Stopped(e.to_string())),
+                    Err(_) => {
+                        tracing::debug!("leadership not confirmed within an election timeout")
+                    }
                 }
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {}
-                Ok(Err(RaftError::APIError(e))) => {
-                    tracing::debug!(error = %e, "leadership not confirmed")
-                }
-                Ok(Err(RaftError::Fatal(e))) => return Err(ProxyError::Stopped(e.to_string())),
-                Err(_) => tracing::debug!("leadership not confirmed within an election timeout"),
-            },
+            }
             Leader::Other { id, addr } => {
-                let call = cluster.peers.read_index(&addr, remaining);
+                // Read after every read in this batch arrived (see `follower_read_index`).
+                let from = cluster.read_index_from().await;
+                stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                let call = cluster.peers.read_index(&addr, from.as_ref(), remaining);
                 match cluster.unless_leader_changes(id, call).await {
                     Some(Ok(index)) => return Ok(index),
                     Some(Err(e)) => {
