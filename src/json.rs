@@ -157,23 +157,43 @@ fn write_number(n: &Number, out: &mut String) {
 pub fn write_string(s: &str, out: &mut String) {
     out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '/' => out.push_str("\\u002f"),
-            '<' => out.push_str("\\u003c"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c < ' ' => push_unicode_escape(c, out),
-            c => out.push(c),
-        }
+    // Runs of bytes that need no escape are copied whole. Every byte that may need one is ASCII
+    // or 0xE2 (the first byte of U+2028), so each run ends on a character boundary.
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'/' => "\\u002f",
+            b'<' => "\\u003c",
+            b'&' => "\\u0026",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0xE2 if bytes[i..].starts_with("\u{2028}".as_bytes()) => "\\u2028",
+            c if c < b' ' => {
+                out.push_str(&s[run..i]);
+                push_unicode_escape(char::from(c), out);
+                i += 1;
+                run = i;
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.push_str(&s[run..i]);
+        out.push_str(escape);
+        i += if b == 0xE2 { 3 } else { 1 };
+        run = i;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 

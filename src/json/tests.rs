@@ -275,3 +275,80 @@ proptest! {
         prop_assert_eq!(back, value);
     }
 }
+
+/// The escaper as first written (one character at a time), to check the run-copying one against.
+fn write_string_by_char(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' => out.push_str("\\u002f"),
+            '<' => out.push_str("\\u003c"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[test]
+fn strings_are_escaped_as_java_does_whatever_the_runs_between_escapes() {
+    let pieces = [
+        "",
+        "a",
+        "plain text",
+        "\"",
+        "\\",
+        "/",
+        "<",
+        "&",
+        "\u{8}",
+        "\u{c}",
+        "\n",
+        "\r",
+        "\t",
+        "\u{0}",
+        "\u{1f}",
+        "\u{7f}",
+        "é",
+        "€",
+        "\u{2027}",
+        "\u{2028}",
+        "\u{2029}",
+        "\u{e000}",
+        "😀",
+        "\u{e2}",
+        "â\u{80}",
+        "http://10.0.0.5:5555/wd/hub",
+    ];
+    let mut cases: Vec<String> = pieces.iter().map(|p| p.to_string()).collect();
+    for a in pieces {
+        for b in pieces {
+            cases.push(format!("{a}{b}"));
+            cases.push(format!("x{a}yy{b}z"));
+        }
+    }
+    for case in cases {
+        let mut out = String::new();
+        write_string(&case, &mut out);
+        assert_eq!(out, write_string_by_char(&case), "escaping {case:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_string_is_escaped_as_by_char(s in "\\PC*|[\\x00-\\x1f\"\\\\/<&\u{2028}\u{2029}a]*") {
+        let mut out = String::new();
+        write_string(&s, &mut out);
+        prop_assert_eq!(out, write_string_by_char(&s));
+    }
+}
