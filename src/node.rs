@@ -118,6 +118,7 @@ async fn start_inner(
     );
     let metrics = Metrics::new();
     let event_metrics = EventMetrics::new(&metrics.registry);
+    cluster.read_stats().register(&metrics.registry);
     let state = Arc::new(AppState {
         cluster: cluster.clone(),
         metrics,

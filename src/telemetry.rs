@@ -42,10 +42,6 @@ pub struct Metrics {
     pub mirror_up: IntGaugeVec,
     /// `sync` writes answered without the mirror's confirmation, by mirror.
     pub mirror_sync_timeouts: IntCounterVec,
-    /// ReadIndex rounds by how leadership was confirmed (see `cluster::read_index`).
-    pub read_index_rounds: IntCounterVec,
-    /// Reads (and readiness probes) answered by those rounds.
-    pub read_index_reads: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -126,20 +122,6 @@ impl Metrics {
                 &["mirror"],
             )
             .expect("valid metric"),
-            read_index_rounds: IntCounterVec::new(
-                Opts::new(
-                    "gridraft_read_index_rounds_total",
-                    "ReadIndex rounds: heartbeats (a leader's round), forwarded (a follower asked \
-                     the leader), request (a follower's request confirmed the leader by itself)",
-                ),
-                &["kind"],
-            )
-            .expect("valid metric"),
-            read_index_reads: prometheus::IntCounter::new(
-                "gridraft_read_index_reads_total",
-                "Reads served by ReadIndex rounds, here or for followers",
-            )
-            .expect("valid metric"),
             registry,
             requests,
             latency,
@@ -160,8 +142,6 @@ impl Metrics {
             Box::new(m.mirror_lag_seconds.clone()),
             Box::new(m.mirror_up.clone()),
             Box::new(m.mirror_sync_timeouts.clone()),
-            Box::new(m.read_index_rounds.clone()),
-            Box::new(m.read_index_reads.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -391,7 +391,7 @@ async fn a_followers_read_index_request_confirms_the_leader_only_with_the_leader
     assert_eq!(c.add(follower, "ri-1", NODE).await.status(), 200);
     let l = &c.node(leader).cluster;
     let written = l.raft.metrics().borrow().last_applied.unwrap().index;
-    let by_request = || l.read_stats().by_request.load(Ordering::Relaxed);
+    let by_request = || l.read_stats().by_request.get();
 
     let from = c.node(follower).cluster.read_index_from().await.unwrap();
     assert_eq!(from.vote.leader_id().voted_for(), Some(leader));

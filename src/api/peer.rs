@@ -2,7 +2,6 @@
 //! requires `Authorization: Bearer <cluster secret>`; without it the answer is 401 and nothing
 //! changes. Raft and forwarding bodies are bincode; admin bodies are JSON.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -277,18 +276,6 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         .set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
     g.live_sessions.set(s.cluster.reader.len() as i64);
     g.ready.set(i64::from(s.cluster.is_ready()));
-    let r = s.cluster.read_stats();
-    for (kind, n) in [
-        ("heartbeats", &r.heartbeats),
-        ("forwarded", &r.forwarded),
-        ("request", &r.by_request),
-    ] {
-        let c = g.read_index_rounds.with_label_values(&[kind]);
-        c.inc_by(n.load(Ordering::Relaxed).saturating_sub(c.get()));
-    }
-    let reads = r.reads.load(Ordering::Relaxed);
-    g.read_index_reads
-        .inc_by(reads.saturating_sub(g.read_index_reads.get()));
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     s.cluster
         .mirrors

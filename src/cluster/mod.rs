@@ -245,16 +245,15 @@ impl Cluster {
         match confirmed {
             Some(index) => {
                 self.note_quorum();
-                let stats = &self.reads.stats;
-                stats.by_request.fetch_add(1, Ordering::Relaxed);
-                stats.reads.fetch_add(1, Ordering::Relaxed);
+                self.reads.stats.by_request.inc();
+                self.reads.stats.reads.inc();
                 Ok(index)
             }
             None => self.leader_read_index().await,
         }
     }
 
-    /// Counts of ReadIndex rounds, for `/metrics`.
+    /// Counters of ReadIndex rounds, for `/metrics`.
     pub fn read_stats(&self) -> &read_index::RoundStats {
         &self.reads.stats
     }

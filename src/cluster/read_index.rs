@@ -9,11 +9,11 @@
 //! follower make a quorum the leader answers it at once (`Cluster::follower_read_index`);
 //! otherwise it batches the request with its own reads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, RaftError};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Cluster, Leader, ProxyError};
@@ -30,23 +30,59 @@ pub struct ReadIndexBatcher {
     pub stats: Arc<RoundStats>,
 }
 
-/// Counts for `/metrics`: rounds by how leadership was confirmed, and the requests they served.
-#[derive(Debug, Default)]
+/// Counters for `/metrics`: rounds by how leadership was confirmed, and the requests they
+/// served. Registered by the node with [`RoundStats::register`].
+#[derive(Debug, Clone)]
 pub struct RoundStats {
+    rounds: IntCounterVec,
     /// Rounds of heartbeats run here as leader.
-    pub heartbeats: AtomicU64,
+    pub heartbeats: IntCounter,
     /// Rounds run here as follower by asking the leader.
-    pub forwarded: AtomicU64,
+    pub forwarded: IntCounter,
     /// Followers' requests that confirmed this leader by themselves.
-    pub by_request: AtomicU64,
+    pub by_request: IntCounter,
     /// Requests answered by rounds run here.
-    pub reads: AtomicU64,
+    pub reads: IntCounter,
+}
+
+impl RoundStats {
+    fn new() -> Self {
+        let rounds = IntCounterVec::new(
+            Opts::new(
+                "gridraft_read_index_rounds_total",
+                "ReadIndex rounds: heartbeats (a leader's round), forwarded (a follower asked the \
+                 leader), request (a follower's request confirmed the leader by itself)",
+            ),
+            &["kind"],
+        )
+        .expect("static metric options are valid");
+        RoundStats {
+            heartbeats: rounds.with_label_values(&["heartbeats"]),
+            forwarded: rounds.with_label_values(&["forwarded"]),
+            by_request: rounds.with_label_values(&["request"]),
+            reads: IntCounter::new(
+                "gridraft_read_index_reads_total",
+                "Reads served by ReadIndex rounds, here or for followers",
+            )
+            .expect("static metric options are valid"),
+            rounds,
+        }
+    }
+
+    pub fn register(&self, registry: &Registry) {
+        for c in [
+            Box::new(self.rounds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(self.reads.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+    }
 }
 
 impl ReadIndexBatcher {
     pub fn spawn(cluster: Weak<Cluster>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let stats = Arc::new(RoundStats::default());
+        let stats = Arc::new(RoundStats::new());
         tokio::spawn(run(cluster, rx, stats.clone()));
         ReadIndexBatcher { tx, stats }
     }
@@ -95,7 +131,7 @@ async fn run(
             .map(|r| r.deadline)
             .max()
             .expect("batch is never empty");
-        stats.reads.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.reads.inc_by(batch.len() as u64);
         let stats = stats.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -130,7 +166,7 @@ async fn round(
             // to its heartbeats, and once it learns of a newer leader the round it started may
             // never complete. The next attempt looks at who leads again.
             Leader::Me => {
-                stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                stats.heartbeats.inc();
                 let confirmed = tokio::time::timeout(
                     remaining.min(cluster.settings.election_timeout_max),
                     cluster.raft.get_read_log_id(),
@@ -154,7 +190,7 @@ async fn round(
             Leader::Other { id, addr } => {
                 // Read after every read in this batch arrived (see `follower_read_index`).
                 let from = cluster.read_index_from().await;
-                stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                stats.forwarded.inc();
                 let call = cluster.peers.read_index(&addr, from.as_ref(), remaining);
                 match cluster.unless_leader_changes(id, call).await {
                     Some(Ok(index)) => return Ok(index),
