@@ -291,7 +291,7 @@ scale() {
   # Restart of a member holding the largest population: to ready, and to the first answered read.
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   local t0; t0="$(date +%s%N)"
-  local restart_ready; read -r pid restart_ready < <(start_timed "$WORK/scale.log" "$url" "$GR" "${start_args[@]}")
+  local restart_ready; read -r pid restart_ready < <(start_timed "$WORK/scale-restart.log" "$url" "$GR" "${start_args[@]}")
   PIDS+=("$pid")
   curl -s -o /dev/null --max-time 60 "$url/se/grid/session/$prefix-p$((loaded - 1))"
   local restart_read=$(( ($(date +%s%N) - t0) / 1000000 ))

@@ -346,35 +346,53 @@ impl Node {
 
     /// Takes a snapshot when many entries were applied since the last one, so the next start
     /// loads one file instead of replaying them. Bounded: a stop is never held up for long.
+    ///
+    /// A snapshot already being built (the log outgrew its limit just before the stop) makes
+    /// openraft ignore the request: when that one finishes short of what was applied, and the
+    /// rest is still worth a snapshot, it asks again instead of waiting out the timeout.
     async fn snapshot_before_stop(&self) {
         let raft: &Raft = &self.cluster.raft;
         let mut metrics = raft.metrics();
-        let (applied, snapshot) = {
+        let (applied, mut taken) = {
             let m = metrics.borrow();
             (
                 m.last_applied.map(|l| l.index).unwrap_or(0),
                 m.snapshot.map(|l| l.index).unwrap_or(0),
             )
         };
-        if applied.saturating_sub(snapshot) < STOP_SNAPSHOT_MIN_ENTRIES {
-            return;
-        }
-        tracing::info!(applied, snapshot, "taking a snapshot before stopping");
-        if let Err(e) = raft.trigger().snapshot().await {
-            tracing::warn!(error = %e, "could not take a snapshot before stopping");
+        if applied.saturating_sub(taken) < STOP_SNAPSHOT_MIN_ENTRIES {
             return;
         }
         let started = Instant::now();
         let deadline = started + STOP_SNAPSHOT_TIMEOUT;
-        while Instant::now() < deadline {
-            let taken = metrics.borrow().snapshot.map(|l| l.index).unwrap_or(0);
-            if taken >= applied {
+        let mut asks = 0;
+        while asks < 3 {
+            tracing::info!(
+                applied,
+                snapshot = taken,
+                "taking a snapshot before stopping"
+            );
+            if let Err(e) = raft.trigger().snapshot().await {
+                tracing::warn!(error = %e, "could not take a snapshot before stopping");
+                return;
+            }
+            asks += 1;
+            let asked_at = taken;
+            while Instant::now() < deadline && taken == asked_at {
+                let _ = tokio::time::timeout_at(deadline.into(), metrics.changed()).await;
+                taken = metrics.borrow().snapshot.map(|l| l.index).unwrap_or(0);
+            }
+            if taken == asked_at {
+                break;
+            }
+            if applied.saturating_sub(taken) < STOP_SNAPSHOT_MIN_ENTRIES {
                 tracing::info!(index = taken, elapsed = ?started.elapsed(), "snapshot taken");
                 return;
             }
-            let _ = tokio::time::timeout_at(deadline.into(), metrics.changed()).await;
         }
         tracing::warn!(
+            applied,
+            snapshot = taken,
             "snapshot before stopping did not finish in time; the next start replays the log"
         );
     }

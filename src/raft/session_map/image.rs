@@ -154,7 +154,11 @@ impl SessionMap {
     }
 
     /// Reads a map written by [`SessionMap::encode`] (buffer `r`).
-    pub fn decode(r: impl Read) -> Result<SessionMap, ImageError> {
+    ///
+    /// Two threads: this one builds the map while another reads, checks and allocates the
+    /// records ahead of it, handing them over in chunks. At a million sessions each half is
+    /// about half of a restart.
+    pub fn decode(r: impl Read + Send) -> Result<SessionMap, ImageError> {
         let mut r = Crc {
             inner: r,
             hasher: crc32fast::Hasher::new(),
@@ -175,25 +179,25 @@ impl SessionMap {
             clock: header.clock,
             ..Default::default()
         };
-        for _ in 0..header.sessions {
-            let id = get_string(&mut r)?;
-            let uri = get_string(&mut r)?;
-            let start = get_string(&mut r)?;
-            let body = get_bytes(&mut r)?;
-            let mut v = [0u32; 4];
-            for x in &mut v {
-                *x = get_u32(&mut r)?;
+        let sessions = header.sessions;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(CHUNKS_AHEAD);
+        let read = std::thread::scope(|scope| {
+            let reader = std::thread::Builder::new()
+                .name("snapshot-read".into())
+                .spawn_scoped(scope, move || {
+                    read_records(&mut r, sessions, tx).map(|()| r)
+                });
+            let reader = reader.map_err(|e| {
+                ImageError::Io(io::Error::other(format!("start the snapshot reader: {e}")))
+            })?;
+            for chunk in rx {
+                for record in chunk {
+                    map.insert_record(record);
+                }
             }
-            let span = |start, end| Span { start, end };
-            map.insert_record(Record::from_parts(
-                id,
-                uri,
-                start,
-                body,
-                span(v[0], v[1]),
-                span(v[2], v[3]),
-            )?);
-        }
+            reader.join().expect("the snapshot reader does not panic")
+        });
+        let mut r = read?;
         let computed = r.hasher.clone().finalize();
         let stored = get_u32(&mut r.inner)?;
         if stored != computed {
@@ -212,4 +216,51 @@ impl SessionMap {
         }
         Ok(map)
     }
+}
+
+/// Records handed from the reader to the map builder at a time.
+const CHUNK: u64 = 256;
+/// Chunks the reader may be ahead of the builder.
+const CHUNKS_AHEAD: usize = 16;
+
+/// Reads `sessions` records from `r` and sends them to `tx` in chunks. Stops early (without an
+/// error of its own) only if the receiver is gone.
+fn read_records(
+    r: &mut impl Read,
+    sessions: u64,
+    tx: std::sync::mpsc::SyncSender<Vec<Record>>,
+) -> Result<(), ImageError> {
+    let mut left = sessions;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        let mut chunk = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            chunk.push(read_record(r)?);
+        }
+        left -= n;
+        if tx.send(chunk).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn read_record(r: &mut impl Read) -> Result<Record, ImageError> {
+    let id = get_string(r)?;
+    let uri = get_string(r)?;
+    let start = get_string(r)?;
+    let body = get_bytes(r)?;
+    let mut v = [0u32; 4];
+    for x in &mut v {
+        *x = get_u32(r)?;
+    }
+    let span = |start, end| Span { start, end };
+    Ok(Record::from_parts(
+        id,
+        uri,
+        start,
+        body,
+        span(v[0], v[1]),
+        span(v[2], v[3]),
+    )?)
 }
