@@ -24,3 +24,100 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
 fn sled_storage_passes_the_openraft_suite() {
     Suite::test_all(SledBuilder).expect("storage suite");
 }
+
+fn blank(term: u64, index: u64) -> gridraft::raft::Entry {
+    gridraft::raft::Entry {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(term, 1), index),
+        payload: openraft::EntryPayload::Blank,
+    }
+}
+
+fn identity() -> DataIdentity {
+    DataIdentity {
+        cluster: "reopen".into(),
+        node_id: 0,
+    }
+}
+
+/// Opens the storage again once the previous instance's fsync thread has let go of sled.
+async fn reopen(
+    dir: &std::path::Path,
+) -> (gridraft::raft::durable::Storage, LogStore, StateMachine) {
+    for _ in 0..250 {
+        match open_storage(dir, &identity()) {
+            Ok(s) => return s,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    open_storage(dir, &identity()).expect("reopen the storage")
+}
+
+/// What openraft's suite does not do: close the store and open it again.
+#[tokio::test]
+async fn the_log_reopens_with_its_entries_vote_and_purge_point() {
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+    use openraft::RaftLogReader;
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_storage, mut log, _sm) = open_storage(dir.path(), &identity()).unwrap();
+        log.blocking_append((1..=50).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+        log.save_vote(&openraft::Vote::new_committed(2, 1))
+            .await
+            .unwrap();
+        log.truncate(blank(1, 41).log_id).await.unwrap();
+        log.blocking_append((41..=45).map(|i| blank(2, i)))
+            .await
+            .unwrap();
+        log.purge(blank(1, 30).log_id).await.unwrap();
+    }
+    let (_storage, mut log, _sm) = reopen(dir.path()).await;
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(blank(1, 30).log_id));
+    assert_eq!(state.last_log_id, Some(blank(2, 45).log_id));
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(openraft::Vote::new_committed(2, 1))
+    );
+    let entries = log.try_get_log_entries(0..100).await.unwrap();
+    let ids: Vec<_> = entries.iter().map(|e| e.log_id).collect();
+    let want: Vec<_> = (31..=40)
+        .map(|i| blank(1, i).log_id)
+        .chain((41..=45).map(|i| blank(2, i).log_id))
+        .collect();
+    assert_eq!(ids, want);
+}
+
+/// A data directory written by a version that kept the log in sled opens with the same log.
+#[tokio::test]
+async fn a_log_kept_in_sled_is_moved_into_segment_files() {
+    use openraft::storage::RaftLogStorage;
+    use openraft::RaftLogReader;
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (storage, _log, _sm) = open_storage(dir.path(), &identity()).unwrap();
+        let tree = storage.db.open_tree("raft_log").unwrap();
+        for i in 5..=9u64 {
+            tree.insert(i.to_be_bytes(), bincode::serialize(&blank(1, i)).unwrap())
+                .unwrap();
+        }
+        let meta = storage.db.open_tree("raft_meta").unwrap();
+        meta.insert(
+            "last_purged",
+            bincode::serialize(&blank(1, 4).log_id).unwrap(),
+        )
+        .unwrap();
+        storage.db.flush().unwrap();
+    }
+    for _ in 0..2 {
+        let (storage, mut log, _sm) = reopen(dir.path()).await;
+        assert!(storage.db.open_tree("raft_log").unwrap().is_empty());
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(blank(1, 9).log_id));
+        let entries = log.try_get_log_entries(5..=9).await.unwrap();
+        assert_eq!(entries.len(), 5);
+    }
+}

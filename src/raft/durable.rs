@@ -6,6 +6,8 @@
 //! durable write therefore goes through [`Flusher`]: one thread that takes every flush request
 //! waiting at that moment, runs `Db::flush` once, then `fsync`s sled's files once, and only then
 //! reports all of them complete. Under load one fsync covers many appends (group commit).
+//! The same flush `fdatasync`s the Raft log's segment files written since the last one (see
+//! [`super::segment_log`]): sled keeps the vote and the small records, the log is outside it.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -17,6 +19,8 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 
 use serde::{Deserialize, Serialize};
+
+use super::segment_log::LogSync;
 
 /// Identity written into a data directory the first time a member starts, and checked on
 /// every start, so a member never joins a cluster with foreign state.
@@ -57,7 +61,7 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    fn start(db: sled::Db, dir: PathBuf) -> Self {
+    fn start(db: sled::Db, dir: PathBuf, log: Arc<LogSync>) -> Self {
         let (tx, rx) = mpsc::channel::<Done>();
         thread::Builder::new()
             .name("sled-fsync".into())
@@ -77,6 +81,9 @@ impl Flusher {
                             }
                             _ => break,
                         }
+                    }
+                    if result.is_ok() {
+                        result = log.sync();
                     }
                     for done in batch {
                         done(clone_result(&result));
@@ -212,10 +219,12 @@ pub struct Storage {
     /// The member's data directory (sled lives in `sled/` under it).
     pub dir: PathBuf,
     pub stats: Arc<LogStats>,
+    /// The Raft log's segment files due for the next group commit (see `segment_log`).
+    pub log_sync: Arc<LogSync>,
 }
 
-/// Byte counts that drive snapshots by log size (see `crate::node`): sled holds the log in its
-/// page cache, so the log written since the last snapshot is memory as well as disk.
+/// Byte counts that drive snapshots by log size (see `crate::node`): the log written since the
+/// last snapshot is disk, and the replay of the next start.
 #[derive(Debug, Default)]
 pub struct LogStats {
     /// Encoded log bytes appended since start.
@@ -258,11 +267,13 @@ impl Storage {
                 path: sled_dir.clone(),
                 source,
             })?;
+        let log_sync = Arc::new(LogSync::default());
         let storage = Storage {
-            flusher: Flusher::start(db.clone(), sled_dir.clone()),
+            flusher: Flusher::start(db.clone(), sled_dir.clone(), log_sync.clone()),
             db,
             dir: dir.to_owned(),
             stats: Arc::default(),
+            log_sync,
         };
         storage.check_identity(&sled_dir, identity)?;
         Ok(storage)

@@ -1,8 +1,11 @@
-//! The Raft log and vote in sled.
+//! The Raft log: entries in segment files ([`SegmentLog`]), the vote, the commit index and the
+//! purge point in sled.
 //!
-//! Keys of the `raft_log` tree are big-endian indexes, so sled's order is log order. An append is
-//! reported to openraft only after the [`Flusher`](super::durable::Flusher) has fsynced it, and a
-//! vote is saved the same way before `save_vote` returns.
+//! An append is reported to openraft only after the [`Flusher`](super::durable::Flusher) has
+//! fsynced it, and a vote is saved the same way before `save_vote` returns.
+//!
+//! Entries used to be a sled tree, `raft_log` (keys big-endian indexes); the first start of this
+//! version moves them into segments and empties the tree.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -13,6 +16,7 @@ use openraft::{
 };
 
 use super::durable::Storage;
+use super::segment_log::SegmentLog;
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
@@ -22,7 +26,7 @@ const LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
-    log: sled::Tree,
+    log: SegmentLog,
     meta: sled::Tree,
 }
 
@@ -44,11 +48,48 @@ fn write_logs(e: impl std::error::Error + 'static) -> StorageError {
     io(ErrorSubject::Logs, ErrorVerb::Write, e)
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum LogOpenError {
+    #[error("{0}")]
+    Sled(#[from] sled::Error),
+    #[error("Raft log: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("Raft log: {0}")]
+    Decode(#[from] bincode::Error),
+}
+
 impl LogStore {
-    pub fn open(storage: &Storage) -> Result<Self, sled::Error> {
+    pub fn open(storage: &Storage) -> Result<Self, LogOpenError> {
+        let meta = storage.db.open_tree("raft_meta")?;
+        let last_purged: Option<LogId> = match meta.get(LAST_PURGED)? {
+            Some(raw) => Some(bincode::deserialize(&raw)?),
+            None => None,
+        };
+        let legacy_tree = storage.db.open_tree("raft_log")?;
+        let legacy = legacy_tree
+            .iter()
+            .values()
+            .map(|v| v.map(|v| v.to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let moved = legacy.len();
+        let log = SegmentLog::open(
+            &storage.dir,
+            last_purged.map(|l| l.index),
+            legacy,
+            storage.log_sync.clone(),
+        )?;
+        if moved > 0 {
+            // The segments are durable; only now may the tree go.
+            legacy_tree.clear()?;
+            storage.db.flush()?;
+            tracing::info!(
+                entries = moved,
+                "Raft log moved from sled into segment files"
+            );
+        }
         Ok(LogStore {
-            log: storage.db.open_tree("raft_log")?,
-            meta: storage.db.open_tree("raft_meta")?,
+            log,
+            meta,
             storage: storage.clone(),
         })
     }
@@ -69,16 +110,6 @@ impl LogStore {
         Ok(())
     }
 
-    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
-        match self.log.last().map_err(read_logs)? {
-            Some((_, raw)) => {
-                let entry: Entry = bincode::deserialize(&raw).map_err(read_logs)?;
-                Ok(Some(entry.log_id))
-            }
-            None => Ok(None),
-        }
-    }
-
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
         self.storage
             .flusher
@@ -88,32 +119,22 @@ impl LogStore {
     }
 }
 
-fn key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
         };
-        self.log
-            .range::<[u8; 8], _>((start, end))
-            .map(|item| {
-                let (_, raw) = item.map_err(read_logs)?;
-                bincode::deserialize(&raw).map_err(read_logs)
-            })
-            .collect()
+        self.log.read(start, end).map_err(read_logs)
     }
 }
 
@@ -122,7 +143,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.get_meta(LAST_PURGED)?;
-        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        let last_log_id = self.log.last_log_id().or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -161,14 +182,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        let mut bytes = 0;
-        for entry in entries {
-            let raw = bincode::serialize(&entry).map_err(write_logs)?;
-            bytes += raw.len() as u64;
-            batch.insert(&key(entry.log_id.index), raw);
-        }
-        self.log.apply_batch(batch).map_err(write_logs)?;
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let bytes = self.log.append(&entries).map_err(write_logs)?;
         self.storage
             .stats
             .appended
@@ -180,36 +195,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(key(log_id.index)..) {
-            let (k, _) = item.map_err(write_logs)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(write_logs)?;
-        self.flush(ErrorSubject::Logs).await
+        // Durable when it returns: the segment is cut and synced in place.
+        self.log.truncate(log_id.index).map_err(write_logs)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // The purge point is recorded first, so a crash half-way leaves a consistent state.
+        // The purge point is recorded first, so a crash half-way leaves a consistent state:
+        // entries at or below it are ignored on the next open.
         self.put_meta(LAST_PURGED, &log_id)?;
         self.flush(ErrorSubject::Logs).await?;
-        // Keys are computed, not iterated: iterating would read every purged entry (each up to
-        // a batch of 96 KiB) back from disk only to drop it, and did, at the cost of most of a
-        // leader's CPU while a snapshot was purged under writes (perf, docs/benchmarks.md).
-        let Some((first, _)) = self.log.first().map_err(read_logs)? else {
-            return Ok(());
-        };
-        let first = u64::from_be_bytes(
-            first
-                .as_ref()
-                .try_into()
-                .map_err(|_| read_logs(std::io::Error::other("a log key is not eight bytes")))?,
-        );
-        let mut batch = sled::Batch::default();
-        for index in first..=log_id.index {
-            batch.remove(&key(index));
-        }
-        self.log.apply_batch(batch).map_err(write_logs)?;
-        Ok(())
+        self.log.purge(log_id.index).map_err(write_logs)
     }
 }

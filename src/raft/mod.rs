@@ -12,6 +12,7 @@ use crate::session::{RemovalReason, Session};
 pub mod durable;
 pub mod log_store;
 pub mod network;
+pub mod segment_log;
 pub mod session_map;
 pub mod snapshot_file;
 pub mod state_machine;
@@ -103,11 +104,9 @@ pub fn open_storage(
     // Decoding the snapshot (seconds for a million sessions) overlaps sled's own start.
     let prefetch = state_machine::Prefetch::start(dir);
     let storage = durable::Storage::open(dir, identity)?;
-    let log = log_store::LogStore::open(&storage).map_err(|source| {
-        OpenStorageError::Open(durable::OpenError::Sled {
-            path: dir.to_owned(),
-            source,
-        })
+    let log = log_store::LogStore::open(&storage).map_err(|source| OpenStorageError::Log {
+        path: dir.to_owned(),
+        source,
     })?;
     let sm =
         state_machine::StateMachine::open(&storage, prefetch).map_err(OpenStorageError::Restore)?;
@@ -120,4 +119,9 @@ pub enum OpenStorageError {
     Open(#[from] durable::OpenError),
     #[error("restore the state machine from its snapshot: {0}")]
     Restore(StorageError),
+    #[error("open the Raft log in {path}: {source}")]
+    Log {
+        path: std::path::PathBuf,
+        source: log_store::LogOpenError,
+    },
 }

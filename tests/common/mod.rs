@@ -220,7 +220,10 @@ impl TestCluster {
             async move {
                 let p = TcpListener::bind(public).await.ok()?;
                 let q = TcpListener::bind(peer).await.ok()?;
-                node::start(&cfg, p, q).await.ok()
+                node::start(&cfg, p, q)
+                    .await
+                    .map_err(|e| tracing::warn!(member = id, error = %e, "restart failed"))
+                    .ok()
             }
         })
         .await;

@@ -1,0 +1,245 @@
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::{CommittedLeaderId, EntryPayload};
+
+use super::*;
+
+fn entry(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Blank,
+    }
+}
+
+fn entries(term: u64, range: std::ops::Range<u64>) -> Vec<Entry> {
+    range.map(|i| entry(term, i)).collect()
+}
+
+/// Small segments, so a few entries span several files.
+fn open(dir: &Path, last_purged: Option<u64>) -> io::Result<SegmentLog> {
+    SegmentLog::open_with(dir, last_purged, Vec::new(), Arc::default(), 200)
+}
+
+fn indexes(log: &SegmentLog, start: u64, end: u64) -> Vec<u64> {
+    log.read(start, end)
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect()
+}
+
+fn segments(dir: &Path) -> Vec<u64> {
+    list(&dir.join(LOG_DIR))
+        .unwrap()
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect()
+}
+
+#[test]
+fn entries_survive_a_reopen_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    for i in 1..=30 {
+        log.append(&[entry(1, i)]).unwrap();
+    }
+    log.sync.sync().unwrap();
+    assert!(segments(dir.path()).len() > 2, "small segments roll");
+    drop(log);
+    let log = open(dir.path(), None).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), (1..=30).collect::<Vec<_>>());
+    assert_eq!(indexes(&log, 10, 13), vec![10, 11, 12]);
+    assert_eq!(log.last_log_id().unwrap().index, 30);
+    log.append(&entries(2, 31..33)).unwrap();
+    assert_eq!(log.last_log_id().unwrap(), entry(2, 32).log_id);
+}
+
+#[test]
+fn an_append_that_does_not_follow_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    log.append(&entries(1, 1..4)).unwrap();
+    assert!(log.append(&[entry(1, 5)]).is_err());
+    assert!(log.append(&[entry(1, 3)]).is_err());
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_torn_last_record_is_cut_off_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    log.append(&entries(1, 1..4)).unwrap();
+    drop(log);
+    let last = *segments(dir.path()).last().unwrap();
+    let path = dir.path().join(LOG_DIR).join(segment_name(last));
+    let len = fs::metadata(&path).unwrap().len();
+    // Half of the last record reached the disk.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let log = open(dir.path(), None).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2]);
+    log.append(&[entry(1, 3)]).unwrap();
+    drop(log);
+    let log = open(dir.path(), None).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_flipped_byte_in_the_last_record_cuts_it_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    log.append(&entries(1, 1..4)).unwrap();
+    drop(log);
+    let last = *segments(dir.path()).last().unwrap();
+    let path = dir.path().join(LOG_DIR).join(segment_name(last));
+    let mut bytes = fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    fs::write(&path, bytes).unwrap();
+    let log = open(dir.path(), None).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2]);
+}
+
+#[test]
+fn damage_before_the_last_segment_fails_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    for i in 1..=30 {
+        log.append(&[entry(1, i)]).unwrap();
+    }
+    drop(log);
+    let first = segments(dir.path())[0];
+    let path = dir.path().join(LOG_DIR).join(segment_name(first));
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[10] ^= 0xff;
+    fs::write(&path, bytes).unwrap();
+    let err = open(dir.path(), None).err().expect("damage is an error");
+    assert!(err.to_string().contains("damaged record"), "{err}");
+}
+
+#[test]
+fn truncate_removes_the_tail_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    for i in 1..=30 {
+        log.append(&[entry(1, i)]).unwrap();
+    }
+    log.truncate(12).unwrap();
+    assert_eq!(log.last_log_id().unwrap().index, 11);
+    log.append(&entries(2, 12..15)).unwrap();
+    drop(log);
+    let log = open(dir.path(), None).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), (1..15).collect::<Vec<_>>());
+    let terms: Vec<u64> = log
+        .read(10, 15)
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.leader_id.term)
+        .collect();
+    assert_eq!(terms, vec![1, 1, 2, 2, 2]);
+}
+
+#[test]
+fn a_truncation_interrupted_by_a_crash_ends_the_log_at_the_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    for i in 1..=30 {
+        log.append(&[entry(1, i)]).unwrap();
+    }
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 3);
+    // The crash came after the second segment was cut to its first entry, before the later
+    // segments were deleted.
+    let second = segs[1];
+    let loc = {
+        let inner = log.inner.lock().unwrap();
+        inner.locs[(second + 1 - inner.first) as usize]
+    };
+    drop(log);
+    let path = dir.path().join(LOG_DIR).join(segment_name(second));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(loc.offset)
+        .unwrap();
+    let log = open(dir.path(), None).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), (1..=second).collect::<Vec<_>>());
+    assert_eq!(segments(dir.path()), vec![segs[0], second]);
+    log.append(&[entry(2, second + 1)]).unwrap();
+    assert_eq!(log.last_log_id().unwrap().index, second + 1);
+}
+
+#[test]
+fn purge_deletes_whole_segments_and_a_reopen_skips_purged_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    for i in 1..=30 {
+        log.append(&[entry(1, i)]).unwrap();
+    }
+    let before = segments(dir.path());
+    log.purge(20).unwrap();
+    let after = segments(dir.path());
+    assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+    assert!(after[0] <= 21, "the segment holding 21 stays: {after:?}");
+    assert_eq!(indexes(&log, 0, u64::MAX), (21..=30).collect::<Vec<_>>());
+    drop(log);
+    let log = open(dir.path(), Some(20)).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), (21..=30).collect::<Vec<_>>());
+}
+
+#[test]
+fn after_a_snapshot_past_its_end_the_log_restarts_at_the_new_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    log.append(&entries(1, 1..6)).unwrap();
+    // A snapshot up to 100 was installed: everything is purged, the log goes on at 101.
+    log.purge(100).unwrap();
+    assert_eq!(log.last_log_id(), None);
+    log.append(&entries(3, 101..104)).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![101, 102, 103]);
+    drop(log);
+    let log = open(dir.path(), Some(100)).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![101, 102, 103]);
+}
+
+#[test]
+fn a_log_kept_in_sled_moves_into_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    // A partial move interrupted by a crash: stale segments are replaced.
+    let stale = open(dir.path(), None).unwrap();
+    stale.append(&entries(1, 1..3)).unwrap();
+    drop(stale);
+    let legacy: Vec<Vec<u8>> = entries(1, 5..9)
+        .iter()
+        .map(|e| bincode::serialize(e).unwrap())
+        .collect();
+    let log = SegmentLog::open_with(dir.path(), Some(4), legacy, Arc::default(), 200).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![5, 6, 7, 8]);
+    drop(log);
+    let log = open(dir.path(), Some(4)).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![5, 6, 7, 8]);
+}
+
+#[test]
+fn sync_covers_every_segment_written_and_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    for i in 1..=30 {
+        log.append(&[entry(1, i)]).unwrap();
+    }
+    {
+        let st = log.sync.state.lock().unwrap();
+        assert_eq!(st.files.len(), segments(dir.path()).len());
+        assert!(st.dir.is_some());
+    }
+    log.sync.sync().unwrap();
+    let st = log.sync.state.lock().unwrap();
+    assert!(st.files.is_empty() && st.dir.is_none());
+}
