@@ -256,7 +256,8 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 /// Triggers a snapshot once the log written since the last one outgrows `after_bytes`, or a
 /// sixteenth of the last snapshot's size if that is larger (so a large map is not rewritten over
 /// and over). openraft only counts entries, and a batched entry can be 100 KiB: without this,
-/// sled's cache would hold up to `snapshot-after-entries` such entries.
+/// the log (its disk, and the replay of the next start) could reach `snapshot-after-entries`
+/// such entries.
 async fn snapshot_by_size(
     raft: Raft,
     stats: Arc<LogStats>,
