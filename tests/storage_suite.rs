@@ -1,4 +1,5 @@
-//! openraft's own storage test suite, run against the sled log store and state machine.
+//! openraft's own storage test suite, run against the log store (segment files and sled) and
+//! the state machine, and what the suite does not do: closing the store and opening it again.
 
 use gridraft::raft::durable::DataIdentity;
 use gridraft::raft::log_store::LogStore;
