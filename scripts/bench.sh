@@ -93,6 +93,18 @@ wait_for() { # wait_for URL [STATUS] [SECONDS]
 }
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# settle PID: waits (at most 120 s) until PID uses under a tenth of a core over one second, so
+# a level is measured in steady state, not while the snapshot its load triggered is written;
+# prints the milliseconds waited.
+settle() {
+  local t0; t0="$(date +%s%N)"
+  for _ in $(seq 1 120); do
+    local a b; a="$(cpu_ticks "$1")"; sleep 1; b="$(cpu_ticks "$1")"
+    [ $((b - a)) -lt 10 ] && break
+  done
+  echo $(( ($(date +%s%N) - t0) / 1000000 ))
+}
 
 # bench SYSTEM WORKLOAD URLS ARGS... : RUNS measured runs into $RESULTS
 bench() {
@@ -276,7 +288,8 @@ scale() {
     "$BENCH" --url "$url" --concurrency "$CONC" --mode preload --population "$n" --id-prefix "$prefix" \
       --json "$RESULTS/scale.preload.$n.json" --skip-to "$loaded" >&2
     loaded="$n"
-    sleep 2
+    local settled; settled="$(settle "$pid")"
+    log "scale: $n sessions loaded; background work (snapshot) done after $settled ms"
     local rss; rss="$(rss_kb "$pid")"
     local disk; disk="$(du -sk "$dir" | cut -f1)"
     for i in $(seq 1 "$RUNS"); do
@@ -285,7 +298,7 @@ scale() {
         --json "$RESULTS/scale.get.$n.$i.json" >&2 || true
     done
     [ $first = 1 ] || echo "," >> "$out"; first=0
-    echo "{\"sessions\": $n, \"rss_kb\": $rss, \"disk_kb\": $disk}" >> "$out"
+    echo "{\"sessions\": $n, \"rss_kb\": $rss, \"disk_kb\": $disk, \"settle_ms\": $settled}" >> "$out"
   done
   echo "]," >> "$out"
   # Restart of a member holding the largest population: to ready, and to the first answered read.

@@ -185,10 +185,12 @@ def scale(results, md, command):
         pre = os.path.join(results, f"scale.preload.{n}.json")
         rate = json.load(open(pre))["preload"]["rate"] if os.path.exists(pre) else None
         per = (lvl["rss_kb"] - s["rss_empty_kb"]) * 1024 / n
+        settle = f"{lvl['settle_ms'] / 1000:.1f} s" if "settle_ms" in lvl else "–"
         lines.append(
             f"| {n:,} | {fmt_rps(rps)} | {fmt_ms(t.get('p50_ms'))} | {fmt_ms(t.get('p99_ms'))} | "
             f"{fmt_ms(t.get('p999_ms'))} | {'–' if not (rps and base) else f'{(rps / base - 1) * 100:+.0f} %'} | "
-            f"{lvl['rss_kb'] / 1024:,.0f} MiB | {per:,.0f} B | {lvl['disk_kb'] / 1024:,.0f} MiB | {fmt_rps(rate)} |")
+            f"{lvl['rss_kb'] / 1024:,.0f} MiB | {per:,.0f} B | {lvl['disk_kb'] / 1024:,.0f} MiB | {fmt_rps(rate)} | "
+            f"{settle} |")
     j = s["java"]
     jper = (j["rss_kb"] - j["rss_empty_kb"]) * 1024 / j["sessions"]
     churn = "\n".join(
@@ -199,10 +201,11 @@ def scale(results, md, command):
 {machine(results)}
 
 One gridraft member (fsync on), full GETs at concurrency 64 over the whole live population.
-Memory per session = (RSS − RSS of the empty member) / sessions.
+Memory per session = (RSS − RSS of the empty member) / sessions. Each level is measured once
+the member is idle again after its load (*settled*: the snapshot the load triggered is written).
 
-| Live sessions | full GET req/s | p50 ms | p99 ms | p99.9 ms | vs 1 000 | RSS | per session | disk | load rate (adds/s) |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| Live sessions | full GET req/s | p50 ms | p99 ms | p99.9 ms | vs 1 000 | RSS | per session | disk | load rate (adds/s) | settled |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(lines)}
 
 Java LocalSessionMap: {j['sessions']:,} sessions, RSS after a full GC {j['rss_empty_kb'] / 1024:,.0f} MiB empty →

@@ -8,6 +8,8 @@
 //! reports all of them complete. Under load one fsync covers many appends (group commit).
 //! The same flush `fdatasync`s the Raft log's segment files written since the last one (see
 //! [`super::segment_log`]): sled keeps the vote and the small records, the log is outside it.
+//! An append asks for the segments only ([`Flusher::flush_log_then`]); sled is flushed when a
+//! request in the group needs it (a vote, a purge point, a snapshot record).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -54,15 +56,21 @@ pub enum OpenError {
 
 type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
 
+/// One flush request: `sled` when it needs sled's writes durable too, not only the log's.
+struct Request {
+    done: Done,
+    sled: bool,
+}
+
 /// A handle to the group-commit thread. Cloning is cheap.
 #[derive(Clone)]
 pub struct Flusher {
-    tx: mpsc::Sender<Done>,
+    tx: mpsc::Sender<Request>,
 }
 
 impl Flusher {
     fn start(db: sled::Db, dir: PathBuf, log: Arc<LogSync>) -> Self {
-        let (tx, rx) = mpsc::channel::<Done>();
+        let (tx, rx) = mpsc::channel::<Request>();
         thread::Builder::new()
             .name("sled-fsync".into())
             .spawn(move || {
@@ -70,23 +78,29 @@ impl Flusher {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
-                    let mut result = sync_changed(&db, &dir, &mut synced);
-                    // A file sled removed while it was being listed: list again (bounded). A
-                    // persistent error (sled's own) still fails the flush.
-                    for _ in 0..3 {
-                        match &result {
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                tracing::warn!(error = %e, "fsync raced with sled removing a file; retrying");
-                                result = sync_changed(&db, &dir, &mut synced);
+                    // Appends need only their segments; sled (the vote, the purge point, the
+                    // snapshot record) is flushed when a request in the group asks for it, so a
+                    // group of appends costs one fdatasync, not two.
+                    let mut result = Ok(());
+                    if batch.iter().any(|r| r.sled) {
+                        result = sync_changed(&db, &dir, &mut synced);
+                        // A file sled removed while it was being listed: list again (bounded).
+                        // A persistent error (sled's own) still fails the flush.
+                        for _ in 0..3 {
+                            match &result {
+                                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                    tracing::warn!(error = %e, "fsync raced with sled removing a file; retrying");
+                                    result = sync_changed(&db, &dir, &mut synced);
+                                }
+                                _ => break,
                             }
-                            _ => break,
                         }
                     }
                     if result.is_ok() {
                         result = log.sync();
                     }
-                    for done in batch {
-                        done(clone_result(&result));
+                    for r in batch {
+                        (r.done)(clone_result(&result));
                     }
                 }
             })
@@ -96,10 +110,21 @@ impl Flusher {
         Flusher { tx }
     }
 
-    /// Calls `done` once everything written to the database before this call is on disk.
+    /// Calls `done` once everything written to the database and the log before this call is on
+    /// disk.
     pub fn flush_then(&self, done: impl FnOnce(io::Result<()>) + Send + 'static) {
-        if let Err(mpsc::SendError(done)) = self.tx.send(Box::new(done)) {
-            done(Err(io::Error::other("the fsync thread has stopped")));
+        self.request(Box::new(done), true);
+    }
+
+    /// Calls `done` once every log segment written before this call is on disk (sled's own
+    /// writes may still be pending).
+    pub fn flush_log_then(&self, done: impl FnOnce(io::Result<()>) + Send + 'static) {
+        self.request(Box::new(done), false);
+    }
+
+    fn request(&self, done: Done, sled: bool) {
+        if let Err(mpsc::SendError(r)) = self.tx.send(Request { done, sled }) {
+            (r.done)(Err(io::Error::other("the fsync thread has stopped")));
         }
     }
 

@@ -190,7 +190,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         self.storage
             .flusher
-            .flush_then(move |result| callback.log_io_completed(result));
+            .flush_log_then(move |result| callback.log_io_completed(result));
         Ok(())
     }
 
