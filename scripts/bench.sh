@@ -15,6 +15,7 @@
 #                               #   (before/after comparisons of a change)
 #
 # Environment: BENCH_RUNS (3), BENCH_DURATION (seconds measured per run, 5), BENCH_WARMUP (1),
+# BENCH_FIRST_WARMUP (8, more warm-up seconds before the first run of each workload),
 # BENCH_CONCURRENCY (64), BENCH_DIR (/tmp/gridraft-bench), GRIDRAFT_SELENIUM_JAR,
 # SCALE_MAX (1000000), CHURN_SESSIONS (1000000), JAVA_SESSIONS (100000, the Java map's memory test),
 # GRIDRAFT_BIN (another gridraft build), BENCH_SKIP_BUILD=1.
@@ -27,6 +28,7 @@ WHAT="${1:-compare}"
 RUNS="${BENCH_RUNS:-3}"
 DUR="${BENCH_DURATION:-5}"
 WARM="${BENCH_WARMUP:-1}"
+FIRST_WARM="${BENCH_FIRST_WARMUP:-8}"
 CONC="${BENCH_CONCURRENCY:-64}"
 WORK="${BENCH_DIR:-/tmp/gridraft-bench}"
 JAR="${GRIDRAFT_SELENIUM_JAR:-$ROOT/../shared/selenium/selenium-server-4.48.0.jar}"
@@ -106,11 +108,14 @@ settle() {
   echo $(( ($(date +%s%N) - t0) / 1000000 ))
 }
 
-# bench SYSTEM WORKLOAD URLS ARGS... : RUNS measured runs into $RESULTS
+# bench SYSTEM WORKLOAD URLS ARGS... : RUNS measured runs into $RESULTS. The first run of each
+# workload warms up for BENCH_FIRST_WARMUP more seconds: the Java servers' three runs otherwise
+# rose from one to the next (their JIT still compiling the workload's path).
 bench() {
   local system="$1" workload="$2" urls="$3"; shift 3
   for i in $(seq 1 "$RUNS"); do
-    "$BENCH" --url "$urls" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" \
+    local warm="$WARM"; [ "$i" = 1 ] && warm=$((WARM + FIRST_WARM))
+    "$BENCH" --url "$urls" --concurrency "$CONC" --duration "$DUR" --warmup "$warm" \
       --label "$system/$workload" --json "$RESULTS/$system.$workload.$i.json" "$@" >&2 || true
   done
 }
@@ -237,7 +242,7 @@ compare() {
   bench_sessionmap gridraft-3-readleader-follower "$GR_FOLLOWER"
   stop_all
   python3 "$ROOT/scripts/bench_report.py" compare "$RESULTS" "$ROOT/docs/benchmarks.md" \
-    "scripts/bench.sh (BENCH_RUNS=$RUNS BENCH_DURATION=$DUR BENCH_CONCURRENCY=$CONC)"
+    "scripts/bench.sh (BENCH_RUNS=$RUNS BENCH_DURATION=$DUR BENCH_CONCURRENCY=$CONC BENCH_FIRST_WARMUP=$FIRST_WARM)"
 }
 
 # --- scale ---------------------------------------------------------------------------------
