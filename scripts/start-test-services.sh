@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts the real servers the mirror tests need, on 127.0.0.1 only:
-#   PostgreSQL on port 55432 (trust auth, a throwaway cluster under $STATE_DIR)
-#   Redis on port 56379 (no persistence)
+#   PostgreSQL on port 25432 (trust auth, a throwaway cluster under $STATE_DIR)
+#   Redis on port 26379 (no persistence)
+# Both ports are below the kernel's ephemeral range (32768-60999), so a client socket left by an
+# earlier test or benchmark on 127.0.0.1 can never hold them.
 # Installs the Debian packages first when they are missing (postgresql, redis-server, and a
 # Java runtime for the interoperability test). Idempotent: servers already answering are left
 # alone. Prints the two `export` lines the tests read, so use it as:
@@ -9,8 +11,8 @@
 # Everything else goes to stderr.
 set -euo pipefail
 
-PG_PORT="${GRIDRAFT_TEST_PG_PORT:-55432}"
-REDIS_PORT="${GRIDRAFT_TEST_REDIS_PORT:-56379}"
+PG_PORT="${GRIDRAFT_TEST_PG_PORT:-25432}"
+REDIS_PORT="${GRIDRAFT_TEST_REDIS_PORT:-26379}"
 STATE_DIR="${GRIDRAFT_TEST_SERVICES_DIR:-/tmp/gridraft-test-services}"
 
 log() { echo "start-test-services: $*" >&2; }
