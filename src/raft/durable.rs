@@ -122,6 +122,17 @@ impl Flusher {
         self.request(Box::new(done), false);
     }
 
+    /// Waits, blocking the thread, until everything written before this call is on disk. For
+    /// start-up, before any async work runs on this storage.
+    pub fn flush_blocking(&self) -> io::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.flush_then(move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the fsync thread has stopped")))
+    }
+
     fn request(&self, done: Done, sled: bool) {
         if let Err(mpsc::SendError(r)) = self.tx.send(Request { done, sled }) {
             (r.done)(Err(io::Error::other("the fsync thread has stopped")));

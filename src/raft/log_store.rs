@@ -79,9 +79,10 @@ impl LogStore {
             storage.log_sync.clone(),
         )?;
         if moved > 0 {
-            // The segments are durable; only now may the tree go.
+            // The segments are durable; only now may the tree go, durably: a tree that came
+            // back after a crash would replace the segments, and any entry appended since.
             legacy_tree.clear()?;
-            storage.db.flush()?;
+            storage.flusher.flush_blocking()?;
             tracing::info!(
                 entries = moved,
                 "Raft log moved from sled into segment files"

@@ -187,8 +187,8 @@ impl SegmentLog {
             if let (Some(p), true) = (last_purged, entries.is_empty()) {
                 log.inner.lock().expect("never poisoned").first = p + 1;
             }
+            // The segment and the directory holding its new name.
             log.sync.sync()?;
-            File::open(&dir)?.sync_all()?;
             return Ok(log);
         }
         log.recover(last_purged)?;
