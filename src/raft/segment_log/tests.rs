@@ -22,6 +22,29 @@ fn open(dir: &Path, last_purged: Option<u64>) -> io::Result<SegmentLog> {
     SegmentLog::open_with(dir, last_purged, Vec::new(), Arc::default(), 200)
 }
 
+/// A log of entries 1..=n appended one at a time, so they spread over several segments.
+fn filled(dir: &Path, n: u64) -> SegmentLog {
+    let log = open(dir, None).unwrap();
+    for i in 1..=n {
+        log.append(&[entry(1, i)]).unwrap();
+    }
+    log
+}
+
+fn segment_path(dir: &Path, first: u64) -> std::path::PathBuf {
+    dir.join(LOG_DIR).join(segment_name(first))
+}
+
+/// Cuts the segment starting at `first` to `len` bytes, as a crash can leave it.
+fn cut(dir: &Path, first: u64, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir, first))
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 fn indexes(log: &SegmentLog, start: u64, end: u64) -> Vec<u64> {
     log.read(start, end)
         .unwrap()
@@ -41,10 +64,7 @@ fn segments(dir: &Path) -> Vec<u64> {
 #[test]
 fn entries_survive_a_reopen_across_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), None).unwrap();
-    for i in 1..=30 {
-        log.append(&[entry(1, i)]).unwrap();
-    }
+    let log = filled(dir.path(), 30);
     log.sync.sync().unwrap();
     assert!(segments(dir.path()).len() > 2, "small segments roll");
     drop(log);
@@ -73,15 +93,9 @@ fn a_torn_last_record_is_cut_off_and_the_log_goes_on() {
     log.append(&entries(1, 1..4)).unwrap();
     drop(log);
     let last = *segments(dir.path()).last().unwrap();
-    let path = dir.path().join(LOG_DIR).join(segment_name(last));
-    let len = fs::metadata(&path).unwrap().len();
+    let len = fs::metadata(segment_path(dir.path(), last)).unwrap().len();
     // Half of the last record reached the disk.
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 5)
-        .unwrap();
+    cut(dir.path(), last, len - 5);
     let log = open(dir.path(), None).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2]);
     log.append(&[entry(1, 3)]).unwrap();
@@ -97,7 +111,7 @@ fn a_flipped_byte_in_the_last_record_cuts_it_off() {
     log.append(&entries(1, 1..4)).unwrap();
     drop(log);
     let last = *segments(dir.path()).last().unwrap();
-    let path = dir.path().join(LOG_DIR).join(segment_name(last));
+    let path = segment_path(dir.path(), last);
     let mut bytes = fs::read(&path).unwrap();
     let n = bytes.len();
     bytes[n - 1] ^= 0xff;
@@ -109,13 +123,10 @@ fn a_flipped_byte_in_the_last_record_cuts_it_off() {
 #[test]
 fn damage_before_the_last_segment_fails_the_open() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), None).unwrap();
-    for i in 1..=30 {
-        log.append(&[entry(1, i)]).unwrap();
-    }
+    let log = filled(dir.path(), 30);
     drop(log);
     let first = segments(dir.path())[0];
-    let path = dir.path().join(LOG_DIR).join(segment_name(first));
+    let path = segment_path(dir.path(), first);
     let mut bytes = fs::read(&path).unwrap();
     bytes[10] ^= 0xff;
     fs::write(&path, bytes).unwrap();
@@ -126,10 +137,7 @@ fn damage_before_the_last_segment_fails_the_open() {
 #[test]
 fn truncate_removes_the_tail_durably() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), None).unwrap();
-    for i in 1..=30 {
-        log.append(&[entry(1, i)]).unwrap();
-    }
+    let log = filled(dir.path(), 30);
     log.truncate(12).unwrap();
     assert_eq!(log.last_log_id().unwrap().index, 11);
     log.append(&entries(2, 12..15)).unwrap();
@@ -148,10 +156,7 @@ fn truncate_removes_the_tail_durably() {
 #[test]
 fn a_truncation_interrupted_by_a_crash_ends_the_log_at_the_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), None).unwrap();
-    for i in 1..=30 {
-        log.append(&[entry(1, i)]).unwrap();
-    }
+    let log = filled(dir.path(), 30);
     let segs = segments(dir.path());
     assert!(segs.len() >= 3);
     // The crash came after the second segment was cut to its first entry, before the later
@@ -162,13 +167,7 @@ fn a_truncation_interrupted_by_a_crash_ends_the_log_at_the_gap() {
         inner.locs[(second + 1 - inner.first) as usize]
     };
     drop(log);
-    let path = dir.path().join(LOG_DIR).join(segment_name(second));
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(loc.offset)
-        .unwrap();
+    cut(dir.path(), second, loc.offset);
     let log = open(dir.path(), None).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), (1..=second).collect::<Vec<_>>());
     assert_eq!(segments(dir.path()), vec![segs[0], second]);
@@ -179,10 +178,7 @@ fn a_truncation_interrupted_by_a_crash_ends_the_log_at_the_gap() {
 #[test]
 fn purge_deletes_whole_segments_and_a_reopen_skips_purged_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), None).unwrap();
-    for i in 1..=30 {
-        log.append(&[entry(1, i)]).unwrap();
-    }
+    let log = filled(dir.path(), 30);
     let before = segments(dir.path());
     log.purge(20).unwrap();
     let after = segments(dir.path());
@@ -230,10 +226,7 @@ fn a_log_kept_in_sled_moves_into_segments() {
 #[test]
 fn sync_covers_every_segment_written_and_the_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), None).unwrap();
-    for i in 1..=30 {
-        log.append(&[entry(1, i)]).unwrap();
-    }
+    let log = filled(dir.path(), 30);
     {
         let st = log.sync.state.lock().unwrap();
         assert_eq!(st.files.len(), segments(dir.path()).len());
