@@ -18,7 +18,10 @@
 # BENCH_FIRST_WARMUP (8, more warm-up seconds before the first run of each workload),
 # BENCH_CONCURRENCY (64), BENCH_DIR (/tmp/gridraft-bench), GRIDRAFT_SELENIUM_JAR,
 # SCALE_MAX (1000000), CHURN_SESSIONS (1000000), JAVA_SESSIONS (100000, the Java map's memory test),
-# GRIDRAFT_BIN (another gridraft build), BENCH_SKIP_BUILD=1.
+# GRIDRAFT_BIN (another gridraft build), BENCH_SKIP_BUILD=1,
+# BENCH_MEMBER_THREADS (1: each member of a three-member gridraft or etcd cluster gets one
+# thread's share of the cores, `--worker-threads 1` and GOMAXPROCS=1; 0 leaves their defaults,
+# one thread per core each, six busy threads on two cores).
 # Everything listens on 127.0.0.1 only. Client and servers share this machine's cores.
 set -euo pipefail
 
@@ -30,6 +33,7 @@ DUR="${BENCH_DURATION:-5}"
 WARM="${BENCH_WARMUP:-1}"
 FIRST_WARM="${BENCH_FIRST_WARMUP:-8}"
 CONC="${BENCH_CONCURRENCY:-64}"
+MEMBER_THREADS="${BENCH_MEMBER_THREADS:-1}"
 WORK="${BENCH_DIR:-/tmp/gridraft-bench}"
 JAR="${GRIDRAFT_SELENIUM_JAR:-$ROOT/../shared/selenium/selenium-server-4.48.0.jar}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -155,7 +159,9 @@ start_etcd() {
   local cluster="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
   for i in 1 2 3; do
     rm -rf "$WORK/etcd$i"
-    spawn "$WORK/etcd$i.log" etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+    local env=()
+    [ "$MEMBER_THREADS" -gt 0 ] && env=(env "GOMAXPROCS=$MEMBER_THREADS")
+    spawn "$WORK/etcd$i.log" "${env[@]}" etcd --name "e$i" --data-dir "$WORK/etcd$i" \
       --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
       --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
       --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token gridraft-bench \
@@ -178,6 +184,7 @@ start_gridraft() {
     rm -rf "$WORK/$name-$i"
     local member_args=()
     [ "$n" -gt 1 ] && member_args=(--members "$members")
+    [ "$n" -gt 1 ] && [ "$MEMBER_THREADS" -gt 0 ] && member_args+=(--worker-threads "$MEMBER_THREADS")
     spawn "$WORK/$name-$i.log" "$GR" serve --id "$i" --listen "127.0.0.1:${base}0$i" \
       --peer-listen "127.0.0.1:$((base + 1))0$i" --data-dir "$WORK/$name-$i" \
       --cluster-secret-file "$SECRET_FILE" "${member_args[@]}" "$@"
@@ -242,7 +249,7 @@ compare() {
   bench_sessionmap gridraft-3-readleader-follower "$GR_FOLLOWER"
   stop_all
   python3 "$ROOT/scripts/bench_report.py" compare "$RESULTS" "$ROOT/docs/benchmarks.md" \
-    "scripts/bench.sh (BENCH_RUNS=$RUNS BENCH_DURATION=$DUR BENCH_CONCURRENCY=$CONC BENCH_FIRST_WARMUP=$FIRST_WARM)"
+    "scripts/bench.sh (BENCH_RUNS=$RUNS BENCH_DURATION=$DUR BENCH_CONCURRENCY=$CONC BENCH_FIRST_WARMUP=$FIRST_WARM BENCH_MEMBER_THREADS=$MEMBER_THREADS)"
 }
 
 # --- scale ---------------------------------------------------------------------------------

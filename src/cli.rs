@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "GRIDRAFT_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Async worker threads (default 0: one per CPU core). Lower it when several members share
+    /// a machine's cores.
+    #[arg(long, env = "GRIDRAFT_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     #[arg(long, env = "GRIDRAFT_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<String>,
     #[arg(long, env = "GRIDRAFT_ELECTION_TIMEOUT_MIN")]
@@ -141,6 +145,7 @@ impl ServeArgs {
             members => members,
             cluster_name => cluster_name,
             log_format => log_format,
+            worker_threads => worker_threads,
             heartbeat_interval => raft.heartbeat_interval,
             election_timeout_min => raft.election_timeout_min,
             election_timeout_max => raft.election_timeout_max,

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Upper bound on `worker-threads`.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 /// Everything a member needs to run. Field names are the TOML keys (kebab-case).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -31,6 +34,9 @@ pub struct Settings {
     pub cluster_secret_file: Option<PathBuf>,
     /// `text` or `json`.
     pub log_format: String,
+    /// Threads that run the member's async work (requests, Raft, replication); 0 means one per
+    /// CPU core. Lower it when members share a machine's cores (see docs/operations.md).
+    pub worker_threads: usize,
     pub raft: RaftSettings,
     pub grid: GridSettings,
     pub events: EventSettings,
@@ -129,6 +135,7 @@ impl Default for Settings {
             cluster_secret: None,
             cluster_secret_file: None,
             log_format: "text".into(),
+            worker_threads: 0,
             raft: RaftSettings::default(),
             grid: GridSettings::default(),
             events: EventSettings::default(),
@@ -192,6 +199,8 @@ pub struct Resolved {
     /// `None` for a single member without a configured secret (a random one is used).
     pub cluster_secret: Option<String>,
     pub log_format: String,
+    /// Async worker threads; 0 means one per CPU core.
+    pub worker_threads: usize,
     pub heartbeat_interval: Duration,
     pub election_timeout: (Duration, Duration),
     pub snapshot_after_entries: u64,
@@ -288,6 +297,12 @@ impl Settings {
         if self.grid.max_body_bytes < 64 * 1024 {
             problems.push("grid.max-body-bytes must be at least 65536".into());
         }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            problems.push(format!(
+                "worker-threads: {} is above {MAX_WORKER_THREADS} (0 means one per CPU core)",
+                self.worker_threads
+            ));
+        }
         if self.cluster_name.is_empty() {
             problems.push("cluster-name must not be empty".into());
         }
@@ -315,6 +330,7 @@ impl Settings {
             cluster_name: self.cluster_name.clone(),
             cluster_secret,
             log_format: self.log_format.clone(),
+            worker_threads: self.worker_threads,
             heartbeat_interval,
             election_timeout: (emin, emax),
             snapshot_after_entries: self.raft.snapshot_after_entries,
@@ -524,6 +540,7 @@ mod tests {
             listen: "nope".into(),
             members: "1=a:1,2=b:2".into(),
             id: 3,
+            worker_threads: MAX_WORKER_THREADS + 1,
             grid: GridSettings {
                 read_mode: "sometimes".into(),
                 write_timeout: "soon".into(),
@@ -541,6 +558,7 @@ mod tests {
             "read-mode",
             "write-timeout",
             "cluster-secret",
+            "worker-threads",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
@@ -565,6 +583,8 @@ mod tests {
         .unwrap();
         assert_eq!(s.id, 2);
         assert!(s.validate().unwrap().read_from_leader);
+        let s: Settings = toml::from_str("worker-threads = 1\n").unwrap();
+        assert_eq!(s.validate().unwrap().worker_threads, 1);
         assert!(toml::from_str::<Settings>("bogus = 1").is_err());
     }
 

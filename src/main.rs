@@ -18,25 +18,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
-    let result = runtime.block_on(async {
-        match cli.command {
-            None => serve(ServeArgs::default()).await,
-            Some(Command::Serve(args)) => serve(args).await,
-            Some(Command::PrintConfig(args)) => print_config(args),
-            Some(Command::Cluster(args)) => cluster(args).await,
-            Some(Command::Import(args)) => gridraft::mirror::migrate::import_command(&args)
-                .await
-                .map_err(Into::into),
-            Some(Command::Export(args)) => gridraft::mirror::migrate::export_command(&args)
-                .await
-                .map_err(Into::into),
-            Some(Command::Probe(args)) => probe(args).await,
-        }
-    });
+    let result = match cli.command {
+        None => serve(ServeArgs::default()),
+        Some(Command::Serve(args)) => serve(args),
+        Some(command) => runtime(0).and_then(|rt| rt.block_on(run(command))),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -46,9 +32,41 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+/// The async runtime: `workers` threads, or one per CPU core when 0.
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve(_) => unreachable!("serve builds its own runtime"),
+        Command::PrintConfig(args) => print_config(args),
+        Command::Cluster(args) => cluster(args).await,
+        Command::Import(args) => gridraft::mirror::migrate::import_command(&args)
+            .await
+            .map_err(Into::into),
+        Command::Export(args) => gridraft::mirror::migrate::export_command(&args)
+            .await
+            .map_err(Into::into),
+        Command::Probe(args) => probe(args).await,
+    }
+}
+
+/// Settings are read before the runtime starts: they say how many threads it has.
+fn serve(args: ServeArgs) -> Result<()> {
     let settings = args.load()?;
     let cfg = settings.validate()?;
+    runtime(cfg.worker_threads)?.block_on(run_member(cfg))
+}
+
+async fn run_member(cfg: gridraft::config::Resolved) -> Result<()> {
     telemetry::init_logging(&cfg.log_format);
     let public = TcpListener::bind(cfg.listen)
         .await

@@ -182,7 +182,12 @@ async fn start_inner(
     );
     let boot = cluster.clone();
     tokio::spawn(async move { bootstrap::bootstrap(&boot).await }.in_current_span());
-    tracing::info!(public = %cfg.listen, peer = %cfg.peer_listen, "member started");
+    tracing::info!(
+        public = %cfg.listen,
+        peer = %cfg.peer_listen,
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        "member started"
+    );
     Ok(Node {
         cluster,
         storage,

@@ -159,10 +159,13 @@ async fn sigterm_drains_flushes_and_exits_zero_keeping_the_sessions() {
         port(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
         port(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
     );
-    let spawn = || {
+    // The second start runs on one worker thread, as co-located members are configured.
+    let spawn = |workers: &str| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_gridraft"))
             .args([
                 "serve",
+                "--worker-threads",
+                workers,
                 "--listen",
                 &format!("127.0.0.1:{public}"),
                 "--peer-listen",
@@ -185,7 +188,7 @@ async fn sigterm_drains_flushes_and_exits_zero_keeping_the_sessions() {
             .ok()?;
         (r.status() == 204).then_some(())
     };
-    let mut child = spawn();
+    let mut child = spawn("0");
     eventually(Duration::from_secs(20), "the member to be ready", ready).await;
     let body = common::session_body("kept", "http://n:5555");
     let r = http
@@ -207,7 +210,7 @@ async fn sigterm_drains_flushes_and_exits_zero_keeping_the_sessions() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
 
-    let _child = spawn();
+    let _child = spawn("1");
     eventually(
         Duration::from_secs(20),
         "the member to be ready again",
@@ -260,4 +263,29 @@ async fn the_cluster_command_reports_status_and_refuses_a_wrong_secret() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     c.shutdown().await;
+}
+
+#[tokio::test]
+async fn worker_threads_is_checked_and_shown_by_print_config() {
+    let gridraft = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gridraft"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = gridraft(&["print-config", "--worker-threads", "2"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("worker-threads = 2"), "{text}");
+
+    let out = gridraft(&[
+        "serve",
+        "--worker-threads",
+        "5000",
+        "--data-dir",
+        "/nonexistent",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("worker-threads: 5000 is above 1024"), "{err}");
 }
