@@ -122,3 +122,63 @@ async fn a_log_kept_in_sled_is_moved_into_segment_files() {
         assert_eq!(entries.len(), 5);
     }
 }
+
+/// An entry carrying one session whose capabilities take `bytes`.
+fn big(index: u64, bytes: usize) -> gridraft::raft::Entry {
+    let session = gridraft::session::Session {
+        id: format!("s{index}"),
+        uri: "http://10.0.0.5:5555".into(),
+        start: "2024-05-01T10:20:30.123400Z".into(),
+        capabilities: format!("{{\n  \"x\": \"{}\"\n}}", "p".repeat(bytes)),
+        stereotype: "{\n}".into(),
+    };
+    gridraft::raft::Entry {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+        payload: openraft::EntryPayload::Normal(gridraft::raft::Proposal {
+            at: 0,
+            event_id: None,
+            op: gridraft::raft::Op::Add(session),
+        }),
+    }
+}
+
+/// What replication asks for: at most `MAX_APPEND_BYTES` of entries per request, and never
+/// nothing (openraft's contract), however far behind the follower is.
+#[tokio::test]
+async fn replication_reads_at_most_a_megabyte_of_entries_per_request() {
+    use gridraft::raft::log_store::MAX_APPEND_BYTES;
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::RaftLogReader;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_storage, mut log, _sm) = open_storage(dir.path(), &identity()).unwrap();
+    log.blocking_append((1..=20).map(|i| big(i, 300 * 1024)))
+        .await
+        .unwrap();
+    log.blocking_append((21..=22).map(|i| big(i, 3 << 20)))
+        .await
+        .unwrap();
+    let size = |entries: &[gridraft::raft::Entry]| -> u64 {
+        entries
+            .iter()
+            .map(|e| bincode::serialized_size(e).unwrap())
+            .sum()
+    };
+    let first = log.limited_get_log_entries(1, 23).await.unwrap();
+    assert_eq!(
+        first.len(),
+        3,
+        "three 300 KiB entries fit in 1 MiB, four do not"
+    );
+    assert!(size(&first) <= MAX_APPEND_BYTES);
+    let last = log.limited_get_log_entries(19, 23).await.unwrap();
+    let indexes: Vec<u64> = last.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, vec![19, 20], "stops before the 3 MiB entry");
+    let huge = log.limited_get_log_entries(21, 23).await.unwrap();
+    assert_eq!(
+        huge.len(),
+        1,
+        "an entry larger than the limit still goes, alone"
+    );
+    assert_eq!(log.try_get_log_entries(1..23).await.unwrap().len(), 22);
+}

@@ -23,6 +23,13 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
+/// Upper bound on the entries' bytes in one replication request. openraft 0.9 gives an
+/// `AppendEntries` request one heartbeat interval (100 ms by default) to be sent, written and
+/// fsynced by the follower, and sends up to 300 entries at once; batched entries are up to
+/// 96 KiB, so a follower catching up was sent up to 28 MiB per request, which timed out again
+/// and again and never caught up. 1 MiB is a few milliseconds on a gigabit link.
+pub const MAX_APPEND_BYTES: u64 = 1 << 20;
+
 #[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
@@ -136,6 +143,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         self.log.read(start, end).map_err(read_logs)
+    }
+
+    /// What replication sends in one request: at most [`MAX_APPEND_BYTES`] of entries (and at
+    /// least one).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.log
+            .read_limited(start, end, MAX_APPEND_BYTES)
+            .map_err(read_logs)
     }
 }
 

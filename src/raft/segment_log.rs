@@ -312,17 +312,27 @@ impl SegmentLog {
 
     /// The entries with indexes in `start..end` that the log holds.
     pub fn read(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        self.read_limited(start, end, u64::MAX)
+    }
+
+    /// The first of the entries in `start..end` that the log holds, as many as fit in
+    /// `max_bytes` of records, and always at least one.
+    pub fn read_limited(&self, start: u64, end: u64, max_bytes: u64) -> io::Result<Vec<Entry>> {
         let wanted: Vec<(Arc<File>, Loc)> = {
             let inner = self.inner.lock().expect("never poisoned");
             let from = start.max(inner.first);
             let to = end.min(inner.first + inner.locs.len() as u64);
-            (from..to)
-                .map(|i| {
-                    let loc = inner.locs[(i - inner.first) as usize];
-                    let file = inner.segments[&loc.segment].file.clone();
-                    (file, loc)
-                })
-                .collect()
+            let mut bytes = 0u64;
+            let mut wanted = Vec::new();
+            for i in from..to {
+                let loc = inner.locs[(i - inner.first) as usize];
+                bytes += u64::from(loc.len);
+                if bytes > max_bytes && !wanted.is_empty() {
+                    break;
+                }
+                wanted.push((inner.segments[&loc.segment].file.clone(), loc));
+            }
+            wanted
         };
         let mut out = Vec::with_capacity(wanted.len());
         let mut buf = Vec::new();

@@ -236,3 +236,23 @@ fn sync_covers_every_segment_written_and_the_directory() {
     let st = log.sync.state.lock().unwrap();
     assert!(st.files.is_empty() && st.dir.is_none());
 }
+
+#[test]
+fn a_limited_read_stops_at_the_byte_budget_but_returns_at_least_one_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled(dir.path(), 10);
+    let one = log.read(1, 2).unwrap();
+    let record = bincode::serialized_size(&one[0]).unwrap();
+    let ids = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+    assert_eq!(
+        ids(log.read_limited(1, 11, 3 * record).unwrap()),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        ids(log.read_limited(4, 11, 3 * record + 1).unwrap()),
+        vec![4, 5, 6]
+    );
+    assert_eq!(ids(log.read_limited(5, 11, 1).unwrap()), vec![5]);
+    assert_eq!(ids(log.read_limited(9, 11, u64::MAX).unwrap()), vec![9, 10]);
+    assert!(log.read_limited(11, 20, u64::MAX).unwrap().is_empty());
+}
