@@ -17,11 +17,16 @@ use tokio::net::TcpListener;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    use gridraft::mirror::migrate::{export_command, import_command};
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(ServeArgs::default()),
         Some(Command::Serve(args)) => serve(args),
-        Some(command) => runtime(0).and_then(|rt| rt.block_on(run(command))),
+        Some(Command::PrintConfig(args)) => print_config(args),
+        Some(Command::Cluster(args)) => block_on(cluster(args)),
+        Some(Command::Import(args)) => block_on(async { Ok(import_command(&args).await?) }),
+        Some(Command::Export(args)) => block_on(async { Ok(export_command(&args).await?) }),
+        Some(Command::Probe(args)) => block_on(probe(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,19 +49,9 @@ fn runtime(workers: usize) -> Result<tokio::runtime::Runtime> {
         .context("start the async runtime")
 }
 
-async fn run(command: Command) -> Result<()> {
-    match command {
-        Command::Serve(_) => unreachable!("serve builds its own runtime"),
-        Command::PrintConfig(args) => print_config(args),
-        Command::Cluster(args) => cluster(args).await,
-        Command::Import(args) => gridraft::mirror::migrate::import_command(&args)
-            .await
-            .map_err(Into::into),
-        Command::Export(args) => gridraft::mirror::migrate::export_command(&args)
-            .await
-            .map_err(Into::into),
-        Command::Probe(args) => probe(args).await,
-    }
+/// Runs a command other than `serve` on a runtime of the default size.
+fn block_on(command: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    runtime(0)?.block_on(command)
 }
 
 /// Settings are read before the runtime starts: they say how many threads it has.

@@ -45,12 +45,12 @@ fn cut(dir: &Path, first: u64, len: u64) {
         .unwrap();
 }
 
+fn ids(entries: &[Entry]) -> Vec<u64> {
+    entries.iter().map(|e| e.log_id.index).collect()
+}
+
 fn indexes(log: &SegmentLog, start: u64, end: u64) -> Vec<u64> {
-    log.read(start, end)
-        .unwrap()
-        .iter()
-        .map(|e| e.log_id.index)
-        .collect()
+    ids(&log.read(start, end).unwrap())
 }
 
 fn segments(dir: &Path) -> Vec<u64> {
@@ -243,16 +243,18 @@ fn a_limited_read_stops_at_the_byte_budget_but_returns_at_least_one_entry() {
     let log = filled(dir.path(), 10);
     let one = log.read(1, 2).unwrap();
     let record = bincode::serialized_size(&one[0]).unwrap();
-    let ids = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
     assert_eq!(
-        ids(log.read_limited(1, 11, 3 * record).unwrap()),
+        ids(&log.read_limited(1, 11, 3 * record).unwrap()),
         vec![1, 2, 3]
     );
     assert_eq!(
-        ids(log.read_limited(4, 11, 3 * record + 1).unwrap()),
+        ids(&log.read_limited(4, 11, 3 * record + 1).unwrap()),
         vec![4, 5, 6]
     );
-    assert_eq!(ids(log.read_limited(5, 11, 1).unwrap()), vec![5]);
-    assert_eq!(ids(log.read_limited(9, 11, u64::MAX).unwrap()), vec![9, 10]);
+    assert_eq!(ids(&log.read_limited(5, 11, 1).unwrap()), vec![5]);
+    assert_eq!(
+        ids(&log.read_limited(9, 11, u64::MAX).unwrap()),
+        vec![9, 10]
+    );
     assert!(log.read_limited(11, 20, u64::MAX).unwrap().is_empty());
 }
