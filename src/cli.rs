@@ -107,8 +107,18 @@ pub struct ServeArgs {
     pub read_mode: Option<String>,
     #[arg(long, env = "GRIDRAFT_READY_GRACE")]
     pub ready_grace: Option<String>,
+    /// Largest accepted request body in bytes (default 1048576, at most 16777216).
     #[arg(long, env = "GRIDRAFT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Longest accepted session id in bytes (default 1024).
+    #[arg(long, env = "GRIDRAFT_MAX_SESSION_ID_BYTES")]
+    pub max_session_id_bytes: Option<usize>,
+    /// Longest accepted node URI in bytes (default 4096).
+    #[arg(long, env = "GRIDRAFT_MAX_NODE_URI_BYTES")]
+    pub max_node_uri_bytes: Option<usize>,
+    /// Largest session record entering the log in bytes (default 1048576, at most 8388608).
+    #[arg(long, env = "GRIDRAFT_MAX_RECORD_BYTES")]
+    pub max_record_bytes: Option<usize>,
     /// The Grid event bus's publish address (Selenium's --publish-events), e.g. tcp://bus:4442.
     #[arg(long, env = "GRIDRAFT_PUBLISH_EVENTS")]
     pub publish_events: Option<String>,
@@ -156,6 +166,9 @@ impl ServeArgs {
             read_mode => grid.read_mode,
             ready_grace => grid.ready_grace,
             max_body_bytes => grid.max_body_bytes,
+            max_session_id_bytes => grid.max_session_id_bytes,
+            max_node_uri_bytes => grid.max_node_uri_bytes,
+            max_record_bytes => grid.max_record_bytes,
         );
         for (target, value) in [
             (&mut s.events.publish_events, &self.publish_events),

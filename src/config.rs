@@ -120,6 +120,13 @@ pub struct GridSettings {
     pub ready_grace: String,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Longest accepted session id (in a body or a path), in bytes.
+    pub max_session_id_bytes: usize,
+    /// Longest accepted node URI, in bytes.
+    pub max_node_uri_bytes: usize,
+    /// Largest session record (id, node URI, start, capabilities and stereotype as rendered)
+    /// that may enter the log, in bytes.
+    pub max_record_bytes: usize,
 }
 
 impl Default for Settings {
@@ -164,7 +171,46 @@ impl Default for GridSettings {
             read_timeout: "10s".into(),
             read_mode: "follower".into(),
             ready_grace: "5s".into(),
-            max_body_bytes: 16 * 1024 * 1024,
+            max_body_bytes: 1 << 20,
+            max_session_id_bytes: 1024,
+            max_node_uri_bytes: 4096,
+            max_record_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `(key, value, lowest, highest)` of each input limit (docs/api.md "Limits"). The record
+/// limit's top stays far below what the log reader accepts and what replicates in one request.
+fn input_limits(g: &GridSettings) -> [(&'static str, usize, usize, usize); 4] {
+    [
+        ("grid.max-body-bytes", g.max_body_bytes, 64 << 10, 16 << 20),
+        (
+            "grid.max-session-id-bytes",
+            g.max_session_id_bytes,
+            64,
+            64 << 10,
+        ),
+        (
+            "grid.max-node-uri-bytes",
+            g.max_node_uri_bytes,
+            256,
+            64 << 10,
+        ),
+        (
+            "grid.max-record-bytes",
+            g.max_record_bytes,
+            4 << 10,
+            8 << 20,
+        ),
+    ]
+}
+
+impl GridSettings {
+    fn check_limits(&self, problems: &mut Vec<String>) {
+        for (key, value, lowest, highest) in input_limits(self) {
+            if !(lowest..=highest).contains(&value) {
+                problems.push(format!("{key}: {value} is not within {lowest}..={highest}"));
+            }
         }
     }
 }
@@ -211,6 +257,7 @@ pub struct Resolved {
     pub read_from_leader: bool,
     pub ready_grace: Duration,
     pub max_body_bytes: usize,
+    pub session_limits: crate::session::SessionLimits,
     pub events: Option<ResolvedEvents>,
     /// Configured write-through mirrors (URLs unredacted: never log them).
     pub mirrors: Vec<crate::mirror::MirrorConfig>,
@@ -294,9 +341,7 @@ impl Settings {
                 self.log_format
             ));
         }
-        if self.grid.max_body_bytes < 64 * 1024 {
-            problems.push("grid.max-body-bytes must be at least 65536".into());
-        }
+        self.grid.check_limits(&mut problems);
         if self.worker_threads > MAX_WORKER_THREADS {
             problems.push(format!(
                 "worker-threads: {} is above {MAX_WORKER_THREADS} (0 means one per CPU core)",
@@ -341,6 +386,11 @@ impl Settings {
             read_from_leader,
             ready_grace,
             max_body_bytes: self.grid.max_body_bytes,
+            session_limits: crate::session::SessionLimits {
+                max_session_id_bytes: self.grid.max_session_id_bytes,
+                max_node_uri_bytes: self.grid.max_node_uri_bytes,
+                max_record_bytes: self.grid.max_record_bytes,
+            },
             events,
             mirrors,
         })
@@ -561,6 +611,60 @@ mod tests {
             "worker-threads",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn the_body_limit_is_bounded_on_both_sides() {
+        for (bytes, ok) in [
+            (65_535, false),
+            (65_536, true),
+            (16 << 20, true),
+            ((16 << 20) + 1, false),
+        ] {
+            let s = Settings {
+                grid: GridSettings {
+                    max_body_bytes: bytes,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            assert_eq!(s.validate().is_ok(), ok, "max-body-bytes = {bytes}");
+        }
+    }
+
+    #[test]
+    fn the_other_input_limits_are_bounded() {
+        let grid = |f: fn(&mut GridSettings)| {
+            let mut g = GridSettings::default();
+            f(&mut g);
+            Settings {
+                grid: g,
+                ..Default::default()
+            }
+            .validate()
+        };
+        let r = grid(|_| {}).unwrap();
+        assert_eq!(r.max_body_bytes, 1 << 20);
+        assert_eq!(r.session_limits.max_session_id_bytes, 1024);
+        assert_eq!(r.session_limits.max_node_uri_bytes, 4096);
+        assert_eq!(r.session_limits.max_record_bytes, 1 << 20);
+        assert!(grid(|g| g.max_record_bytes = 8 << 20).is_ok());
+        for (bad, key) in [
+            (
+                grid(|g| g.max_record_bytes = (8 << 20) + 1),
+                "max-record-bytes",
+            ),
+            (grid(|g| g.max_session_id_bytes = 0), "max-session-id-bytes"),
+            (
+                grid(|g| g.max_node_uri_bytes = 1 << 20),
+                "max-node-uri-bytes",
+            ),
+        ] {
+            let Err(ConfigError::Invalid(problems)) = bad else {
+                panic!("{key} out of range was accepted");
+            };
+            assert!(problems.join("\n").contains(key), "{problems:?}");
         }
     }
 

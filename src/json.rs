@@ -59,17 +59,26 @@ pub fn normalise_numbers(value: Value) -> Result<Value, JsonError> {
     })
 }
 
+/// A rendering that would pass the byte limit it was given; nothing past the limit was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rendered JSON would be larger than {0} bytes")]
+pub struct TooLarge(pub usize);
+
 /// Appends `value` in Java's pretty layout, as if it started at nesting level `indent`.
 ///
 /// The first line is not indented (the caller has already written the `"name": ` or the
 /// indentation in front of it); nested lines and the closing bracket are.
 pub fn write_pretty(value: &Value, indent: usize, out: &mut String) {
-    write_value(value, Some(indent), out);
+    Writer::unlimited(out)
+        .value(value, Some(indent))
+        .expect("an unlimited writer never refuses");
 }
 
 /// Appends `value` in Java's compact layout: no newlines, but still `": "` after names.
 pub fn write_compact(value: &Value, out: &mut String) {
-    write_value(value, None, out);
+    Writer::unlimited(out)
+        .value(value, None)
+        .expect("an unlimited writer never refuses");
 }
 
 /// `value` in the pretty layout at nesting level 0, as `new Json().toJson(value)` returns it.
@@ -79,74 +88,19 @@ pub fn to_pretty_string(value: &Value) -> String {
     out
 }
 
-/// `level` is `None` for the compact layout.
-fn write_value(value: &Value, level: Option<usize>, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(n, out),
-        Value::String(s) => write_string(s, out),
-        Value::Array(items) => {
-            write_container(('[', ']'), items.iter().map(|v| (None, v)), level, out)
-        }
-        Value::Object(map) => write_container(
-            ('{', '}'),
-            map.iter().map(|(k, v)| (Some(k.as_str()), v)),
-            level,
-            out,
-        ),
+/// [`to_pretty_string`], refused as soon as the text would pass `limit` bytes.
+///
+/// Pretty-printing can multiply a document's size (every nested value is indented once per
+/// level, every `/` becomes six bytes), so the limit is checked before each piece is appended:
+/// the text never grows past `limit`, whatever the document.
+pub fn to_pretty_string_within(value: &Value, limit: usize) -> Result<String, TooLarge> {
+    let mut out = String::new();
+    Writer {
+        out: &mut out,
+        limit,
     }
-}
-
-/// Objects and arrays share one layout; array members simply have no name.
-fn write_container<'a>(
-    (open, close): (char, char),
-    members: impl Iterator<Item = (Option<&'a str>, &'a Value)>,
-    level: Option<usize>,
-    out: &mut String,
-) {
-    out.push(open);
-    let inner = level.map(|l| l + 1);
-    for (i, (name, value)) in members.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        line_break(inner, out);
-        if let Some(name) = name {
-            write_string(name, out);
-            out.push_str(": ");
-        }
-        write_value(value, inner, out);
-    }
-    // Java breaks the line before the closing bracket even when the container is empty, which is
-    // where `"args": [\n    ]` comes from.
-    line_break(level, out);
-    out.push(close);
-}
-
-/// A newline plus indentation to `level` in the pretty layout; nothing in the compact one.
-fn line_break(level: Option<usize>, out: &mut String) {
-    if let Some(level) = level {
-        out.push(NEWLINE);
-        for _ in 0..level {
-            out.push_str(INDENT);
-        }
-    }
-}
-
-/// Prints the stored text: [`normalise_numbers`] has already turned it into Java's form, except
-/// for the exponent, which serde_json's parser always stores as `e+` or `e-` while Java's
-/// `Double.toString` writes `E` or `E-`. A normalised number has no other letter or `+`.
-fn write_number(n: &Number, out: &mut String) {
-    let text = n.as_str();
-    match text.split_once('e') {
-        Some((mantissa, exponent)) => {
-            out.push_str(mantissa);
-            out.push('E');
-            out.push_str(exponent.strip_prefix('+').unwrap_or(exponent));
-        }
-        None => out.push_str(text),
-    }
+    .value(value, Some(0))?;
+    Ok(out)
 }
 
 /// Appends `s` as a JSON string literal with Java's escaping (grid-protocol.md §2.10).
@@ -155,55 +109,161 @@ fn write_number(n: &Number, out: &mut String) {
 /// escaped because JavaScript treats it as a line break, but U+2029 is not (Selenium's table
 /// simply lacks it), and neither is U+007F.
 pub fn write_string(s: &str, out: &mut String) {
-    out.reserve(s.len() + 2);
-    out.push('"');
-    // Runs of bytes that need no escape are copied whole. Every byte that may need one is ASCII
-    // or 0xE2 (the first byte of U+2028), so each run ends on a character boundary.
-    let bytes = s.as_bytes();
-    let mut run = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'/' => "\\u002f",
-            b'<' => "\\u003c",
-            b'&' => "\\u0026",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0xE2 if bytes[i..].starts_with("\u{2028}".as_bytes()) => "\\u2028",
-            c if c < b' ' => {
-                out.push_str(&s[run..i]);
-                push_unicode_escape(char::from(c), out);
-                i += 1;
-                run = i;
-                continue;
-            }
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.push_str(&s[run..i]);
-        out.push_str(escape);
-        i += if b == 0xE2 { 3 } else { 1 };
-        run = i;
-    }
-    out.push_str(&s[run..]);
-    out.push('"');
+    Writer::unlimited(out)
+        .string(s)
+        .expect("an unlimited writer never refuses");
 }
 
-/// `\u00xx` with lower-case hex, as Java's `String.format("\\u%04x", ...)` gives.
-fn push_unicode_escape(c: char, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let code = c as u32;
-    out.push_str("\\u");
-    for shift in [12, 8, 4, 0] {
-        let digit = (code >> shift) & 0xf;
-        out.push(char::from(HEX[digit as usize]));
+/// Appends to `out`, refusing any piece that would take it past `limit` bytes.
+struct Writer<'a> {
+    out: &'a mut String,
+    limit: usize,
+}
+
+impl Writer<'_> {
+    fn unlimited(out: &mut String) -> Writer<'_> {
+        Writer {
+            out,
+            limit: usize::MAX,
+        }
+    }
+
+    fn push_str(&mut self, s: &str) -> Result<(), TooLarge> {
+        if self.out.len().saturating_add(s.len()) > self.limit {
+            return Err(TooLarge(self.limit));
+        }
+        self.out.push_str(s);
+        Ok(())
+    }
+
+    fn push(&mut self, c: char) -> Result<(), TooLarge> {
+        self.push_str(c.encode_utf8(&mut [0; 4]))
+    }
+
+    /// `level` is `None` for the compact layout.
+    fn value(&mut self, value: &Value, level: Option<usize>) -> Result<(), TooLarge> {
+        match value {
+            Value::Null => self.push_str("null"),
+            Value::Bool(b) => self.push_str(if *b { "true" } else { "false" }),
+            Value::Number(n) => self.number(n),
+            Value::String(s) => self.string(s),
+            Value::Array(items) => {
+                self.container(('[', ']'), items.iter().map(|v| (None, v)), level)
+            }
+            Value::Object(map) => self.container(
+                ('{', '}'),
+                map.iter().map(|(k, v)| (Some(k.as_str()), v)),
+                level,
+            ),
+        }
+    }
+
+    /// Objects and arrays share one layout; array members simply have no name.
+    fn container<'v>(
+        &mut self,
+        (open, close): (char, char),
+        members: impl Iterator<Item = (Option<&'v str>, &'v Value)>,
+        level: Option<usize>,
+    ) -> Result<(), TooLarge> {
+        self.push(open)?;
+        let inner = level.map(|l| l + 1);
+        for (i, (name, value)) in members.enumerate() {
+            if i > 0 {
+                self.push(',')?;
+            }
+            self.line_break(inner)?;
+            if let Some(name) = name {
+                self.string(name)?;
+                self.push_str(": ")?;
+            }
+            self.value(value, inner)?;
+        }
+        // Java breaks the line before the closing bracket even when the container is empty,
+        // which is where `"args": [\n    ]` comes from.
+        self.line_break(level)?;
+        self.push(close)
+    }
+
+    /// A newline plus indentation to `level` in the pretty layout; nothing in the compact one.
+    fn line_break(&mut self, level: Option<usize>) -> Result<(), TooLarge> {
+        if let Some(level) = level {
+            self.push(NEWLINE)?;
+            for _ in 0..level {
+                self.push_str(INDENT)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints the stored text: [`normalise_numbers`] has already turned it into Java's form,
+    /// except for the exponent, which serde_json's parser always stores as `e+` or `e-` while
+    /// Java's `Double.toString` writes `E` or `E-`. A normalised number has no other letter or
+    /// `+`.
+    fn number(&mut self, n: &Number) -> Result<(), TooLarge> {
+        let text = n.as_str();
+        match text.split_once('e') {
+            Some((mantissa, exponent)) => {
+                self.push_str(mantissa)?;
+                self.push('E')?;
+                self.push_str(exponent.strip_prefix('+').unwrap_or(exponent))
+            }
+            None => self.push_str(text),
+        }
+    }
+
+    /// See [`write_string`].
+    fn string(&mut self, s: &str) -> Result<(), TooLarge> {
+        let room = self.limit.saturating_sub(self.out.len());
+        self.out.reserve(s.len().saturating_add(2).min(room));
+        self.push('"')?;
+        // Runs of bytes that need no escape are copied whole. Every byte that may need one is
+        // ASCII or 0xE2 (the first byte of U+2028), so each run ends on a character boundary.
+        let bytes = s.as_bytes();
+        let mut run = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'/' => "\\u002f",
+                b'<' => "\\u003c",
+                b'&' => "\\u0026",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0xE2 if bytes[i..].starts_with("\u{2028}".as_bytes()) => "\\u2028",
+                c if c < b' ' => {
+                    self.push_str(&s[run..i])?;
+                    self.unicode_escape(char::from(c))?;
+                    i += 1;
+                    run = i;
+                    continue;
+                }
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            self.push_str(&s[run..i])?;
+            self.push_str(escape)?;
+            i += if b == 0xE2 { 3 } else { 1 };
+            run = i;
+        }
+        self.push_str(&s[run..])?;
+        self.push('"')
+    }
+
+    /// `\u00xx` with lower-case hex, as Java's `String.format("\\u%04x", ...)` gives.
+    fn unicode_escape(&mut self, c: char) -> Result<(), TooLarge> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let code = c as u32;
+        let mut text = *b"\\u0000";
+        for (i, shift) in [12, 8, 4, 0].into_iter().enumerate() {
+            text[2 + i] = HEX[((code >> shift) & 0xf) as usize];
+        }
+        self.push_str(std::str::from_utf8(&text).expect("hex digits are ASCII"))
     }
 }

@@ -123,6 +123,7 @@ async fn start_inner(
         cluster: cluster.clone(),
         metrics,
         max_body_bytes: cfg.max_body_bytes,
+        session_limits: cfg.session_limits,
         secret,
         cluster_name: cfg.cluster_name.clone(),
     });

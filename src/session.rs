@@ -8,6 +8,7 @@
 //! mirrors their values for free. This module is pure: no I/O, no clock, no HTTP status codes.
 
 mod instant;
+mod limits;
 mod uri;
 
 #[cfg(test)]
@@ -18,6 +19,7 @@ use serde_json::{Map, Value};
 use crate::json;
 
 pub use instant::{format_instant_nanos, parse_start};
+pub use limits::{count_json_values, json_value_budget, Limit, Refused, SessionLimits};
 
 /// A session as stored, already normalised. All fields are strings so the type is
 /// cheap to encode with bincode in the Raft log.
@@ -35,7 +37,7 @@ pub struct Session {
     pub stereotype: String,
 }
 
-/// Why a `POST /se/grid/session` body was refused; both are 500 `unknown error` in the API.
+/// Why a `POST /se/grid/session` body was refused; all are 500 `unknown error` in the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AddError {
     /// The body is the JSON literal `null`.
@@ -44,6 +46,9 @@ pub enum AddError {
     /// Anything else that is not a valid session (§2.3); the API message quotes the raw body.
     #[error("Unable to parse")]
     Unparsable,
+    /// Over one of the input limits; the message names it.
+    #[error(transparent)]
+    Refused(#[from] Refused),
 }
 
 impl AddError {
@@ -52,15 +57,32 @@ impl AddError {
         match self {
             AddError::NullBody => "Session to add must be set".to_owned(),
             AddError::Unparsable => format!("Unable to parse: {}", String::from_utf8_lossy(body)),
+            AddError::Refused(refused) => refused.message(),
         }
     }
 }
 
-/// Parses and normalises the body of `POST /se/grid/session`.
+/// Parses and normalises the body of `POST /se/grid/session`, with no limit but the JSON value
+/// budget (see [`parse_add_body_within`]).
+pub fn parse_add_body(body: &[u8]) -> Result<Session, AddError> {
+    parse_add_body_within(body, &SessionLimits::NONE)
+}
+
+/// Parses and normalises the body of `POST /se/grid/session`, refusing it as soon as it breaks
+/// a limit: the JSON values are counted before anything is parsed, the id and the node URI are
+/// checked before anything is rendered, and the record is measured while it is rendered.
 ///
 /// All five fields are required and other top-level keys are ignored; duplicate keys keep the
 /// last value, as Java's streaming reader does.
-pub fn parse_add_body(body: &[u8]) -> Result<Session, AddError> {
+pub fn parse_add_body_within(body: &[u8], limits: &SessionLimits) -> Result<Session, AddError> {
+    let budget = json_value_budget(body.len());
+    if count_json_values(body, budget) > budget {
+        return Err(Refused {
+            limit: Limit::Json,
+            value: budget,
+        }
+        .into());
+    }
     let value: Value = serde_json::from_slice(body).map_err(|_| AddError::Unparsable)?;
     let mut fields = match value {
         Value::Object(fields) => fields,
@@ -68,7 +90,9 @@ pub fn parse_add_body(body: &[u8]) -> Result<Session, AddError> {
         _ => return Err(AddError::Unparsable),
     };
     let id = take_string(&mut fields, "sessionId")?;
+    limits.check_id(&id)?;
     let uri = take_string(&mut fields, "uri")?;
+    limits.check_uri(&uri)?;
     if !uri::is_java_uri(&uri) {
         return Err(AddError::Unparsable);
     }
@@ -76,12 +100,24 @@ pub fn parse_add_body(body: &[u8]) -> Result<Session, AddError> {
         .get("start")
         .and_then(parse_start)
         .ok_or(AddError::Unparsable)?;
+    let start = format_instant_nanos(start);
+    let over_record = Refused {
+        limit: Limit::Record,
+        value: limits.max_record_bytes,
+    };
+    let mut room = limits
+        .max_record_bytes
+        .checked_sub(id.len() + uri.len() + start.len())
+        .ok_or(over_record)?;
+    let capabilities = render_capabilities(fields.remove("capabilities"), room, over_record)?;
+    room -= capabilities.len();
+    let stereotype = render_capabilities(fields.remove("stereotype"), room, over_record)?;
     Ok(Session {
         id,
         uri,
-        start: format_instant_nanos(start),
-        capabilities: render_capabilities(fields.remove("capabilities"))?,
-        stereotype: render_capabilities(fields.remove("stereotype"))?,
+        start,
+        capabilities,
+        stereotype,
     })
 }
 
@@ -94,7 +130,12 @@ fn take_string(fields: &mut Map<String, Value>, name: &str) -> Result<String, Ad
 
 /// Java copies capabilities into an `ImmutableCapabilities` (a `TreeMap` without null values),
 /// so only the top level is sorted and stripped of nulls; nested maps keep their parse order.
-fn render_capabilities(value: Option<Value>) -> Result<String, AddError> {
+/// The rendering is refused with `over` once it would pass `room` bytes (the record's limit).
+fn render_capabilities(
+    value: Option<Value>,
+    room: usize,
+    over: Refused,
+) -> Result<String, AddError> {
     let Some(Value::Object(map)) = value else {
         return Err(AddError::Unparsable);
     };
@@ -107,7 +148,7 @@ fn render_capabilities(value: Option<Value>) -> Result<String, AddError> {
         let value = json::normalise_numbers(value).map_err(|_| AddError::Unparsable)?;
         sorted.insert(key, value);
     }
-    Ok(json::to_pretty_string(&Value::Object(sorted)))
+    json::to_pretty_string_within(&Value::Object(sorted), room).map_err(|_| over.into())
 }
 
 impl Session {

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub mirror_up: IntGaugeVec,
     /// `sync` writes answered without the mirror's confirmation, by mirror.
     pub mirror_sync_timeouts: IntCounterVec,
+    /// Grid requests refused for breaking an input limit, by limit.
+    pub refused_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -122,6 +124,14 @@ impl Metrics {
                 &["mirror"],
             )
             .expect("valid metric"),
+            refused_requests: IntCounterVec::new(
+                Opts::new(
+                    "gridraft_refused_requests_total",
+                    "Grid requests refused for breaking an input limit",
+                ),
+                &["limit"],
+            )
+            .expect("valid metric"),
             registry,
             requests,
             latency,
@@ -142,6 +152,7 @@ impl Metrics {
             Box::new(m.mirror_lag_seconds.clone()),
             Box::new(m.mirror_up.clone()),
             Box::new(m.mirror_sync_timeouts.clone()),
+            Box::new(m.refused_requests.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

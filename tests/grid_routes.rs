@@ -547,8 +547,13 @@ async fn a_body_over_the_configured_limit_is_a_500_unknown_error_and_nothing_is_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_of_several_mebibytes_is_accepted_with_the_default_limit() {
-    let m = SingleMember::start().await;
+async fn a_session_of_several_mebibytes_is_accepted_when_the_limits_allow_it() {
+    let m = SingleMember::start_with(GridSettings {
+        max_body_bytes: 8 << 20,
+        max_record_bytes: 8 << 20,
+        ..Default::default()
+    })
+    .await;
     let caps = format!(r#"{{"blob": "{}"}}"#, "y".repeat(4 << 20));
     assert_eq!(
         add(m.addr, session_json("big", NODE, &caps, "{}", "0"))

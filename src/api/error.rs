@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, StatusCode};
 
-use crate::session::w3c_error_body;
+use crate::session::{w3c_error_body, Limit, Refused};
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -16,6 +16,15 @@ pub enum ApiError {
     UnknownCommand { method: String, path: String },
     /// PUT, PATCH and TRACE: a bare 405, before routing.
     MethodNotAllowed,
+    /// 500 `unknown error` naming the input limit the request broke. After a body over the
+    /// limit the connection is closed, so the rest of that body is never read.
+    Refused(Refused),
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        ApiError::Refused(refused)
+    }
 }
 
 const JSON_UTF8: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
@@ -38,6 +47,18 @@ impl ApiError {
                     .status(StatusCode::NOT_FOUND)
                     .body(Body::from(body))
                     .expect("static response parts are valid")
+            }
+            ApiError::Refused(refused) => {
+                let mut resp = json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "unknown error",
+                    &refused.message(),
+                );
+                if refused.limit == Limit::Body {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
             }
             ApiError::MethodNotAllowed => Response::builder()
                 .status(StatusCode::METHOD_NOT_ALLOWED)

@@ -5,14 +5,19 @@
 //! unusual: the whole path is percent-decoded before matching (so `%2F` splits segments), HEAD
 //! is a GET without a body, PUT/PATCH/TRACE are refused before routing, and any other miss is a
 //! W3C `unknown command` 404 naming the method and path.
+//!
+//! Input is bounded before it costs anything (docs/api.md "Limits"): a body is read only up to
+//! `grid.max-body-bytes` (not at all when its `Content-Length` is larger), an id in a path is
+//! checked before any lookup or proposal, and the session limits apply while the body is parsed.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use axum::Router;
+use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 
 use super::error::{ok, ApiError};
@@ -20,7 +25,9 @@ use super::AppState;
 use crate::client::{LookupKind, PeerLookup};
 use crate::raft::session_map::{Tombstone, TOMBSTONE_TTL_NANOS};
 use crate::raft::{now_nanos, Op, Proposal};
-use crate::session::{not_found_message, parse_add_body, AddError, RemovalReason};
+use crate::session::{
+    not_found_message, parse_add_body_within, AddError, Limit, Refused, RemovalReason,
+};
 
 const ADDED: &str = "{\n  \"value\": true\n}";
 
@@ -41,6 +48,14 @@ enum Route {
 }
 
 impl Route {
+    /// The session id in the path, if the route has one.
+    fn id(&self) -> Option<&str> {
+        match self {
+            Route::Get(id) | Route::GetUri(id) | Route::Delete(id) => Some(id),
+            _ => None,
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self {
             Route::Add => "add",
@@ -113,15 +128,22 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
         .into_response();
     };
     let label = route.label();
-    let response = match route {
-        Route::Add => add(&state, req).await,
-        Route::Get(id) => lookup(&state, &id, LookupKind::Session).await,
-        Route::GetUri(id) => lookup(&state, &id, LookupKind::Uri).await,
-        Route::Delete(id) => delete(&state, id).await,
-        Route::Status => Ok(status(&state)),
-        Route::Readyz => Ok(readyz(&state)),
-        Route::Healthz => Ok(ok("ok")),
+    let response = match route.id().map(|id| state.session_limits.check_id(id)) {
+        Some(Err(refused)) => Err(refused.into()),
+        _ => route_to(&state, route, req).await,
     };
+    if let Err(ApiError::Refused(refused)) = &response {
+        tracing::debug!(
+            route = label,
+            limit = refused.limit.label(),
+            "request refused"
+        );
+        state
+            .metrics
+            .refused_requests
+            .with_label_values(&[refused.limit.label()])
+            .inc();
+    }
     let response = response.unwrap_or_else(ApiError::into_response);
     state
         .metrics
@@ -136,22 +158,29 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
     response
 }
 
+async fn route_to(
+    state: &AppState,
+    route: Route,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
+    match route {
+        Route::Add => add(state, req).await,
+        Route::Get(id) => lookup(state, &id, LookupKind::Session).await,
+        Route::GetUri(id) => lookup(state, &id, LookupKind::Uri).await,
+        Route::Delete(id) => delete(state, id).await,
+        Route::Status => Ok(status(state)),
+        Route::Readyz => Ok(readyz(state)),
+        Route::Healthz => Ok(ok("ok")),
+    }
+}
+
 async fn add(state: &AppState, req: Request) -> Result<Response<Body>, ApiError> {
-    let body = axum::body::to_bytes(req.into_body(), state.max_body_bytes)
-        .await
-        .map_err(|e| {
-            ApiError::Unknown(format!(
-                "Unable to parse: request body refused ({e}); the limit is {} bytes",
-                state.max_body_bytes
-            ))
-        })?;
-    let session = parse_add_body(&body).map_err(|e| match e {
-        AddError::NullBody => ApiError::Unknown("Session to add must be set".into()),
-        AddError::Unparsable => ApiError::Unknown(format!(
-            "Unable to parse: {}",
-            String::from_utf8_lossy(&body)
-        )),
+    let body = read_body(req, state.max_body_bytes).await?;
+    let session = parse_add_body_within(&body, &state.session_limits).map_err(|e| match e {
+        AddError::Refused(refused) => ApiError::Refused(refused),
+        other => ApiError::Unknown(other.message(&body)),
     })?;
+    drop(body);
     let proposal = Proposal {
         at: now_nanos(),
         event_id: None,
@@ -163,6 +192,46 @@ async fn add(state: &AppState, req: Request) -> Result<Response<Body>, ApiError>
         .await
         .map_err(|e| ApiError::Unknown(format!("Unable to add session: {e}")))?;
     Ok(ok(ADDED))
+}
+
+/// The whole body, or a refusal as soon as it is known to pass `limit`: at once when its
+/// `Content-Length` says so (nothing of it is read), else when the bytes read pass the limit.
+/// Either way the connection is closed after the answer, so the rest is never read.
+async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let over = Refused {
+        limit: Limit::Body,
+        value: limit,
+    };
+    let announced = content_length(req.headers());
+    if announced.is_some_and(|len| len > limit) {
+        return Err(over.into());
+    }
+    let mut body = req.into_body();
+    let mut out = Vec::with_capacity(announced.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::Unknown(format!("Unable to parse: request body unreadable ({e})"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(over.into());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+/// hyper has already refused a request whose `Content-Length` is malformed or repeated with
+/// different values.
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 async fn delete(state: &AppState, id: String) -> Result<Response<Body>, ApiError> {

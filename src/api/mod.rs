@@ -14,6 +14,7 @@ pub struct AppState {
     pub cluster: Arc<Cluster>,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    pub session_limits: crate::session::SessionLimits,
     pub secret: Arc<str>,
     pub cluster_name: String,
 }

@@ -352,3 +352,30 @@ proptest! {
         prop_assert_eq!(out, write_string_by_char(&s));
     }
 }
+
+#[test]
+fn a_bounded_rendering_is_the_same_text_or_refused_before_passing_its_limit() {
+    let value = normalise_numbers(parse(
+        r#"{"a": [[1, 2.50, "/<&\u2028\u0001"]], "b": {}, "c": null, "d": true}"#,
+    ))
+    .unwrap();
+    let full = to_pretty_string(&value);
+    assert_eq!(
+        to_pretty_string_within(&value, full.len()),
+        Ok(full.clone())
+    );
+    for limit in [0, 1, full.len() / 2, full.len() - 1] {
+        assert_eq!(
+            to_pretty_string_within(&value, limit),
+            Err(TooLarge(limit)),
+            "limit {limit}"
+        );
+    }
+    // Six bytes out for every `/` in: the limit holds inside a single string too.
+    let slashes = Value::String("/".repeat(1000));
+    assert_eq!(to_pretty_string_within(&slashes, 6001), Err(TooLarge(6001)));
+    assert_eq!(
+        to_pretty_string_within(&slashes, 6002).map(|s| s.len()),
+        Ok(6002)
+    );
+}

@@ -482,3 +482,88 @@ proptest! {
         prop_assert_eq!(&got["value"]["capabilities"][&key], &json!([text, {}]));
     }
 }
+
+#[test]
+fn the_record_limit_counts_every_stored_field_and_is_checked_while_rendering() {
+    let s = example();
+    let record =
+        s.id.len() + s.uri.len() + s.start.len() + s.capabilities.len() + s.stereotype.len();
+    let within = |max_record_bytes| {
+        parse_add_body_within(
+            EXAMPLE_POST.as_bytes(),
+            &SessionLimits {
+                max_record_bytes,
+                ..SessionLimits::NONE
+            },
+        )
+    };
+    assert_eq!(within(record), Ok(s));
+    let over = Refused {
+        limit: Limit::Record,
+        value: record - 1,
+    };
+    assert_eq!(within(record - 1), Err(AddError::Refused(over)));
+    // Refused before the capabilities, when the id, URI and start alone do not fit.
+    assert!(matches!(within(10), Err(AddError::Refused(r)) if r.limit == Limit::Record));
+}
+
+#[test]
+fn id_and_uri_limits_are_inclusive() {
+    let limits = SessionLimits {
+        max_session_id_bytes: 36,
+        max_node_uri_bytes: 20,
+        ..SessionLimits::NONE
+    };
+    assert!(parse_add_body_within(EXAMPLE_POST.as_bytes(), &limits).is_ok());
+    for (limits, limit) in [
+        (
+            SessionLimits {
+                max_session_id_bytes: 35,
+                ..limits
+            },
+            Limit::SessionId,
+        ),
+        (
+            SessionLimits {
+                max_node_uri_bytes: 19,
+                ..limits
+            },
+            Limit::NodeUri,
+        ),
+    ] {
+        let refused = parse_add_body_within(EXAMPLE_POST.as_bytes(), &limits);
+        assert!(
+            matches!(refused, Err(AddError::Refused(r)) if r.limit == limit),
+            "{refused:?}"
+        );
+    }
+}
+
+#[test]
+fn a_body_denser_than_its_json_value_budget_is_refused_before_parsing() {
+    let values = |n: usize| format!("[{}0]", "0,".repeat(n - 1));
+    let budget = json_value_budget(2 * 200_000);
+    let body = body_with("capabilities", None);
+    let dense = String::from_utf8(body).unwrap().replacen(
+        '{',
+        &format!("{{\"capabilities\": {{\"a\": {}}},", values(200_000)),
+        1,
+    );
+    assert_eq!(
+        parse_add_body(dense.as_bytes()),
+        Err(AddError::Refused(Refused {
+            limit: Limit::Json,
+            value: json_value_budget(dense.len()),
+        }))
+    );
+    assert!(budget < 200_000);
+    // The same shape with fewer values is parsed as usual.
+    let body = String::from_utf8(body_with("capabilities", None))
+        .unwrap()
+        .replacen(
+            '{',
+            &format!("{{\"capabilities\": {{\"a\": {}}},", values(100)),
+            1,
+        );
+    assert!(parse_add_body(body.as_bytes()).is_ok());
+}

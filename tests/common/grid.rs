@@ -18,6 +18,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// One gridraft member serving alone, with its own temporary data directory.
 pub struct SingleMember {
     pub addr: SocketAddr,
+    /// The peer port (Raft, admin, `/metrics`), guarded by the secret in the data directory.
+    pub peer: SocketAddr,
     node: Option<Node>,
     _dir: tempfile::TempDir,
 }
@@ -37,6 +39,7 @@ impl SingleMember {
             .await
             .expect("bind the peer port");
         let addr = public.local_addr().unwrap();
+        let peer_addr = peer.local_addr().unwrap();
         let cfg = Settings {
             listen: addr.to_string(),
             peer_listen: peer.local_addr().unwrap().to_string(),
@@ -52,9 +55,21 @@ impl SingleMember {
         wait_ready(addr, Duration::from_secs(30)).await;
         SingleMember {
             addr,
+            peer: peer_addr,
             node: Some(node),
             _dir: dir,
         }
+    }
+
+    /// The peer port's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let secret = std::fs::read_to_string(self._dir.path().join("data").join("cluster-secret"))
+            .expect("read the generated cluster secret");
+        let req = Request::new("GET", "/metrics")
+            .header("Authorization", &format!("Bearer {}", secret.trim()));
+        let resp = send(self.peer, &req).await;
+        assert_eq!(resp.status, 200, "GET /metrics: {}", resp.text());
+        resp.text()
     }
 
     pub async fn stop(mut self) {
@@ -199,6 +214,16 @@ impl Conn {
 
     async fn exchange(&mut self, req: &Request) -> std::io::Result<Response> {
         self.stream.write_all(&req.to_bytes(self.addr)).await?;
+        self.receive(&req.method).await
+    }
+
+    /// Writes bytes as they are: a request head or body a test builds by hand.
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Reads one response to a request made with `method`.
+    pub async fn receive(&mut self, method: &str) -> std::io::Result<Response> {
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i;
@@ -228,31 +253,33 @@ impl Conn {
             headers,
             body: Vec::new(),
         };
-        let body = if req.method == "HEAD"
-            || status == 204
-            || status == 304
-            || (100..200).contains(&status)
-        {
-            Vec::new()
-        } else if let Some(len) = resp.header("content-length") {
-            let len: usize = len
-                .parse()
-                .map_err(|_| invalid(format!("bad content-length {len:?}")))?;
-            self.take(len).await?
-        } else if resp
-            .header("transfer-encoding")
-            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-        {
-            self.chunked().await?
-        } else {
-            // Neither length nor chunking: the body runs until the server closes.
-            while self.fill().await? {}
-            std::mem::take(&mut self.buf)
-        };
+        let body =
+            if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
+                Vec::new()
+            } else if let Some(len) = resp.header("content-length") {
+                let len: usize = len
+                    .parse()
+                    .map_err(|_| invalid(format!("bad content-length {len:?}")))?;
+                self.take(len).await?
+            } else if resp
+                .header("transfer-encoding")
+                .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+            {
+                self.chunked().await?
+            } else {
+                // Neither length nor chunking: the body runs until the server closes.
+                while self.fill().await? {}
+                std::mem::take(&mut self.buf)
+            };
         Ok(Response { body, ..resp })
     }
 
     /// Reads more bytes into the buffer; false at end of stream.
+    /// True when the server has closed the connection (everything it sent has been read).
+    pub async fn closed_by_server(&mut self) -> std::io::Result<bool> {
+        Ok(!self.fill().await? && self.buf.is_empty())
+    }
+
     async fn fill(&mut self) -> std::io::Result<bool> {
         // A heap buffer: a stack array would live inside every test's future.
         self.buf.reserve(64 * 1024);
