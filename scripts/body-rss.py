@@ -11,7 +11,10 @@ KIND is one of
     flat    capabilities {"a": [0,0,0,...]}: two bytes per JSON value, the densest body
     nested  capabilities {"a": [[[...[0,0,...]...]]]}: 20-deep arrays, each value indented
     string  capabilities {"a": "////..."}: one string that escapes to six times its size
+    text    capabilities {"a": "aaaa..."}: one plain string, the baseline of storing SIZE bytes
+    numbers capabilities {"a": [10000000000000,...]}: as many values as a body may hold
     uri     a node URI of SIZE bytes
+    invalid SIZE bytes of `/`, not JSON: the refusal quotes the body, as Java's does
 SIZE is the body size in bytes (suffixes k and m: 1m = 1048576). Each KIND runs on its own
 member, so each peak is that body's alone.
 """
@@ -45,8 +48,14 @@ def body(kind, n):
         depth = 20
         inner = (room - 2 * depth) // 2
         caps = "[" * depth + ",".join(["0"] * inner) + "]" * depth
+    elif kind == "numbers":
+        caps = "[" + ",".join(["10000000000000"] * (room // 15)) + "]"
+    elif kind == "text":
+        caps = '"' + "a" * (room - 2) + '"'
     elif kind == "string":
         caps = '"' + "/" * (room - 2) + '"'
+    elif kind == "invalid":
+        return b"/" * n
     elif kind == "uri":
         uri = "http://node:5555/" + "a" * (n - len(SESSION) - 20)
         return (SESSION % ("s", json.dumps(uri), "{}")).encode()

@@ -114,6 +114,28 @@ pub fn write_string(s: &str, out: &mut String) {
         .expect("an unlimited writer never refuses");
 }
 
+/// The length of `s` as [`write_string`] writes it, quotes included, so a large string can be
+/// written into a buffer allocated once.
+pub fn escaped_len(s: &str) -> usize {
+    let bytes = s.as_bytes();
+    let mut len = 2;
+    let mut i = 0;
+    while i < bytes.len() {
+        len += match bytes[i] {
+            b'"' | b'\\' | 0x08 | 0x0c | b'\n' | b'\r' | b'\t' => 2,
+            b'/' | b'<' | b'&' => 6,
+            0xE2 if bytes[i..].starts_with("\u{2028}".as_bytes()) => {
+                i += 2;
+                6
+            }
+            c if c < b' ' => 6,
+            _ => 1,
+        };
+        i += 1;
+    }
+    len
+}
+
 /// Appends to `out`, refusing any piece that would take it past `limit` bytes.
 struct Writer<'a> {
     out: &'a mut String,

@@ -233,14 +233,26 @@ fn push_nested(level0: &str, out: &mut String) {
 
 /// The pretty W3C error body with keys in Java's order:
 /// `{"value": {"stacktrace": "", "error": .., "message": ..}}`.
+///
+/// Written directly into one buffer of the exact size: the message of an unparsable body quotes
+/// the whole body (as Java's does), and escaping can make that six times the body's size.
 pub fn w3c_error_body(error: &str, message: &str) -> String {
-    let mut inner = Map::new();
-    inner.insert("stacktrace".to_owned(), Value::String(String::new()));
-    inner.insert("error".to_owned(), Value::String(error.to_owned()));
-    inner.insert("message".to_owned(), Value::String(message.to_owned()));
-    let mut outer = Map::new();
-    outer.insert("value".to_owned(), Value::Object(inner));
-    json::to_pretty_string(&Value::Object(outer))
+    const HEAD: &str = "{\n  \"value\": {\n    \"stacktrace\": \"\",\n    \"error\": ";
+    const MIDDLE: &str = ",\n    \"message\": ";
+    const TAIL: &str = "\n  }\n}";
+    let len = HEAD.len()
+        + json::escaped_len(error)
+        + MIDDLE.len()
+        + json::escaped_len(message)
+        + TAIL.len();
+    let mut out = String::with_capacity(len);
+    out.push_str(HEAD);
+    json::write_string(error, &mut out);
+    out.push_str(MIDDLE);
+    json::write_string(message, &mut out);
+    out.push_str(TAIL);
+    debug_assert_eq!(out.len(), len);
+    out
 }
 
 /// Why a session was removed: Selenium's `SessionClosedReason`. Serialised with the Java enum

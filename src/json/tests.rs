@@ -379,3 +379,22 @@ fn a_bounded_rendering_is_the_same_text_or_refused_before_passing_its_limit() {
         Ok(6002)
     );
 }
+
+#[test]
+fn escaped_len_is_the_length_write_string_writes() {
+    for s in [
+        "",
+        "plain",
+        "\"\\/<&>\u{8}\u{c}\n\r\t\u{1}\u{1f}\u{7f}",
+        "\u{2028}\u{2029}\u{e2}😀",
+    ] {
+        assert_eq!(escaped_len(s), escaped(s).len(), "{s:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn escaped_len_matches_for_any_string(s in any::<String>()) {
+        prop_assert_eq!(escaped_len(&s), escaped(&s).len());
+    }
+}
