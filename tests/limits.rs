@@ -52,7 +52,7 @@ fn assert_refused(resp: &common::grid::Response, setting: &str, value: usize) ->
 /// A body of at most `len` bytes, nearly all of it JSON values `0` in one flat array: two bytes per value, the densest JSON.
 fn flat_body(id: &str, len: usize) -> String {
     let head = session_json(id, NODE, r#"{"a": []}"#, "{}", "0");
-    let zeros = (len - head.len() + 1) / 2;
+    let zeros = (len - head.len()).div_ceil(2);
     let array = vec!["0"; zeros].join(",");
     let body = session_json(id, NODE, &format!(r#"{{"a": [{array}]}}"#), "{}", "0");
     assert!(body.len() <= len);

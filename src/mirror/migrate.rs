@@ -15,7 +15,7 @@ use super::postgres::PostgresMirror;
 use super::redis::RedisMirror;
 use super::{redact_url, Mirror, MirrorBatch, MirrorError, MirrorKind, StoredSession};
 use crate::client::PeerClient;
-use crate::session::{parse_add_body, Session};
+use crate::session::{parse_add_body, AddError, Session};
 
 /// Peer route listing every live session (JSON `{"applied_index": n, "sessions": [...]}`).
 pub const SESSIONS_PATH: &str = "/admin/sessions";
@@ -127,8 +127,9 @@ async fn import_one(
     s: &StoredSession,
 ) -> Result<Option<String>, String> {
     let body = add_body(s)?;
-    let session = parse_add_body(body.as_bytes()).map_err(|_| {
-        "the Grid API would refuse it (invalid uri, start or capabilities)".to_owned()
+    let session = parse_add_body(body.as_bytes()).map_err(|e| match e {
+        AddError::Refused(refused) => format!("the Grid API would refuse it: {refused}"),
+        _ => "the Grid API would refuse it (invalid uri, start or capabilities)".to_owned(),
     })?;
     if s.id.is_empty() {
         return Err("empty session id (unreachable through the Grid API)".into());
