@@ -131,6 +131,12 @@ pub struct ServeArgs {
     /// File holding Selenium's registration secret.
     #[arg(long, env = "GRIDRAFT_REGISTRATION_SECRET_FILE")]
     pub registration_secret_file: Option<PathBuf>,
+    /// Largest frame accepted from the event bus, in bytes (default 1048576).
+    #[arg(long, env = "GRIDRAFT_EVENTS_MAX_FRAME_BYTES")]
+    pub events_max_frame_bytes: Option<usize>,
+    /// Event bus messages queued for this member before libzmq stops reading (default 1000).
+    #[arg(long, env = "GRIDRAFT_EVENTS_RECEIVE_HWM")]
+    pub events_receive_hwm: Option<u32>,
     #[command(flatten)]
     pub mirror: MirrorArgs,
 }
@@ -181,6 +187,12 @@ impl ServeArgs {
         }
         if let Some(v) = &self.registration_secret_file {
             s.events.registration_secret_file = Some(v.clone());
+        }
+        if let Some(v) = self.events_max_frame_bytes {
+            s.events.max_frame_bytes = v;
+        }
+        if let Some(v) = self.events_receive_hwm {
+            s.events.receive_hwm = v;
         }
         self.mirror.overlay(&mut s);
         if let Some(v) = &self.advertise_peer {

@@ -78,7 +78,7 @@ impl Default for MirrorSettings {
 }
 
 /// The Selenium Grid event bus, named as Selenium names it (`[events]` in Selenium's TOML).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct EventSettings {
     /// The bus's publish address (its XPUB), e.g. `tcp://bus:4442`; members subscribe here.
@@ -89,6 +89,30 @@ pub struct EventSettings {
     /// Selenium's registration secret; events signed with another are dropped.
     pub registration_secret: Option<String>,
     pub registration_secret_file: Option<PathBuf>,
+    /// Largest frame accepted from the bus, in bytes; a larger one costs the publisher its
+    /// connection (libzmq `ZMQ_MAXMSGSIZE`).
+    pub max_frame_bytes: usize,
+    /// Bus messages queued for this member before libzmq stops reading (`ZMQ_RCVHWM`).
+    pub receive_hwm: u32,
+}
+
+/// Bounds of `events.max-frame-bytes`: room for any real event, and no more than the largest
+/// frame earlier versions accepted.
+pub const EVENTS_FRAME_BYTES: std::ops::RangeInclusive<usize> = 65_536..=16 << 20;
+/// Bounds of `events.receive-hwm` (0 would mean no limit to libzmq).
+pub const EVENTS_RECEIVE_HWM: std::ops::RangeInclusive<u32> = 1..=100_000;
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            publish_events: None,
+            subscribe_events: None,
+            registration_secret: None,
+            registration_secret_file: None,
+            max_frame_bytes: crate::events::DEFAULT_MAX_FRAME_BYTES,
+            receive_hwm: crate::events::DEFAULT_RECEIVE_HWM,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -268,6 +292,8 @@ pub struct ResolvedEvents {
     pub publish_events: String,
     pub subscribe_events: Option<String>,
     pub registration_secret: String,
+    pub max_frame_bytes: usize,
+    pub receive_hwm: u32,
 }
 
 impl Settings {
@@ -504,11 +530,29 @@ impl Settings {
             },
             (None, None) => String::new(),
         };
+        if !EVENTS_FRAME_BYTES.contains(&e.max_frame_bytes) {
+            problems.push(format!(
+                "events.max-frame-bytes: {} is outside {}..={}",
+                e.max_frame_bytes,
+                EVENTS_FRAME_BYTES.start(),
+                EVENTS_FRAME_BYTES.end()
+            ));
+        }
+        if !EVENTS_RECEIVE_HWM.contains(&e.receive_hwm) {
+            problems.push(format!(
+                "events.receive-hwm: {} is outside {}..={}",
+                e.receive_hwm,
+                EVENTS_RECEIVE_HWM.start(),
+                EVENTS_RECEIVE_HWM.end()
+            ));
+        }
         let publish_events = e.publish_events.clone()?;
         Some(ResolvedEvents {
             publish_events,
             subscribe_events: e.subscribe_events.clone(),
             registration_secret: secret,
+            max_frame_bytes: e.max_frame_bytes,
+            receive_hwm: e.receive_hwm,
         })
     }
 
@@ -690,6 +734,31 @@ mod tests {
         let s: Settings = toml::from_str("worker-threads = 1\n").unwrap();
         assert_eq!(s.validate().unwrap().worker_threads, 1);
         assert!(toml::from_str::<Settings>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn event_bus_limits_default_and_are_validated() {
+        let s: Settings =
+            toml::from_str("[events]\npublish-events = \"tcp://bus:4442\"\nreceive-hwm = 50\n")
+                .unwrap();
+        let events = s.validate().unwrap().events.unwrap();
+        assert_eq!(events.max_frame_bytes, 1 << 20);
+        assert_eq!(events.receive_hwm, 50);
+        for (frame, hwm) in [
+            (65_535, 1),
+            ((16 << 20) + 1, 1),
+            (1 << 20, 0),
+            (1 << 20, 100_001),
+        ] {
+            let mut s = Settings::default();
+            s.events.max_frame_bytes = frame;
+            s.events.receive_hwm = hwm;
+            let ConfigError::Invalid(problems) = s.validate().unwrap_err() else {
+                panic!("expected Invalid");
+            };
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].starts_with("events."), "{problems:?}");
+        }
     }
 
     #[test]

@@ -71,6 +71,7 @@ async fn start_inner(
     let reader = state_machine.reader();
     let applied = state_machine.applied_index();
     let mirror_applied = state_machine.applied_index();
+    let events_applied = state_machine.applied_index();
     let mirror_log = log_store.clone();
     let raft_config = openraft::Config {
         cluster_name: cfg.cluster_name.clone(),
@@ -162,8 +163,17 @@ async fn start_inner(
             publish_events: events.publish_events.clone(),
             subscribe_events: events.subscribe_events.clone(),
             registration_secret: events.registration_secret.clone(),
+            max_frame_bytes: events.max_frame_bytes,
+            receive_hwm: events.receive_hwm,
         };
-        spawn_subscriber(settings, tx, tasks_stop.clone(), event_metrics);
+        // Events are stamped with the applied index when received (see `event_sink`).
+        spawn_subscriber(
+            settings,
+            tx,
+            events_applied,
+            tasks_stop.clone(),
+            event_metrics,
+        );
         tokio::spawn(event_sink::run(cluster.clone(), rx, tasks_stop.clone()).in_current_span());
     }
     tokio::spawn(

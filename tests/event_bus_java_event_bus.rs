@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gridraft::events::{spawn_subscriber, EventBusSettings, EventMetrics, GridEvent};
+use gridraft::events::{spawn_subscriber, EventMetrics, GridEvent};
 use gridraft::session::RemovalReason;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,12 +36,10 @@ async fn long_run_real_java_bus_delivers_past_zmtp_pings_and_across_a_bus_restar
     let metrics = EventMetrics::new(&prometheus::Registry::new());
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let settings = EventBusSettings {
-        publish_events: format!("tcp://127.0.0.1:{publish_port}"),
-        subscribe_events: Some(format!("tcp://127.0.0.1:{subscribe_port}")),
-        registration_secret: SECRET.into(),
-    };
-    let thread = spawn_subscriber(settings, tx, shutdown.clone(), metrics.clone());
+    let mut settings = settings(format!("tcp://127.0.0.1:{publish_port}"), SECRET);
+    settings.subscribe_events = Some(format!("tcp://127.0.0.1:{subscribe_port}"));
+    let (_mark, marks) = mark();
+    let thread = spawn_subscriber(settings, tx, marks, shutdown.clone(), metrics.clone());
     let m = metrics.clone();
     wait_until("the subscriber connects", Duration::from_secs(20), || {
         m.is_connected()

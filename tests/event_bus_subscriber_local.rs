@@ -1,5 +1,5 @@
 //! The subscriber against a plain libzmq PUB socket bound by the test (no Java): delivery,
-//! bad input on the wire, oversized frames, and the ways the thread ends.
+//! bad input on the wire, the frame size limit, the progress mark, and the ways the thread ends.
 
 #[path = "event_bus_common/mod.rs"]
 mod common;
@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gridraft::events::{spawn_subscriber, EventBusSettings, EventMetrics, GridEvent};
+use gridraft::events::{spawn_subscriber, EventBusSettings, EventMetrics, GridEvent, Received};
 use gridraft::session::RemovalReason;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -17,14 +17,19 @@ struct Harness {
     context: zmq::Context,
     publisher: zmq::Socket,
     metrics: EventMetrics,
-    rx: mpsc::Receiver<GridEvent>,
+    rx: mpsc::Receiver<Received>,
+    mark: tokio::sync::watch::Sender<u64>,
     shutdown: CancellationToken,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Harness {
-    /// Binds a PUB on an ephemeral port and points a subscriber at it.
+    /// Binds a PUB on an ephemeral port and points a subscriber with the default limits at it.
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    fn start_with(adjust: impl FnOnce(&mut EventBusSettings)) -> Self {
         init_tracing();
         let context = zmq::Context::new();
         let publisher = context.socket(zmq::PUB).unwrap();
@@ -34,17 +39,16 @@ impl Harness {
         let metrics = EventMetrics::new(&prometheus::Registry::new());
         let (tx, rx) = mpsc::channel(16);
         let shutdown = CancellationToken::new();
-        let settings = EventBusSettings {
-            publish_events: endpoint,
-            subscribe_events: None,
-            registration_secret: SECRET.into(),
-        };
-        let thread = spawn_subscriber(settings, tx, shutdown.clone(), metrics.clone());
+        let mut settings = settings(endpoint, SECRET);
+        adjust(&mut settings);
+        let (mark, marks) = mark();
+        let thread = spawn_subscriber(settings, tx, marks, shutdown.clone(), metrics.clone());
         Self {
             context,
             publisher,
             metrics,
             rx,
+            mark,
             shutdown,
             thread,
         }
@@ -122,7 +126,7 @@ async fn events_are_delivered_and_bad_messages_only_counted() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        next,
+        next.event,
         GridEvent::NodeRestarted {
             event_id: marker,
             node_uri: "http://n:5555".into()
@@ -144,8 +148,9 @@ async fn events_are_delivered_and_bad_messages_only_counted() {
 }
 
 #[tokio::test]
-async fn large_messages_pass_and_oversized_ones_cost_only_a_reconnect() {
-    let mut h = Harness::start();
+async fn frames_up_to_the_configured_limit_pass_and_larger_ones_cost_only_a_reconnect() {
+    const LIMIT: usize = 256 << 10;
+    let mut h = Harness::start_with(|s| s.max_frame_bytes = LIMIT);
     let warm = Uuid::new_v4();
     publish_until_received(
         &h.publisher,
@@ -155,34 +160,30 @@ async fn large_messages_pass_and_oversized_ones_cost_only_a_reconnect() {
     )
     .await;
 
-    // 15 MiB of capabilities: under the 16 MiB limit, delivered normally.
+    // A data frame of exactly the limit is delivered normally.
     let big_id = Uuid::new_v4();
+    let head = r#"{"sessionId": "big", "reason": "QUIT_COMMAND", "capabilities": {"blob": ""#;
+    let tail = r#""}}"#;
     let big = format!(
-        r#"{{"capabilities": {{"blob": "{}"}}, "sessionId": "big", "reason": "QUIT_COMMAND"}}"#,
-        "x".repeat(15 << 20)
+        "{head}{}{tail}",
+        "x".repeat(LIMIT - head.len() - tail.len())
     );
+    assert_eq!(big.len(), LIMIT);
     h.publisher
         .send_multipart(message("session-closed", SECRET, big_id, &big), 0)
         .unwrap();
-    let event = tokio::time::timeout(Duration::from_secs(10), h.rx.recv())
+    let received = tokio::time::timeout(Duration::from_secs(10), h.rx.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(event.event_id(), big_id);
+    assert_eq!(received.event.event_id(), big_id);
 
-    // 17 MiB: libzmq refuses the frame and drops the connection; nothing panics, the
+    // One byte more: libzmq refuses the frame and drops the connection; nothing panics, the
     // subscriber reconnects and later events still arrive.
-    let huge = "y".repeat(17 << 20);
+    let over = format!("\"{}\"", "y".repeat(LIMIT - 1));
+    assert_eq!(over.len(), LIMIT + 1);
     h.publisher
-        .send_multipart(
-            message(
-                "session-closed",
-                SECRET,
-                Uuid::new_v4(),
-                &format!("\"{huge}\""),
-            ),
-            0,
-        )
+        .send_multipart(message("session-closed", SECRET, Uuid::new_v4(), &over), 0)
         .unwrap();
     let metrics = h.metrics.clone();
     wait_until("the subscriber reconnects", Duration::from_secs(30), || {
@@ -198,6 +199,64 @@ async fn large_messages_pass_and_oversized_ones_cost_only_a_reconnect() {
     )
     .await;
     assert_eq!(event.event_id(), after);
+    assert_quiet(&mut h.rx, Duration::from_millis(300)).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn each_event_carries_the_mark_read_when_it_was_received() {
+    let mut h = Harness::start();
+    h.mark.send_replace(7);
+    let first = Uuid::new_v4();
+    publish_until_received(
+        &h.publisher,
+        &message("session-closed", SECRET, first, "\"a\""),
+        &mut h.rx,
+        Duration::from_secs(10),
+    )
+    .await;
+    h.mark.send_replace(42);
+    let second = Uuid::new_v4();
+    h.publisher
+        .send_multipart(message("session-closed", SECRET, second, "\"b\""), 0)
+        .unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(5), h.rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((received.event.event_id(), received.mark), (second, 42));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_default_limit_is_dropped_and_the_next_event_handled() {
+    let mut h = Harness::start();
+    publish_until_received(
+        &h.publisher,
+        &message("session-closed", SECRET, Uuid::new_v4(), "\"warm\""),
+        &mut h.rx,
+        Duration::from_secs(10),
+    )
+    .await;
+    // 2 MiB of data: over the default 1 MiB frame limit, so libzmq refuses it unread.
+    let oversized = Uuid::new_v4();
+    let blob = format!(
+        r#"{{"capabilities": {{"blob": "{}"}}, "sessionId": "big", "reason": "QUIT_COMMAND"}}"#,
+        "x".repeat(2 << 20)
+    );
+    h.publisher
+        .send_multipart(message("session-closed", SECRET, oversized, &blob), 0)
+        .unwrap();
+    let next = Uuid::new_v4();
+    let event = publish_until_received(
+        &h.publisher,
+        &message("session-closed", SECRET, next, "\"after\""),
+        &mut h.rx,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(event.event_id(), next, "the oversized event was delivered");
+    assert_quiet(&mut h.rx, Duration::from_millis(300)).await;
     h.stop().await;
 }
 
@@ -206,13 +265,15 @@ async fn an_unusable_endpoint_ends_the_thread_without_panicking() {
     init_tracing();
     for endpoint in ["not an endpoint", "tcp://127.0.0.1:1\0", "tcp://"] {
         let (tx, _rx) = mpsc::channel(1);
-        let settings = EventBusSettings {
-            publish_events: endpoint.into(),
-            subscribe_events: None,
-            registration_secret: String::new(),
-        };
+        let settings = settings(endpoint.into(), "");
         let metrics = EventMetrics::new(&prometheus::Registry::new());
-        let thread = spawn_subscriber(settings, tx, CancellationToken::new(), metrics.clone());
+        let thread = spawn_subscriber(
+            settings,
+            tx,
+            mark().1,
+            CancellationToken::new(),
+            metrics.clone(),
+        );
         join_within(thread, Duration::from_secs(3)).await;
         assert!(!metrics.is_connected());
     }
@@ -243,14 +304,10 @@ async fn a_dropped_receiver_stops_the_subscriber() {
 async fn shutdown_is_noticed_while_no_bus_is_reachable() {
     init_tracing();
     let (tx, _rx) = mpsc::channel(1);
-    let settings = EventBusSettings {
-        publish_events: format!("tcp://127.0.0.1:{}", free_port()),
-        subscribe_events: None,
-        registration_secret: String::new(),
-    };
+    let settings = settings(format!("tcp://127.0.0.1:{}", free_port()), "");
     let shutdown = CancellationToken::new();
     let metrics = EventMetrics::new(&prometheus::Registry::new());
-    let thread = spawn_subscriber(settings, tx, shutdown.clone(), metrics.clone());
+    let thread = spawn_subscriber(settings, tx, mark().1, shutdown.clone(), metrics.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!metrics.is_connected());
     shutdown.cancel();
@@ -259,11 +316,8 @@ async fn shutdown_is_noticed_while_no_bus_is_reachable() {
 
 #[test]
 fn settings_debug_redacts_the_secret() {
-    let settings = EventBusSettings {
-        publish_events: "tcp://bus:4442".into(),
-        subscribe_events: Some("tcp://bus:4443".into()),
-        registration_secret: "hunter2".into(),
-    };
+    let mut settings = settings("tcp://bus:4442".into(), "hunter2");
+    settings.subscribe_events = Some("tcp://bus:4443".into());
     let text = format!("{settings:?}");
     assert!(
         text.contains("tcp://bus:4442") && !text.contains("hunter2"),

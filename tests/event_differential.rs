@@ -40,7 +40,7 @@
 //!
 //! Layout: `event_differential/java.rs` starts the Java side, `payloads.rs` builds events like a
 //! real Grid's, `scenario.rs` is the harness (publish, wait, compare); the scenarios are below.
-//! `documented_divergences_from_java_stay_as_documented` pins the three places where gridraft
+//! `documented_divergences_from_java_stay_as_documented` pins the four places where gridraft
 //! deliberately differs (docs/grid.md lists them).
 
 #[path = "event_bus_common/mod.rs"]
@@ -637,6 +637,35 @@ async fn documented_divergences_from_java_stay_as_documented() {
             ),
         );
     }
+    // 4. A wrongly signed message whose data is not JSON, then the signed copy with its id.
+    //    Java parses the data first, drops the message there without remembering its id, and
+    //    applies the signed copy; gridraft checks the secret before parsing anything, uses the
+    //    id up (as both do for any other wrongly signed message) and drops the signed copy.
+    let unparsed = s.id("wrong-secret-bad-data-then-signed");
+    s.add(&unparsed, node).await;
+    let event_id = Uuid::new_v4().to_string();
+    s.send(&frames(
+        "session-closed",
+        &signed("wrong"),
+        &event_id,
+        "not json",
+    ));
+    s.send(&frames(
+        "session-closed",
+        &signed(SECRET),
+        &event_id,
+        &closed(&unparsed, "TIMEOUT", node),
+    ));
+    s.diverge(
+        unparsed,
+        (
+            Expect::Removed {
+                reason: RemovalReason::Timeout,
+                node: node.into(),
+            },
+            Expect::Live,
+        ),
+    );
     s.settle_and_compare().await;
     s.finish().await;
 }

@@ -1,8 +1,10 @@
 //! Turns Grid events into idempotent Raft proposals.
 //!
-//! Every member subscribes to the bus and proposes every event it receives, each carrying the
-//! event's id; `apply()` skips an id it has already applied, so an event seen by three members
-//! takes effect once, and still takes effect while the leader is down or changing.
+//! Every member subscribes to the bus and proposes every event it receives, so an event still
+//! takes effect while the leader is down or changing. Each proposal carries the event's id and
+//! this member's applied log index when the subscriber received the event; `apply()` removes
+//! only sessions added by then, so the up to three copies of an event, and any retry however
+//! late, remove what the event meant and never a session added after it (`raft::session_map`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Cluster;
-use crate::events::GridEvent;
+use crate::events::{GridEvent, Received};
 use crate::raft::{now_nanos, Op, Proposal};
 use crate::session::RemovalReason;
 
@@ -21,7 +23,13 @@ const EVENT_DEADLINE: Duration = Duration::from_secs(300);
 /// Events proposed concurrently (Selenium's own listeners also run on a pool).
 const IN_FLIGHT: usize = 64;
 
-pub fn proposal(event: &GridEvent) -> Proposal {
+/// The proposal for `event`, received when this member had applied the log up to `applied`.
+pub fn proposal(event: &GridEvent, applied: u64) -> Proposal {
+    let by_uri = |uri: &String, reason| Op::RemoveByUriAddedBy {
+        uri: uri.clone(),
+        reason,
+        added_by: applied,
+    };
     let (event_id, op) = match event {
         GridEvent::SessionClosed {
             event_id,
@@ -29,25 +37,18 @@ pub fn proposal(event: &GridEvent) -> Proposal {
             reason,
         } => (
             *event_id,
-            Op::Remove {
+            Op::RemoveAddedBy {
                 id: session_id.clone(),
                 reason: *reason,
+                added_by: applied,
             },
         ),
-        GridEvent::NodeRemoved { event_id, node_uri } => (
-            *event_id,
-            Op::RemoveByUri {
-                uri: node_uri.clone(),
-                reason: RemovalReason::NodeRemoved,
-            },
-        ),
-        GridEvent::NodeRestarted { event_id, node_uri } => (
-            *event_id,
-            Op::RemoveByUri {
-                uri: node_uri.clone(),
-                reason: RemovalReason::NodeRestarted,
-            },
-        ),
+        GridEvent::NodeRemoved { event_id, node_uri } => {
+            (*event_id, by_uri(node_uri, RemovalReason::NodeRemoved))
+        }
+        GridEvent::NodeRestarted { event_id, node_uri } => {
+            (*event_id, by_uri(node_uri, RemovalReason::NodeRestarted))
+        }
     };
     Proposal {
         at: now_nanos(),
@@ -59,12 +60,12 @@ pub fn proposal(event: &GridEvent) -> Proposal {
 /// Proposes each received event until it is committed (or the deadline passes).
 pub async fn run(
     cluster: Arc<Cluster>,
-    mut rx: mpsc::Receiver<GridEvent>,
+    mut rx: mpsc::Receiver<Received>,
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
-        let event = tokio::select! {
+        let Received { event, mark } = tokio::select! {
             _ = shutdown.cancelled() => return,
             e = rx.recv() => match e { Some(e) => e, None => return },
         };
@@ -76,7 +77,7 @@ pub async fn run(
         tokio::spawn(
             async move {
                 let _permit = permit;
-                let p = proposal(&event);
+                let p = proposal(&event, mark);
                 let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
                 loop {
                     match cluster.write(p.clone()).await {
@@ -96,5 +97,125 @@ pub async fn run(
             }
             .in_current_span(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::session_map::{Lookup, SessionMap};
+    use crate::session::Session;
+
+    /// A map fed one log entry at a time, as the state machine does.
+    #[derive(Default)]
+    struct Log {
+        map: SessionMap,
+        index: u64,
+    }
+
+    impl Log {
+        fn append(&mut self, p: &Proposal) -> u32 {
+            self.index += 1;
+            self.map.apply_entry(self.index, p).changed
+        }
+
+        fn add(&mut self, id: &str, uri: &str) {
+            self.append(&Proposal {
+                at: 1,
+                event_id: None,
+                op: Op::Add(Session {
+                    id: id.into(),
+                    uri: uri.into(),
+                    start: "2024-05-01T10:20:30Z".into(),
+                    capabilities: "{\n}".into(),
+                    stereotype: "{\n}".into(),
+                }),
+            });
+        }
+
+        fn live(&self, id: &str) -> bool {
+            matches!(self.map.get(id), Lookup::Found(_))
+        }
+    }
+
+    fn node_restarted(uri: &str) -> GridEvent {
+        GridEvent::NodeRestarted {
+            event_id: uuid::Uuid::new_v4(),
+            node_uri: uri.into(),
+        }
+    }
+
+    #[test]
+    fn a_late_copy_of_node_restarted_spares_sessions_added_since() {
+        let node = "http://u:5555";
+        let mut log = Log::default();
+        log.add("old", node);
+        let restarted = node_restarted(node);
+        // Received now: the copy a member proposes, and may propose again much later.
+        let copy = proposal(&restarted, log.index);
+        assert_eq!(log.append(&copy), 1);
+        log.add("new", node);
+        for i in 0..1100 {
+            let closed = GridEvent::SessionClosed {
+                event_id: uuid::Uuid::new_v4(),
+                session_id: format!("other-{i}"),
+                reason: RemovalReason::QuitCommand,
+            };
+            log.append(&proposal(&closed, log.index));
+        }
+        // The same event proposed again, much later (a member's retry, or a slow member).
+        log.append(&copy);
+        assert!(
+            log.live("new"),
+            "a session added after the event was removed by a late copy of it"
+        );
+    }
+
+    #[test]
+    fn a_bus_duplicate_received_after_a_new_session_spares_it() {
+        // The bus delivers the same event id again after the session was added (a member that
+        // had forgotten the id, or a publisher firing twice): the first copy bounds it.
+        let node = "http://u:5555";
+        let mut log = Log::default();
+        log.add("old", node);
+        let restarted = node_restarted(node);
+        assert_eq!(log.append(&proposal(&restarted, log.index)), 1);
+        log.add("new", node);
+        assert_eq!(log.append(&proposal(&restarted, log.index)), 0);
+        assert!(log.live("new"));
+    }
+
+    #[test]
+    fn each_copy_removes_what_its_member_had_applied_when_it_heard_the_event() {
+        let node = "http://u:5555";
+        let mut log = Log::default();
+        log.add("a", node);
+        // Member 2 receives the event before it has applied the add of `b`, which is
+        // committed already; member 1 has applied it.
+        let member_2_applied = log.index;
+        log.add("b", node);
+        let member_1_applied = log.index;
+        let restarted = node_restarted(node);
+        assert_eq!(log.append(&proposal(&restarted, member_2_applied)), 1);
+        assert!(log.live("b"), "member 2's copy cannot know of b");
+        // Member 1's copy of the same event, applied next, covers it.
+        assert_eq!(log.append(&proposal(&restarted, member_1_applied)), 1);
+        assert!(!log.live("b"));
+    }
+
+    #[test]
+    fn session_closed_spares_a_session_re_added_after_it() {
+        let mut log = Log::default();
+        log.add("s", "http://u:5555");
+        let closed = GridEvent::SessionClosed {
+            event_id: uuid::Uuid::new_v4(),
+            session_id: "s".into(),
+            reason: RemovalReason::Timeout,
+        };
+        let copy = proposal(&closed, log.index);
+        assert_eq!(log.append(&copy), 1);
+        log.add("s", "http://v:5555");
+        assert_eq!(log.append(&copy), 0);
+        assert!(log.live("s"));
     }
 }

@@ -1,8 +1,11 @@
 //! Decoding one bus message (§4.2–4.4) into a [`Decoded`] outcome.
 //!
 //! Pure: no I/O, no logging, no clock. The order of the checks is the contract, because it
-//! decides which ids get burned: name, secret frame, id frame, recently-seen, data JSON, remember
-//! the id, secret, then the payload (`UnboundZmqEventBus.PollingRunnable`, §4.3).
+//! decides which ids get burned and how much work an unauthenticated message costs: name, secret
+//! frame, id frame, recently-seen, secret (a wrongly signed message burns its id and is dropped
+//! here, its data never parsed), data JSON, remember the id, then the payload. This is Java's
+//! order (`UnboundZmqEventBus.PollingRunnable`, §4.3) except that Java parses the data before
+//! it checks the secret; docs/grid.md lists the two cases where that shows.
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -57,6 +60,7 @@ pub enum Rejection {
     #[error("event data is not json (line {line}, column {column})")]
     DataNotJson { line: usize, column: usize },
     /// The id was remembered first: a correctly signed copy with this id will be a duplicate.
+    /// The data frame of such a message is never parsed.
     #[error("message is not signed with our registration secret")]
     SecretMismatch,
     #[error("session-closed data is neither an object nor a string")]
@@ -96,8 +100,8 @@ enum Handled {
 
 /// Parses one multipart message (frames as received, exact count) following §4.3.
 ///
-/// `seen` is updated only as Java does: ids of handled, parseable messages are remembered even
-/// when the secret is wrong or the payload is unusable, but not when frame 4 is not JSON.
+/// `seen` is updated as Java does: ids of handled messages are remembered even when the secret
+/// is wrong or the payload is unusable, but not when a correctly signed frame 4 is not JSON.
 pub fn decode(frames: &[Vec<u8>], secret: &str, seen: &mut RecentIds) -> Decoded {
     let [name, secret_frame, id_frame, data] = frames else {
         return Decoded::Rejected(Rejection::FrameCount(frames.len()));
@@ -108,7 +112,7 @@ pub fn decode(frames: &[Vec<u8>], secret: &str, seen: &mut RecentIds) -> Decoded
         b"node-restarted" => Handled::NodeRestarted,
         other => return Decoded::Ignored(ignored_label(other)),
     };
-    let Ok(Value::String(their_secret)) = serde_json::from_slice::<Value>(secret_frame) else {
+    let Some(ours) = signed_with(secret_frame, secret) else {
         return Decoded::Rejected(Rejection::SecretFrame);
     };
     let Some(event_id) = parse_event_id(id_frame) else {
@@ -116,6 +120,11 @@ pub fn decode(frames: &[Vec<u8>], secret: &str, seen: &mut RecentIds) -> Decoded
     };
     if seen.contains(&event_id) {
         return Decoded::Duplicate(event_id);
+    }
+    if !ours {
+        // A wrongly signed copy burns the id as in Java (§4.3 rule 6), but costs no parse.
+        seen.remember(event_id);
+        return Decoded::Rejected(Rejection::SecretMismatch);
     }
     let data: Value = match serde_json::from_slice(data) {
         Ok(data) => data,
@@ -126,11 +135,7 @@ pub fn decode(frames: &[Vec<u8>], secret: &str, seen: &mut RecentIds) -> Decoded
             })
         }
     };
-    // Before the secret check, on purpose: a wrongly signed copy burns the id (§4.3 rule 6).
     seen.remember(event_id);
-    if their_secret != secret {
-        return Decoded::Rejected(Rejection::SecretMismatch);
-    }
     let event = match handled {
         Handled::SessionClosed => session_closed(event_id, data),
         Handled::NodeRemoved => node_uri(NODE_REMOVED, data)
@@ -142,6 +147,29 @@ pub fn decode(frames: &[Vec<u8>], secret: &str, seen: &mut RecentIds) -> Decoded
         Ok(event) => Decoded::Event(event),
         Err(rejection) => Decoded::Rejected(rejection),
     }
+}
+
+/// Whether frame 2, a JSON string, is our secret: `None` when it is not a JSON string at all.
+///
+/// A plain comparison of the decoded string, as Java's `Secret.matches` does, but bounded: no
+/// JSON spelling of our secret is longer than every UTF-16 unit written as a `\uXXXX` escape,
+/// so a longer frame (whitespace around it aside) is another secret and is not parsed.
+fn signed_with(frame: &[u8], secret: &str) -> Option<bool> {
+    let json_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let start = frame
+        .iter()
+        .position(|b| !json_space(b))
+        .unwrap_or(frame.len());
+    let end = frame
+        .iter()
+        .rposition(|b| !json_space(b))
+        .map_or(start, |i| i + 1);
+    let longest = 2 + 6 * secret.encode_utf16().count();
+    if end - start > longest {
+        return Some(false);
+    }
+    let theirs: String = serde_json::from_slice(&frame[start..end]).ok()?;
+    Some(theirs == secret)
 }
 
 fn ignored_label(name: &[u8]) -> &'static str {

@@ -337,6 +337,28 @@ fn the_secret_is_compared_exactly_after_json_decoding() {
 }
 
 #[test]
+fn a_secret_frame_longer_than_any_spelling_of_the_secret_is_not_parsed() {
+    // Each character of "s3cr3t" as a \uXXXX escape is the longest spelling: 38 bytes.
+    let longest: String = "s3cr3t"
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    let longest = format!("\"{longest}\"");
+    assert_eq!(longest.len(), 2 + 6 * 6);
+    let message = frames("session-closed", &longest, ID, "\"abc\"");
+    assert!(matches!(decode_fresh(&message), Decoded::Event(_)));
+    // Whitespace around the string is JSON too, and does not count.
+    let padded = format!("{}{longest}{}", " ".repeat(1000), "\n".repeat(1000));
+    let message = frames("session-closed", &padded, ID, "\"abc\"");
+    assert!(matches!(decode_fresh(&message), Decoded::Event(_)));
+    // One byte more cannot be our secret: a mismatch, even though it is not JSON.
+    for long in [format!("\"{}\"", "s".repeat(37)), "x".repeat(1 << 20)] {
+        let message = frames("session-closed", &long, ID, "\"abc\"");
+        assert_eq!(rejected(&message), Rejection::SecretMismatch);
+    }
+}
+
+#[test]
 fn the_default_secret_is_an_empty_json_string() {
     let message = frames("session-closed", "\"\"", ID, "\"abc\"");
     assert!(matches!(
@@ -383,15 +405,21 @@ fn data_that_is_not_utf8_is_rejected_as_not_json() {
 }
 
 #[test]
-fn a_wrongly_signed_message_with_bad_data_does_not_burn_the_id() {
-    // Rule 5 comes before rule 6: unparsable data wins over the secret check.
-    let mut seen = RecentIds::default();
-    let forged = frames("session-closed", "\"wrong\"", ID, "{");
-    assert!(matches!(
-        decode(&forged, SECRET, &mut seen),
-        Decoded::Rejected(Rejection::DataNotJson { .. })
-    ));
-    assert!(seen.is_empty());
+fn a_wrongly_signed_message_is_rejected_before_its_data_is_parsed() {
+    // Data that is not JSON, or hostile JSON: with a wrong secret, none of it is looked at.
+    let deep = "[".repeat(100_000);
+    for data in ["{", "not json", deep.as_str()] {
+        let mut seen = RecentIds::default();
+        let forged = frames("session-closed", "\"wrong\"", ID, data);
+        assert_eq!(
+            decode(&forged, SECRET, &mut seen),
+            Decoded::Rejected(Rejection::SecretMismatch),
+            "{}",
+            &data[..data.len().min(16)]
+        );
+        // Counted like any wrongly signed copy: the id is used up.
+        assert!(seen.contains(&id()));
+    }
 }
 
 #[test]

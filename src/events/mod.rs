@@ -12,7 +12,8 @@
 //! * `recent`: [`RecentIds`], the recently-seen event ids.
 //! * `subscriber`: [`spawn_subscriber`], the blocking thread: poll, decode, forward, track the
 //!   connection.
-//! * `sockets`: the libzmq SUB socket (heartbeats, reconnect, size limit) and its monitor.
+//! * `sockets`: the libzmq SUB socket (heartbeats, reconnect, frame size limit, receive
+//!   high-water mark) and its monitor.
 //! * `metrics`: [`EventMetrics`], the prometheus series.
 
 mod frame;
@@ -30,6 +31,13 @@ pub use metrics::EventMetrics;
 pub use recent::{RecentIds, RECENT_IDS};
 pub use subscriber::spawn_subscriber;
 
+/// Default largest frame accepted from the bus (`[events] max-frame-bytes`). Real events are a
+/// few KiB; a `session-closed` carries the session's capabilities, which the Grid's own request
+/// limit keeps far below this.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
+/// Default receive high-water mark, in messages (`[events] receive-hwm`).
+pub const DEFAULT_RECEIVE_HWM: u32 = 1000;
+
 /// Where the bus is and how its messages are signed. Mirrors Selenium's own flags so an operator
 /// can copy them from the other Grid components.
 #[derive(Clone, PartialEq, Eq)]
@@ -42,6 +50,12 @@ pub struct EventBusSettings {
     pub subscribe_events: Option<String>,
     /// Selenium's registration secret; default `""`.
     pub registration_secret: String,
+    /// libzmq's `ZMQ_MAXMSGSIZE`: a frame larger than this makes libzmq drop the connection
+    /// before the frame is buffered (the subscriber then reconnects).
+    pub max_frame_bytes: usize,
+    /// libzmq's `ZMQ_RCVHWM`: messages queued for this member before libzmq stops reading
+    /// from the bus (the bus then drops what it cannot send us).
+    pub receive_hwm: u32,
 }
 
 // Hand-written so the registration secret never reaches a log line.
@@ -51,8 +65,19 @@ impl fmt::Debug for EventBusSettings {
             .field("publish_events", &self.publish_events)
             .field("subscribe_events", &self.subscribe_events)
             .field("registration_secret", &"<redacted>")
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("receive_hwm", &self.receive_hwm)
             .finish()
     }
+}
+
+/// An accepted event as handed to the caller, with the caller's progress mark read when the
+/// event was decoded (see [`spawn_subscriber`]); the session map uses its applied log index, so
+/// an event acts only on what the member had applied when it heard of the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub event: GridEvent,
+    pub mark: u64,
 }
 
 /// An accepted event, already authenticated and deduplicated against this member's recent ids.

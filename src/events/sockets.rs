@@ -1,13 +1,15 @@
 //! The two libzmq sockets of one subscriber: the SUB connected to the bus's XPUB with every
-//! option that matters (heartbeats, reconnect, message size), and the PAIR reading its monitor.
-//! Owns socket setup and raw reads; it knows nothing about Selenium's message format.
+//! option that matters (heartbeats, reconnect, frame size, receive high-water mark), and the
+//! PAIR reading its monitor. Owns socket setup and raw reads; it knows nothing about Selenium's
+//! message format.
+//!
+//! The two limits bound what a hostile or broken publisher can make a member hold: libzmq
+//! drops a connection that sends a frame over `max_frame_bytes` before buffering it (and then
+//! abandons it: see the subscriber's `STALLED_AFTER`), and stops reading from the bus once
+//! `receive_hwm` messages wait for us, so at most about `receive_hwm` × 4 × `max_frame_bytes`
+//! is queued.
 
 use zmq::SocketEvent;
-
-/// libzmq drops a connection that sends a larger frame (and abandons it: see the subscriber's
-/// `STALLED_AFTER`), so a hostile or broken publisher cannot make us allocate without bound.
-/// Real events are a few KiB.
-const MAX_MESSAGE_BYTES: i64 = 16 << 20;
 /// Our own PINGs: they keep the Java bus's 180 s timeout satisfied and let us notice a bus that
 /// vanished without closing TCP (power loss, partition) within the timeout.
 const HEARTBEAT_IVL_MS: i32 = 10_000;
@@ -37,6 +39,13 @@ fn zmq_step(step: &'static str) -> impl FnOnce(zmq::Error) -> StartError {
     move |source| StartError::Zmq { step, source }
 }
 
+/// The limits applied to the SUB socket (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) max_frame_bytes: usize,
+    pub(super) receive_hwm: u32,
+}
+
 /// The SUB socket and the PAIR socket reading its monitor events.
 pub(super) struct Sockets {
     sub: zmq::Socket,
@@ -45,15 +54,22 @@ pub(super) struct Sockets {
 }
 
 impl Sockets {
-    pub(super) fn open(context: &zmq::Context, endpoint: &str) -> Result<Self, StartError> {
+    pub(super) fn open(
+        context: &zmq::Context,
+        endpoint: &str,
+        limits: Limits,
+    ) -> Result<Self, StartError> {
         // The zmq crate unwraps a CString conversion; refuse such input before it can panic.
         if endpoint.contains('\0') {
             return Err(StartError::NulInEndpoint(endpoint.to_owned()));
         }
         let sub = context.socket(zmq::SUB).map_err(zmq_step("create sub"))?;
         sub.set_linger(0).map_err(zmq_step("set linger"))?;
-        sub.set_maxmsgsize(MAX_MESSAGE_BYTES)
+        // Settings validation keeps both within libzmq's types; saturate rather than wrap.
+        sub.set_maxmsgsize(i64::try_from(limits.max_frame_bytes).unwrap_or(i64::MAX))
             .map_err(zmq_step("set maxmsgsize"))?;
+        sub.set_rcvhwm(i32::try_from(limits.receive_hwm).unwrap_or(i32::MAX))
+            .map_err(zmq_step("set rcvhwm"))?;
         sub.set_heartbeat_ivl(HEARTBEAT_IVL_MS)
             .map_err(zmq_step("set heartbeat ivl"))?;
         sub.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS)
@@ -151,5 +167,23 @@ impl Sockets {
             });
         }
         Ok(Some(frames))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sub_socket_gets_the_configured_limits() {
+        let context = zmq::Context::new();
+        let limits = Limits {
+            max_frame_bytes: 65_536,
+            receive_hwm: 17,
+        };
+        // Nothing listens there; the socket keeps retrying, which does not matter here.
+        let sockets = Sockets::open(&context, "tcp://127.0.0.1:1", limits).unwrap();
+        assert_eq!(sockets.sub.get_maxmsgsize().unwrap(), 65_536);
+        assert_eq!(sockets.sub.get_rcvhwm().unwrap(), 17);
     }
 }

@@ -12,12 +12,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{error::TrySendError, Sender};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace, warn};
 use zmq::SocketEvent;
 
-use super::sockets::{Sockets, CONNECT_TIMEOUT_MS, RECONNECT_IVL_MAX_MS};
-use super::{decode, Decoded, EventBusSettings, EventMetrics, GridEvent, RecentIds};
+use super::sockets::{Limits, Sockets, CONNECT_TIMEOUT_MS, RECONNECT_IVL_MAX_MS};
+use super::{decode, Decoded, EventBusSettings, EventMetrics, Received, RecentIds};
 
 /// How long one poll waits: the worst-case delay before shutdown is noticed.
 const POLL_TIMEOUT_MS: i64 = 200;
@@ -39,9 +40,14 @@ const CHANNEL_RETRY: Duration = Duration::from_millis(20);
 /// Spawns the subscriber thread. It runs until `shutdown` is cancelled or `tx`'s receiver is
 /// dropped; connection problems never end it (it keeps reconnecting), only an unusable endpoint
 /// does, which is logged at error.
+///
+/// Each event is sent with the value `mark` holds when the event is decoded ([`Received`]):
+/// read here, on the receiving thread, so that neither a full channel nor a slow consumer
+/// makes an event look newer than it is.
 pub fn spawn_subscriber(
     settings: EventBusSettings,
-    tx: Sender<GridEvent>,
+    tx: Sender<Received>,
+    mark: watch::Receiver<u64>,
     shutdown: CancellationToken,
     metrics: EventMetrics,
 ) -> JoinHandle<()> {
@@ -51,19 +57,24 @@ pub fn spawn_subscriber(
         .name("gridraft-event-bus".into())
         .spawn(move || {
             let _entered = span.enter();
-            run(settings, tx, shutdown, metrics);
+            run(settings, tx, mark, shutdown, metrics);
         })
         .expect("the OS can start one more thread at startup")
 }
 
 fn run(
     settings: EventBusSettings,
-    tx: Sender<GridEvent>,
+    tx: Sender<Received>,
+    mark: watch::Receiver<u64>,
     shutdown: CancellationToken,
     metrics: EventMetrics,
 ) {
     let context = zmq::Context::new();
-    let sockets = match Sockets::open(&context, &settings.publish_events) {
+    let limits = Limits {
+        max_frame_bytes: settings.max_frame_bytes,
+        receive_hwm: settings.receive_hwm,
+    };
+    let sockets = match Sockets::open(&context, &settings.publish_events, limits) {
         Ok(sockets) => sockets,
         Err(error) => {
             error!(%error, "event bus subscriber failed to start");
@@ -72,11 +83,14 @@ fn run(
     };
     info!(
         subscribe_events = ?settings.subscribe_events,
+        max_frame_bytes = settings.max_frame_bytes,
+        receive_hwm = settings.receive_hwm,
         "event bus subscriber started"
     );
     let mut receiver = Receiver {
         secret: settings.registration_secret,
         tx,
+        mark,
         shutdown,
         metrics,
         seen: RecentIds::default(),
@@ -99,7 +113,8 @@ enum Flow {
 /// Everything the receive loop keeps between messages.
 struct Receiver {
     secret: String,
-    tx: Sender<GridEvent>,
+    tx: Sender<Received>,
+    mark: watch::Receiver<u64>,
     shutdown: CancellationToken,
     metrics: EventMetrics,
     seen: RecentIds,
@@ -171,8 +186,9 @@ impl Receiver {
             self.metrics.record(&decoded);
             match decoded {
                 Decoded::Event(event) => {
-                    debug!(event = event.name(), event_id = %event.event_id(), "event received");
-                    if self.forward(event) == Flow::Stop {
+                    let mark = *self.mark.borrow();
+                    debug!(event = event.name(), event_id = %event.event_id(), mark, "event received");
+                    if self.forward(Received { event, mark }) == Flow::Stop {
                         return Flow::Stop;
                     }
                 }
@@ -193,7 +209,7 @@ impl Receiver {
 
     /// Hands one event to the async side. Waits while the channel is full (libzmq buffers
     /// meanwhile) rather than dropping it, but gives up on shutdown.
-    fn forward(&mut self, mut event: GridEvent) -> Flow {
+    fn forward(&mut self, mut event: Received) -> Flow {
         loop {
             match self.tx.try_send(event) {
                 Ok(()) => return Flow::Continue,

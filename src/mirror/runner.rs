@@ -431,10 +431,12 @@ pub fn collect(entries: &[Entry], last: u64, shadow: &mut UriIndex) -> Pending {
                     shadow.add(&s.id, &s.uri);
                     pending.touched.insert(s.id.clone());
                 }
-                Op::Remove { id, .. } => {
+                Op::Remove { id, .. } | Op::RemoveAddedBy { id, .. } => {
                     pending.touched.insert(id.clone());
                 }
-                Op::RemoveByUri { uri, .. } => {
+                // Sessions the bound spared are touched too: resolved against the map, they
+                // are written back after the store's delete by URI.
+                Op::RemoveByUri { uri, .. } | Op::RemoveByUriAddedBy { uri, .. } => {
                     pending.touched.extend(shadow.take(uri));
                     pending.remove_uris.push(uri.clone());
                 }

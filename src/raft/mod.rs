@@ -41,6 +41,9 @@ pub type StorageError = openraft::StorageError<NodeId>;
 
 /// One replicated change to the session map.
 ///
+/// Log entries are bincode, which names a variant by its position: new variants go at the end,
+/// and no variant or field may change, or entries already in users' logs stop decoding.
+///
 /// `at` is the proposing member's wall clock in nanoseconds since the Unix epoch. It is the only
 /// notion of time `apply()` has: removal timestamps and tombstone expiry are derived from it, so
 /// every member applies exactly the same thing.
@@ -48,7 +51,7 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub struct Proposal {
     pub at: i64,
     /// The Grid event this proposal came from. Every member proposes the events it receives;
-    /// `apply()` skips an id it has already applied, so an event takes effect once.
+    /// `apply()` remembers the ids it has applied (see `session_map` for what a repeat does).
     pub event_id: Option<Uuid>,
     pub op: Op,
 }
@@ -69,6 +72,32 @@ pub enum Op {
     /// 0.9 waits for each append's fsync before it takes the next, so one entry per write would
     /// cost one fsync per write; see `cluster::write_batch`). Never nested.
     Batch(Vec<Proposal>),
+    /// A Grid event's `Remove`: removes the session only if it was added by the entry at log
+    /// index `added_by` or earlier. The proposing member sets `added_by` to its applied index
+    /// when it received the event, so no copy of the event, however late, removes a session
+    /// added after that (see `session_map`).
+    RemoveAddedBy {
+        id: String,
+        reason: RemovalReason,
+        added_by: u64,
+    },
+    /// A Grid event's `RemoveByUri`, bounded like [`Op::RemoveAddedBy`].
+    RemoveByUriAddedBy {
+        uri: String,
+        reason: RemovalReason,
+        added_by: u64,
+    },
+}
+
+impl Op {
+    /// Whether this is an event removal bounded by a log index, which a repeat of its event id
+    /// still applies (see `session_map`).
+    pub fn is_bounded(&self) -> bool {
+        matches!(
+            self,
+            Op::RemoveAddedBy { .. } | Op::RemoveByUriAddedBy { .. }
+        )
+    }
 }
 
 /// What applying a [`Proposal`] did.
@@ -76,7 +105,8 @@ pub enum Op {
 pub struct Applied {
     /// Sessions added, replaced or removed.
     pub changed: u32,
-    /// The proposal carried an event id that was already applied; nothing changed.
+    /// The proposal carried an event id that was already applied. An unbounded removal then
+    /// changed nothing; a bounded one may still have removed what earlier copies could not.
     pub duplicate: bool,
 }
 

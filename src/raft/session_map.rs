@@ -1,9 +1,21 @@
 //! The replicated session map: live sessions, a node-URI index, the bounded memory of recent
 //! removals that the Grid's 404 message quotes, and the ids of recently applied Grid events.
 //!
-//! Pure and deterministic: [`SessionMap::apply`] reads no clock and does no I/O, so every member
-//! that applies the same log holds the same map. The collections are persistent (`imbl`), so a
-//! snapshot is an O(1) clone taken on the apply path and serialised elsewhere.
+//! Pure and deterministic: [`SessionMap::apply_entry`] reads no clock and does no I/O, so every
+//! member that applies the same log holds the same map. The collections are persistent (`imbl`),
+//! so a snapshot is an O(1) clone taken on the apply path and serialised elsewhere.
+//!
+//! Grid events: every member proposes every event it receives, so one event reaches the log up
+//! to once per member, and a member that cannot commit retries for minutes. Each session
+//! remembers the log index of the entry that added it, and an event's removal
+//! ([`Op::RemoveAddedBy`], [`Op::RemoveByUriAddedBy`]) removes only sessions added at or before
+//! both its own bound (the proposer's applied index when it received the event) and the index
+//! of the entry that first carried the event id, if the id is still remembered. So a copy of an
+//! event, whenever it is applied, never removes a session added after the event was received;
+//! a later copy from a member that had applied more when it received the event still removes
+//! what the first copy's member had not applied yet. Old entries' unbounded `Remove` and
+//! `RemoveByUri` keep their exact old meaning (skipped when the event id is remembered) so
+//! replaying a log written by an older version gives the same map.
 
 use std::sync::{Arc, RwLock};
 
@@ -18,7 +30,9 @@ use crate::session::{RemovalReason, Session};
 pub const TOMBSTONE_TTL_NANOS: i64 = 60 * 60 * 1_000_000_000;
 /// Upper bound on remembered removals, so churn cannot grow memory without bound.
 pub const MAX_TOMBSTONES: usize = 100_000;
-/// How many applied event ids are remembered for de-duplication (Selenium keeps 128).
+/// How many applied event ids are remembered (Selenium keeps 128). Unbounded removals from old
+/// log entries are skipped for a remembered id, exactly as older versions did, so this must not
+/// change: a member replaying those entries has to agree with the members that applied them.
 pub const MAX_EVENT_IDS: usize = 1024;
 
 /// A live session, held as the answers it gives: the complete `GET` body, in which the
@@ -37,6 +51,9 @@ pub struct Record {
     /// Byte ranges of the capabilities and the stereotype inside `get_body`.
     capabilities: Span,
     stereotype: Span,
+    /// Log index of the entry that added (or last replaced) the session; 0 when unknown (a
+    /// session restored from a snapshot written before this was recorded).
+    pub added: u64,
 }
 
 /// A byte range inside a record's `GET` body.
@@ -80,6 +97,7 @@ impl Record {
             get_body: Bytes::from(rendered.body.into_bytes().into_boxed_slice()),
             capabilities: Span::of(rendered.capabilities),
             stereotype: Span::of(rendered.stereotype),
+            added: 0,
         }
     }
 
@@ -108,6 +126,7 @@ impl Record {
             uri_body: Bytes::from(uri_body.into_bytes().into_boxed_slice()),
             capabilities,
             stereotype,
+            added: 0,
         })
     }
 
@@ -168,8 +187,12 @@ pub struct SessionMap {
     tombstones: imbl::HashMap<Arc<str>, Tombstone>,
     /// Removal order, oldest first, for expiry; an entry is stale when the id was removed again.
     tombstone_order: imbl::Vector<(i64, Arc<str>)>,
-    events: imbl::HashSet<Uuid>,
+    /// Remembered event ids → the log index of the entry that first carried each (0: unknown,
+    /// remembered by a snapshot written before this was recorded).
+    events: imbl::HashMap<Uuid, u64>,
     event_order: imbl::Vector<Uuid>,
+    /// Log index of the entry being applied; new sessions are stamped with it.
+    index: u64,
     /// The newest proposal time applied: the map's only clock.
     clock: i64,
     /// Last log index each write-through mirror has confirmed (see `crate::mirror`).
@@ -177,14 +200,23 @@ pub struct SessionMap {
 }
 
 impl SessionMap {
-    pub fn apply(&mut self, p: &Proposal) -> Applied {
+    /// Applies the proposal of the log entry at `index`.
+    pub fn apply_entry(&mut self, index: u64, p: &Proposal) -> Applied {
+        self.index = index;
         self.clock = self.clock.max(p.at);
+        // The newest state an event's removal may act on (see the module docs).
+        let mut first = index;
+        let mut duplicate = false;
         if let Some(event_id) = p.event_id {
-            if !self.remember_event(event_id) {
-                return Applied {
-                    changed: 0,
-                    duplicate: true,
-                };
+            match self.events.get(&event_id).copied() {
+                None => self.remember_event(event_id, index),
+                Some(_) if !p.op.is_bounded() => {
+                    return Applied {
+                        changed: 0,
+                        duplicate: true,
+                    }
+                }
+                Some(at) => (first, duplicate) = (at, true),
             }
         }
         let changed = match &p.op {
@@ -193,13 +225,29 @@ impl SessionMap {
                 1
             }
             Op::Remove { id, reason } => u32::from(self.remove(id, *reason, p.at)),
-            Op::RemoveByUri { uri, reason } => {
-                let ids = self.ids_on(uri);
-                ids.iter()
-                    .map(|id| u32::from(self.remove(id, *reason, p.at)))
-                    .sum()
+            Op::RemoveByUri { uri, reason } => self.remove_on(uri, *reason, p.at, u64::MAX),
+            Op::RemoveAddedBy {
+                id,
+                reason,
+                added_by,
+            } => {
+                let limit = first.min(*added_by);
+                match self.sessions.get(id.as_str()) {
+                    Some(record) if record.added <= limit => {
+                        u32::from(self.remove(id, *reason, p.at))
+                    }
+                    _ => 0,
+                }
             }
-            Op::Batch(proposals) => proposals.iter().map(|p| self.apply(p).changed).sum(),
+            Op::RemoveByUriAddedBy {
+                uri,
+                reason,
+                added_by,
+            } => self.remove_on(uri, *reason, p.at, first.min(*added_by)),
+            Op::Batch(proposals) => proposals
+                .iter()
+                .map(|p| self.apply_entry(index, p).changed)
+                .sum(),
             Op::MirrorProgress { mirror, index } => {
                 // Progress only moves forward, even if proposals arrive out of order.
                 let known = self
@@ -213,10 +261,13 @@ impl SessionMap {
             }
         };
         self.expire_tombstones();
-        Applied {
-            changed,
-            duplicate: false,
-        }
+        Applied { changed, duplicate }
+    }
+
+    /// Applies `p` as the entry after the last one applied.
+    #[cfg(test)]
+    pub fn apply(&mut self, p: &Proposal) -> Applied {
+        self.apply_entry(self.index + 1, p)
     }
 
     pub fn get(&self, id: &str) -> Lookup {
@@ -263,7 +314,9 @@ impl SessionMap {
     }
 
     fn insert(&mut self, session: Session) {
-        self.insert_record(Record::new(session));
+        let mut record = Record::new(session);
+        record.added = self.index;
+        self.insert_record(record);
     }
 
     /// Inserts a record, replacing the session with its id if there is one.
@@ -328,6 +381,15 @@ impl SessionMap {
         }
     }
 
+    /// Removes the sessions on the node `uri` added at or before log index `limit`.
+    fn remove_on(&mut self, uri: &str, reason: RemovalReason, at: i64, limit: u64) -> u32 {
+        let mut ids = self.ids_on(uri);
+        ids.retain(|id| self.sessions.get(id).is_some_and(|r| r.added <= limit));
+        ids.iter()
+            .map(|id| u32::from(self.remove(id, reason, at)))
+            .sum()
+    }
+
     /// The ids of the live sessions on the node `uri`.
     fn ids_on(&self, uri: &str) -> Vec<Arc<str>> {
         match self.by_uri.get(uri) {
@@ -337,9 +399,10 @@ impl SessionMap {
         }
     }
 
-    fn remember_event(&mut self, id: Uuid) -> bool {
-        if self.events.insert(id).is_some() {
-            return false;
+    /// Remembers a new event id, first carried by the entry at `index`.
+    fn remember_event(&mut self, id: Uuid, index: u64) {
+        if self.events.insert(id, index).is_some() {
+            return;
         }
         self.event_order.push_back(id);
         while self.event_order.len() > MAX_EVENT_IDS {
@@ -347,7 +410,6 @@ impl SessionMap {
                 self.events.remove(&old);
             }
         }
-        true
     }
 
     fn expire_tombstones(&mut self) {
@@ -398,5 +460,7 @@ mod image;
 
 pub use image::ImageError;
 
+#[cfg(test)]
+mod event_tests;
 #[cfg(test)]
 mod tests;

@@ -249,7 +249,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 self.last_applied = Some(entry.log_id);
                 let applied = match entry.payload {
                     EntryPayload::Blank => Applied::default(),
-                    EntryPayload::Normal(ref proposal) => map.apply(proposal),
+                    EntryPayload::Normal(ref proposal) => {
+                        map.apply_entry(entry.log_id.index, proposal)
+                    }
                     EntryPayload::Membership(m) => {
                         self.membership = StoredMembership::new(Some(entry.log_id), m);
                         Applied::default()

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gridraft::events::GridEvent;
+use gridraft::events::{EventBusSettings, GridEvent, Received};
 use tokio::sync::mpsc::Receiver;
+use tokio::sync::watch;
 
 pub const SECRET: &str = "s3cr3t";
 /// Where the Selenium server jar is; `GRIDRAFT_SELENIUM_JAR` overrides (CI lays shared/ elsewhere).
@@ -43,6 +44,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Subscriber settings with the default limits.
+pub fn settings(publish_events: String, secret: &str) -> EventBusSettings {
+    EventBusSettings {
+        publish_events,
+        subscribe_events: None,
+        registration_secret: secret.into(),
+        max_frame_bytes: gridraft::events::DEFAULT_MAX_FRAME_BYTES,
+        receive_hwm: gridraft::events::DEFAULT_RECEIVE_HWM,
+    }
+}
+
+/// A progress mark for the subscriber to stamp events with; keep the sender to move it.
+pub fn mark() -> (watch::Sender<u64>, watch::Receiver<u64>) {
+    watch::channel(0)
+}
+
 /// One event as the Java `UnboundZmqEventBus.fire` sends it: exactly 4 frames.
 pub fn message(name: &str, secret: &str, id: uuid::Uuid, data: &str) -> Vec<Vec<u8>> {
     vec![
@@ -59,14 +76,14 @@ pub fn message(name: &str, secret: &str, id: uuid::Uuid, data: &str) -> Vec<Vec<
 pub async fn publish_until_received(
     publisher: &zmq::Socket,
     frames: &[Vec<u8>],
-    rx: &mut Receiver<GridEvent>,
+    rx: &mut Receiver<Received>,
     within: Duration,
 ) -> GridEvent {
     let deadline = Instant::now() + within;
     loop {
         publisher.send_multipart(frames, 0).unwrap();
         match tokio::time::timeout(Duration::from_millis(250), rx.recv()).await {
-            Ok(Some(event)) => return event,
+            Ok(Some(received)) => return received.event,
             Ok(None) => panic!("subscriber closed its channel"),
             Err(_) if Instant::now() < deadline => {}
             Err(_) => panic!(
@@ -87,7 +104,7 @@ pub async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() ->
 }
 
 /// Asserts nothing (more) is delivered for a short while.
-pub async fn assert_quiet(rx: &mut Receiver<GridEvent>, for_: Duration) {
+pub async fn assert_quiet(rx: &mut Receiver<Received>, for_: Duration) {
     if let Ok(event) = tokio::time::timeout(for_, rx.recv()).await {
         panic!("unexpected delivery: {event:?}");
     }

@@ -160,7 +160,7 @@ impl Scenario {
                 publish_events: Some(format!("tcp://127.0.0.1:{}", java.publish)),
                 subscribe_events: Some(format!("tcp://127.0.0.1:{}", java.subscribe)),
                 registration_secret: Some(SECRET.into()),
-                registration_secret_file: None,
+                ..EventSettings::default()
             },
         )
         .await;

@@ -5,6 +5,11 @@
 //! first), then each live session as its stored parts (the `GET` body as it is served, so a
 //! restore renders nothing), then a CRC-32 of every byte before it. A truncated or damaged file
 //! is an error, never a partial map.
+//!
+//! Since version [`ADDED_INDEX_SINCE`], each session's parts end with the log index that added
+//! it, and the remembered event ids' first log indexes (one `u64` each, in the header's order)
+//! follow the sessions. Older images still decode, with 0 for both: such sessions may be
+//! removed by any copy of any event, and such events bound their later copies to them.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -15,7 +20,9 @@ use uuid::Uuid;
 use super::{Record, SessionMap, Span, Tombstone};
 
 const MAGIC: &[u8; 6] = b"GRSNAP";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The first version recording add and event log indexes.
+const ADDED_INDEX_SINCE: u16 = 2;
 /// No stored string or body is larger than this; anything larger is damage.
 const MAX_FIELD: u32 = 256 << 20;
 
@@ -36,7 +43,7 @@ pub enum ImageError {
     Io(#[from] io::Error),
     #[error("not a gridraft snapshot (bad magic)")]
     Magic,
-    #[error("snapshot format version {0} is not supported (this build reads {VERSION})")]
+    #[error("snapshot format version {0} is not supported (this build reads 1 to {VERSION})")]
     Version(u16),
     #[error("snapshot header: {0}")]
     Header(#[from] bincode::Error),
@@ -82,6 +89,16 @@ fn put_bytes(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
 
 fn put_u32(w: &mut impl Write, v: u32) -> io::Result<()> {
     w.write_all(&v.to_le_bytes())
+}
+
+fn put_u64(w: &mut impl Write, v: u64) -> io::Result<()> {
+    w.write_all(&v.to_le_bytes())
+}
+
+fn get_u64(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
 }
 
 fn get_u32(r: &mut impl Read) -> io::Result<u32> {
@@ -147,6 +164,10 @@ impl SessionMap {
             for v in [caps.start, caps.end, stereo.start, stereo.end] {
                 put_u32(&mut w, v)?;
             }
+            put_u64(&mut w, record.added)?;
+        }
+        for id in &self.event_order {
+            put_u64(&mut w, self.events.get(id).copied().unwrap_or(0))?;
         }
         let crc = w.hasher.clone().finalize();
         w.inner.write_all(&crc.to_le_bytes())?;
@@ -171,9 +192,10 @@ impl SessionMap {
         let mut version = [0; 2];
         r.read_exact(&mut version)?;
         let version = u16::from_le_bytes(version);
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(ImageError::Version(version));
         }
+        let indexed = version >= ADDED_INDEX_SINCE;
         let header: Header = bincode::deserialize(&get_bytes(&mut r)?)?;
         let mut map = SessionMap {
             clock: header.clock,
@@ -185,7 +207,7 @@ impl SessionMap {
             let reader = std::thread::Builder::new()
                 .name("snapshot-read".into())
                 .spawn_scoped(scope, move || {
-                    read_records(&mut r, sessions, tx).map(|()| r)
+                    read_records(&mut r, sessions, indexed, tx).map(|()| r)
                 });
             let reader = reader.map_err(|e| {
                 ImageError::Io(io::Error::other(format!("start the snapshot reader: {e}")))
@@ -198,6 +220,10 @@ impl SessionMap {
             reader.join().expect("the snapshot reader does not panic")
         });
         let mut r = read?;
+        let mut first_indexes = Vec::with_capacity(header.events.len());
+        for _ in &header.events {
+            first_indexes.push(if indexed { get_u64(&mut r)? } else { 0 });
+        }
         let computed = r.hasher.clone().finalize();
         let stored = get_u32(&mut r.inner)?;
         if stored != computed {
@@ -208,8 +234,8 @@ impl SessionMap {
             map.tombstone_order.push_back((t.removed_at, id.clone()));
             map.tombstones.insert(id, t);
         }
-        for e in header.events {
-            map.remember_event(e);
+        for (e, index) in header.events.into_iter().zip(first_indexes) {
+            map.remember_event(e, index);
         }
         for (name, index) in header.mirror_progress {
             map.mirror_progress.insert(Arc::from(name), index);
@@ -228,6 +254,7 @@ const CHUNKS_AHEAD: usize = 16;
 fn read_records(
     r: &mut impl Read,
     sessions: u64,
+    indexed: bool,
     tx: std::sync::mpsc::SyncSender<Vec<Record>>,
 ) -> Result<(), ImageError> {
     let mut left = sessions;
@@ -235,7 +262,7 @@ fn read_records(
         let n = left.min(CHUNK);
         let mut chunk = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            chunk.push(read_record(r)?);
+            chunk.push(read_record(r, indexed)?);
         }
         left -= n;
         if tx.send(chunk).is_err() {
@@ -245,7 +272,7 @@ fn read_records(
     Ok(())
 }
 
-fn read_record(r: &mut impl Read) -> Result<Record, ImageError> {
+fn read_record(r: &mut impl Read, indexed: bool) -> Result<Record, ImageError> {
     let id = get_string(r)?;
     let uri = get_string(r)?;
     let start = get_string(r)?;
@@ -254,13 +281,9 @@ fn read_record(r: &mut impl Read) -> Result<Record, ImageError> {
     for x in &mut v {
         *x = get_u32(r)?;
     }
+    let added = if indexed { get_u64(r)? } else { 0 };
     let span = |start, end| Span { start, end };
-    Ok(Record::from_parts(
-        id,
-        uri,
-        start,
-        body,
-        span(v[0], v[1]),
-        span(v[2], v[3]),
-    )?)
+    let mut record = Record::from_parts(id, uri, start, body, span(v[0], v[1]), span(v[2], v[3]))?;
+    record.added = added;
+    Ok(record)
 }
