@@ -69,6 +69,11 @@ pub enum Op {
     /// 0.9 waits for each append's fsync before it takes the next, so one entry per write would
     /// cost one fsync per write; see `cluster::write_batch`). Never nested.
     Batch(Vec<Proposal>),
+    /// Member `member`'s data directory went below (`low`) or back above its free-space
+    /// threshold (see `cluster::disk`). The set of low members is replicated state: while a
+    /// quorum of voters is in it, the cluster refuses adds. Appended last: bincode numbers the
+    /// variants, so the entries already in logs keep decoding.
+    DiskAlarm { member: NodeId, low: bool },
 }
 
 /// What applying a [`Proposal`] did.

@@ -3,8 +3,12 @@
 //!
 //! Layout: the magic `GRSNAP` and a format version (2 bytes), the bincode [`Header`] (length
 //! first), then each live session as its stored parts (the `GET` body as it is served, so a
-//! restore renders nothing), then a CRC-32 of every byte before it. A truncated or damaged file
-//! is an error, never a partial map.
+//! restore renders nothing), then (from version 2) the sections, then a CRC-32 of every byte
+//! before it. A truncated or damaged file is an error, never a partial map.
+//!
+//! Sections carry state added after version 1, each in its own record, so that adding one
+//! changes nothing else: a count (`u32`), then per section a tag (`u32`) and its bytes. A reader
+//! skips tags it does not know. Tag 1: the members low on disk space (bincode `Vec<u64>`).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -15,7 +19,13 @@ use uuid::Uuid;
 use super::{Record, SessionMap, Span, Tombstone};
 
 const MAGIC: &[u8; 6] = b"GRSNAP";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The first version with sections after the sessions; older snapshots have none.
+const FIRST_WITH_SECTIONS: u16 = 2;
+/// Section tag: the members low on disk space.
+const SECTION_LOW_DISK: u32 = 1;
+/// No snapshot has more sections than this; more is damage.
+const MAX_SECTIONS: u32 = 1024;
 /// No stored string or body is larger than this; anything larger is damage.
 const MAX_FIELD: u32 = 256 << 20;
 
@@ -36,7 +46,7 @@ pub enum ImageError {
     Io(#[from] io::Error),
     #[error("not a gridraft snapshot (bad magic)")]
     Magic,
-    #[error("snapshot format version {0} is not supported (this build reads {VERSION})")]
+    #[error("snapshot format version {0} is not supported (this build reads 1 to {VERSION})")]
     Version(u16),
     #[error("snapshot header: {0}")]
     Header(#[from] bincode::Error),
@@ -148,6 +158,16 @@ impl SessionMap {
                 put_u32(&mut w, v)?;
             }
         }
+        let low_disk: Vec<u64> = self.low_disk.iter().copied().collect();
+        let sections = [(
+            SECTION_LOW_DISK,
+            bincode::serialize(&low_disk).map_err(io::Error::other)?,
+        )];
+        put_u32(&mut w, sections.len() as u32)?;
+        for (tag, bytes) in &sections {
+            put_u32(&mut w, *tag)?;
+            put_bytes(&mut w, bytes)?;
+        }
         let crc = w.hasher.clone().finalize();
         w.inner.write_all(&crc.to_le_bytes())?;
         w.flush()
@@ -171,7 +191,7 @@ impl SessionMap {
         let mut version = [0; 2];
         r.read_exact(&mut version)?;
         let version = u16::from_le_bytes(version);
-        if version != VERSION {
+        if version == 0 || version > VERSION {
             return Err(ImageError::Version(version));
         }
         let header: Header = bincode::deserialize(&get_bytes(&mut r)?)?;
@@ -198,6 +218,9 @@ impl SessionMap {
             reader.join().expect("the snapshot reader does not panic")
         });
         let mut r = read?;
+        if version >= FIRST_WITH_SECTIONS {
+            read_sections(&mut r, &mut map)?;
+        }
         let computed = r.hasher.clone().finalize();
         let stored = get_u32(&mut r.inner)?;
         if stored != computed {
@@ -216,6 +239,23 @@ impl SessionMap {
         }
         Ok(map)
     }
+}
+
+/// Reads the sections after the sessions into `map`, skipping unknown tags.
+fn read_sections(r: &mut impl Read, map: &mut SessionMap) -> Result<(), ImageError> {
+    let count = get_u32(r)?;
+    if count > MAX_SECTIONS {
+        return Err(ImageError::Field(count));
+    }
+    for _ in 0..count {
+        let tag = get_u32(r)?;
+        let bytes = get_bytes(r)?;
+        if tag == SECTION_LOW_DISK {
+            let low: Vec<u64> = bincode::deserialize(&bytes)?;
+            map.low_disk = low.into_iter().collect();
+        }
+    }
+    Ok(())
 }
 
 /// Records handed from the reader to the map builder at a time.
