@@ -7,6 +7,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
 
+mod health;
+pub use health::HealthArgs;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "gridraft",
@@ -123,6 +126,8 @@ pub struct ServeArgs {
     pub registration_secret_file: Option<PathBuf>,
     #[command(flatten)]
     pub mirror: MirrorArgs,
+    #[command(flatten)]
+    pub health: HealthArgs,
 }
 
 impl ServeArgs {
@@ -170,6 +175,7 @@ impl ServeArgs {
             s.events.registration_secret_file = Some(v.clone());
         }
         self.mirror.overlay(&mut s);
+        self.health.overlay(&mut s);
         if let Some(v) = &self.advertise_peer {
             s.advertise_peer = Some(v.clone());
         }
