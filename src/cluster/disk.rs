@@ -95,72 +95,113 @@ impl Cluster {
 }
 
 /// Checks free space every `interval`, keeps this member's readiness and gauges current, and
-/// proposes an alarm change whenever the replicated state disagrees with what it measures.
+/// proposes an alarm change whenever the replicated state disagrees with what it measures (so a
+/// proposal lost to a leader change is made again at the next check).
 pub async fn watch_disk(cluster: Arc<Cluster>, watch: DiskWatch, stop: CancellationToken) {
-    let me = cluster.id();
-    let mut measured: Option<bool> = None;
-    let mut alarm: Option<Vec<NodeId>> = None;
-    let mut probe_failed = false;
-    let mut propose_failed = false;
+    let mut w = Watcher {
+        cluster,
+        watch,
+        measured: None,
+        alarm: None,
+        probe_failed: false,
+        propose_failed: false,
+    };
     loop {
-        match watch.probe.free_space(&watch.dir) {
-            Ok(space) => {
-                probe_failed = false;
-                let low = watch.threshold.is_low(space);
-                let m = &cluster.health.metrics;
-                m.disk_free_bytes
-                    .set(i64::try_from(space.free).unwrap_or(i64::MAX));
-                if measured != Some(low) {
-                    log_change(me, low, space, watch.threshold.limit(space));
-                    measured = Some(low);
-                    cluster.health.set_disk_low(low);
-                }
-                let replicated = cluster.reader.low_disk_members().contains(&me);
-                if replicated != low && cluster.health.stopped().is_none() {
-                    let proposal = Proposal {
-                        at: now_nanos(),
-                        event_id: None,
-                        op: Op::DiskAlarm { member: me, low },
-                    };
-                    match cluster.write(proposal).await {
-                        Ok(_) => propose_failed = false,
-                        Err(e) if !propose_failed => {
-                            propose_failed = true;
-                            tracing::warn!(error = %e, low, "could not replicate the disk alarm; retrying every check");
-                        }
-                        Err(_) => {}
-                    }
-                }
-            }
-            Err(e) if !probe_failed => {
-                probe_failed = true;
-                tracing::warn!(dir = %watch.dir.display(), error = %e, "could not read the data directory's free space");
-            }
-            Err(_) => {}
-        }
-        let now = cluster.nospace_alarm();
-        if now != alarm {
-            match &now {
-                Some(low) => tracing::warn!(
-                    members = ?low,
-                    "a quorum of members is low on disk space: the cluster refuses new sessions"
-                ),
-                None if alarm.is_some() => {
-                    tracing::info!("disk space alarm cleared: the cluster accepts new sessions")
-                }
-                None => {}
-            }
-            cluster
-                .health
-                .metrics
-                .nospace_alarm
-                .set(i64::from(now.is_some()));
-            alarm = now;
-        }
+        w.check().await;
+        w.note_alarm();
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(watch.interval) => {}
+            _ = tokio::time::sleep(w.watch.interval) => {}
         }
+    }
+}
+
+/// The watcher's memory: what it last measured and reported, so each change is logged once.
+struct Watcher {
+    cluster: Arc<Cluster>,
+    watch: DiskWatch,
+    measured: Option<bool>,
+    alarm: Option<Vec<NodeId>>,
+    probe_failed: bool,
+    propose_failed: bool,
+}
+
+impl Watcher {
+    async fn check(&mut self) {
+        let space = match self.watch.probe.free_space(&self.watch.dir) {
+            Ok(space) => space,
+            Err(e) => {
+                if !std::mem::replace(&mut self.probe_failed, true) {
+                    tracing::warn!(dir = %self.watch.dir.display(), error = %e, "could not read the data directory's free space");
+                }
+                return;
+            }
+        };
+        self.probe_failed = false;
+        let low = self.watch.threshold.is_low(space);
+        let health = &self.cluster.health;
+        health
+            .metrics
+            .disk_free_bytes
+            .set(i64::try_from(space.free).unwrap_or(i64::MAX));
+        if self.measured != Some(low) {
+            // At start only a low reading is worth a line.
+            if self.measured.is_some() || low {
+                log_change(
+                    self.cluster.id(),
+                    low,
+                    space,
+                    self.watch.threshold.limit(space),
+                );
+            }
+            self.measured = Some(low);
+            health.set_disk_low(low);
+        }
+        let me = self.cluster.id();
+        let replicated = self.cluster.reader.low_disk_members().contains(&me);
+        if replicated != low && health.stopped().is_none() {
+            self.replicate(low).await;
+        }
+    }
+
+    async fn replicate(&mut self, low: bool) {
+        let proposal = Proposal {
+            at: now_nanos(),
+            event_id: None,
+            op: Op::DiskAlarm {
+                member: self.cluster.id(),
+                low,
+            },
+        };
+        match self.cluster.write(proposal).await {
+            Ok(_) => self.propose_failed = false,
+            Err(e) => {
+                if !std::mem::replace(&mut self.propose_failed, true) {
+                    tracing::warn!(error = %e, low, "could not replicate the disk alarm; retrying at every check");
+                }
+            }
+        }
+    }
+
+    /// Logs (on every member) when the cluster starts or stops refusing adds.
+    fn note_alarm(&mut self) {
+        let now = self.cluster.nospace_alarm();
+        if now == self.alarm {
+            return;
+        }
+        match &now {
+            Some(low) => tracing::warn!(
+                members = ?low,
+                "a quorum of members is low on disk space: the cluster refuses new sessions"
+            ),
+            None => tracing::info!("disk space alarm cleared: the cluster accepts new sessions"),
+        }
+        self.cluster
+            .health
+            .metrics
+            .nospace_alarm
+            .set(i64::from(now.is_some()));
+        self.alarm = now;
     }
 }
 

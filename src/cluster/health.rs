@@ -76,22 +76,18 @@ impl Health {
         self.metrics.disk_low.set(i64::from(low));
     }
 
-    /// Records that Raft stopped, once: the first cause is the one reported.
+    /// Records that Raft stopped, once (only [`watch_raft`] calls it). Logged before the
+    /// handles are woken, so the cause comes first in the log, before anything they do.
     fn raft_stopped(&self, cause: String) {
-        let first = self.stopped.send_if_modified(|s| {
-            if s.is_some() {
-                return false;
-            }
-            *s = Some(Arc::from(cause.as_str()));
-            true
-        });
-        if first {
-            self.metrics.raft_stopped.set(1);
-            tracing::error!(
-                cause = %cause,
-                "raft has stopped on this member: it leaves the load balancer and must be restarted"
-            );
+        if self.stopped.borrow().is_some() {
+            return;
         }
+        tracing::error!(
+            cause = %cause,
+            "raft has stopped on this member: it leaves the load balancer and must be restarted"
+        );
+        self.metrics.raft_stopped.set(1);
+        self.stopped.send_replace(Some(Arc::from(cause)));
     }
 
     /// A handle that resolves once Raft has stopped on this member.
