@@ -7,6 +7,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
 
+mod health;
+pub use health::HealthArgs;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "gridraft",
@@ -139,6 +142,8 @@ pub struct ServeArgs {
     pub events_receive_hwm: Option<u32>,
     #[command(flatten)]
     pub mirror: MirrorArgs,
+    #[command(flatten)]
+    pub health: HealthArgs,
 }
 
 impl ServeArgs {
@@ -195,6 +200,7 @@ impl ServeArgs {
             s.events.receive_hwm = v;
         }
         self.mirror.overlay(&mut s);
+        self.health.overlay(&mut s);
         if let Some(v) = &self.advertise_peer {
             s.advertise_peer = Some(v.clone());
         }

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod health;
+pub use health::{DiskSettings, HealthSettings, ResolvedHealth};
+
 /// Upper bound on `worker-threads`.
 pub const MAX_WORKER_THREADS: usize = 1024;
 
@@ -42,6 +45,10 @@ pub struct Settings {
     pub events: EventSettings,
     /// Write-through mirrors: `[mirror.postgres]`, `[mirror.redis]`.
     pub mirror: MirrorsSettings,
+    /// What a member does when its Raft stops.
+    pub health: HealthSettings,
+    /// When the data directory counts as low on free space.
+    pub disk: DiskSettings,
 }
 
 /// `[mirror.postgres]` and `[mirror.redis]` (see `docs/mirrors.md`).
@@ -171,6 +178,8 @@ impl Default for Settings {
             grid: GridSettings::default(),
             events: EventSettings::default(),
             mirror: MirrorsSettings::default(),
+            health: HealthSettings::default(),
+            disk: DiskSettings::default(),
         }
     }
 }
@@ -285,6 +294,8 @@ pub struct Resolved {
     pub events: Option<ResolvedEvents>,
     /// Configured write-through mirrors (URLs unredacted: never log them).
     pub mirrors: Vec<crate::mirror::MirrorConfig>,
+    /// `[health]` and `[disk]`.
+    pub health: ResolvedHealth,
 }
 
 #[derive(Debug, Clone)]
@@ -380,6 +391,7 @@ impl Settings {
         let cluster_secret = self.secret(&mut problems);
         let events = self.resolve_events(&mut problems);
         let mirrors = self.resolve_mirrors(&mut problems);
+        let health = health::resolve(&self.health, &self.disk, &mut problems);
         if members.len() > 1 && cluster_secret.is_none() {
             problems.push("cluster-secret-file (or GRIDRAFT_CLUSTER_SECRET) is required when members lists more than one member".into());
         }
@@ -419,6 +431,7 @@ impl Settings {
             },
             events,
             mirrors,
+            health,
         })
     }
 

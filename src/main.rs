@@ -70,10 +70,26 @@ async fn run_member(cfg: gridraft::config::Resolved) -> Result<()> {
         .await
         .with_context(|| format!("bind the peer listener on {}", cfg.peer_listen))?;
     let member = node::start(&cfg, public, peer).await?;
-    wait_for_signal().await;
-    tracing::info!("signal received; stopping");
-    member.stop().await;
-    Ok(())
+    let mut fatal = member.fatal();
+    let health = &cfg.health;
+    tokio::select! {
+        () = wait_for_signal() => {
+            tracing::info!("signal received; stopping");
+            member.stop().await;
+            Ok(())
+        }
+        cause = fatal.wait(), if health.exit_on_fatal => {
+            // /readyz already answers 503: the drain lets the load balancer see it before the
+            // port closes, then a restart (docker, systemd) brings the member back.
+            tracing::info!(drain = ?health.fatal_drain, "raft has stopped: exiting after the drain");
+            tokio::select! {
+                () = tokio::time::sleep(health.fatal_drain) => {}
+                () = wait_for_signal() => {}
+            }
+            member.stop().await;
+            anyhow::bail!("raft has stopped on this member: {cause}")
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -13,6 +13,8 @@ use tracing::Instrument;
 
 use crate::api::{self, AppState};
 use crate::client::PeerClient;
+use crate::cluster::disk::{self, DiskWatch};
+use crate::cluster::health::{self, FatalHandle};
 use crate::cluster::{bootstrap, event_sink, Cluster, ClusterSettings, Leader};
 use crate::config::Resolved;
 use crate::events::{spawn_subscriber, EventBusSettings, EventMetrics};
@@ -120,6 +122,7 @@ async fn start_inner(
     let metrics = Metrics::new();
     let event_metrics = EventMetrics::new(&metrics.registry);
     cluster.read_stats().register(&metrics.registry);
+    cluster.health.register(&metrics.registry);
     let state = Arc::new(AppState {
         cluster: cluster.clone(),
         metrics,
@@ -182,6 +185,14 @@ async fn start_inner(
             .watch_leader(tasks_stop.clone())
             .in_current_span(),
     );
+    tokio::spawn(health::watch_raft(cluster.clone(), tasks_stop.clone()).in_current_span());
+    let disk = DiskWatch {
+        dir: cfg.data_dir.clone(),
+        threshold: cfg.health.disk_threshold,
+        interval: cfg.health.disk_check_interval,
+        probe: cfg.health.disk_probe.clone(),
+    };
+    tokio::spawn(disk::watch_disk(cluster.clone(), disk, tasks_stop.clone()).in_current_span());
     tokio::spawn(
         snapshot_by_size(
             cluster.raft.clone(),
@@ -323,13 +334,30 @@ const STOP_SNAPSHOT_MIN_ENTRIES: u64 = 1_000;
 const STOP_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Node {
+    /// Fault injection for in-process tests: while `on`, this member's log appends fail as on
+    /// a full disk (`ENOSPC`), which stops its Raft.
+    #[doc(hidden)]
+    pub fn inject_disk_full(&self, on: bool) {
+        self.storage.log_sync.inject_disk_full(on);
+    }
+
+    /// Resolves once Raft has stopped on this member (a storage error, a panic in its core).
+    /// The member then answers `/readyz` and `/healthz` with 503; whether the process exits is
+    /// the caller's decision (`main` exits after `[health] fatal-drain`).
+    pub fn fatal(&self) -> FatalHandle {
+        self.cluster.health.fatal()
+    }
+
     /// Orderly stop: stop accepting Grid requests and drain them, hand leadership over, stop
     /// Raft, flush storage, close the peer port.
     pub async fn stop(mut self) {
         self.public_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.public_server).await;
-        self.hand_over_leadership().await;
-        self.snapshot_before_stop().await;
+        // A stopped Raft can neither hand over nor snapshot; waiting for it would only delay.
+        if self.cluster.health.stopped().is_none() {
+            self.hand_over_leadership().await;
+            self.snapshot_before_stop().await;
+        }
         self.tasks_stop.cancel();
         if let Err(e) = self.cluster.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");

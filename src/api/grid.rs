@@ -170,11 +170,21 @@ async fn route_to(
         Route::Delete(id) => delete(state, id).await,
         Route::Status => Ok(status(state)),
         Route::Readyz => Ok(readyz(state)),
-        Route::Healthz => Ok(ok("ok")),
+        Route::Healthz => Ok(healthz(state)),
     }
 }
 
 async fn add(state: &AppState, req: Request) -> Result<Response<Body>, ApiError> {
+    if let Some(low) = state.cluster.nospace_alarm() {
+        let members = low
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ApiError::Unknown(format!(
+            "Unable to add session: the session map refuses new sessions while a quorum of its members is low on disk space (members {members}); lookups and removals still work"
+        )));
+    }
     let body = read_body(req, state.max_body_bytes).await?;
     let session = parse_add_body_within(&body, &state.session_limits).map_err(|e| match e {
         AddError::Refused(refused) => ApiError::Refused(refused),
@@ -279,10 +289,13 @@ pub fn removed_message(id: &str, t: &Tombstone) -> String {
 }
 
 fn status(state: &AppState) -> Response<Body> {
-    let body = if state.cluster.is_ready() {
-        "{\n  \"value\": {\n    \"message\": \"Session map is ready.\",\n    \"ready\": true\n  }\n}"
-    } else {
-        "{\n  \"value\": {\n    \"message\": \"Session map is not ready: no leader can serve linearizable reads and writes.\",\n    \"ready\": false\n  }\n}"
+    let body = match state.cluster.readiness() {
+        Ok(()) => "{\n  \"value\": {\n    \"message\": \"Session map is ready.\",\n    \"ready\": true\n  }\n}".to_owned(),
+        Err(why) => {
+            let mut message = String::new();
+            crate::json::write_string(&format!("Session map is not ready: {why}."), &mut message);
+            format!("{{\n  \"value\": {{\n    \"message\": {message},\n    \"ready\": false\n  }}\n}}")
+        }
     };
     let mut resp = ok(body);
     resp.headers_mut().insert(
@@ -290,6 +303,19 @@ fn status(state: &AppState) -> Response<Body> {
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     resp
+}
+
+/// Liveness: 503 once Raft has stopped on this member (it serves nothing any more and must be
+/// restarted), else 200 `ok`.
+fn healthz(state: &AppState) -> Response<Body> {
+    match state.cluster.health.stopped() {
+        None => ok("ok"),
+        Some(cause) => {
+            let mut resp = ok(format!("raft has stopped: {cause}"));
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            resp
+        }
+    }
 }
 
 fn readyz(state: &AppState) -> Response<Body> {

@@ -11,7 +11,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::error::{Fatal, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -20,7 +23,7 @@ use crate::client::{self, AddMember, LookupKind, PeerInfo, ReadIndexFrom, Reject
 use crate::cluster::membership::{ADD_PATH, REMOVE_PATH};
 use crate::cluster::Leader;
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
-use crate::raft::{Proposal, TypeConfig};
+use crate::raft::{NodeId, Proposal, TypeConfig};
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -90,6 +93,13 @@ async fn append(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     if let Some(from) = req.vote.leader_id().voted_for() {
         s.cluster.contacts.note(from);
+    }
+    if s.cluster.health.stopped().is_some() {
+        // The answer openraft gives, without the error line it logs for every request (every
+        // heartbeat) that reaches a stopped core.
+        let stopped: Result<AppendEntriesResponse<NodeId>, _> =
+            Err(RaftError::<NodeId>::Fatal(Fatal::Stopped));
+        return encode(&stopped);
     }
     encode(&s.cluster.raft.append_entries(req).await)
 }

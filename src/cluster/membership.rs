@@ -53,6 +53,8 @@ impl Cluster {
             "nodes": nodes,
             "replication": replication,
             "ready": self.is_ready(),
+            "not_ready": self.readiness().err().map(|e| e.to_string()),
+            "low_disk_members": self.reader.low_disk_members(),
             "live_sessions": self.reader.len(),
             "mirrors": self.mirrors.status(
                 m.last_applied.map(|l| l.index).unwrap_or(0),

@@ -4,7 +4,9 @@
 //! This layer knows openraft's client API but not sled; the API layer knows only this.
 
 pub mod bootstrap;
+pub mod disk;
 pub mod event_sink;
+pub mod health;
 pub mod membership;
 pub mod read_index;
 pub mod write_batch;
@@ -61,6 +63,8 @@ pub struct Cluster {
     pub contacts: Arc<Contacts>,
     /// Write-through mirrors configured on this member (see `crate::mirror`).
     pub mirrors: crate::mirror::Mirrors,
+    /// Whether Raft still runs here and the data directory has room (see [`health`]).
+    pub health: health::Health,
     applied: watch::Receiver<u64>,
     reads: read_index::ReadIndexBatcher,
     writes: write_batch::WriteBatcher,
@@ -89,6 +93,7 @@ impl Cluster {
             peers,
             contacts,
             mirrors: Default::default(),
+            health: Default::default(),
             applied,
             started: Instant::now(),
             leader_seen_ms: AtomicU64::new(u64::MAX),
@@ -119,6 +124,7 @@ impl Cluster {
     /// Commits `p` through the leader, retrying across leader changes until the write timeout.
     /// Every operation is idempotent, so a retry after an unknown outcome is harmless.
     pub async fn write(&self, p: Proposal) -> Result<Applied, ProxyError> {
+        self.check_running()?;
         let timeout = self.settings.write_timeout;
         let deadline = Instant::now() + timeout;
         let mut backoff = Duration::from_millis(10);
@@ -274,6 +280,7 @@ impl Cluster {
 
     /// A linearizable lookup, answered by this member or (read mode `leader`) by the leader.
     pub async fn lookup(&self, id: &str, kind: LookupKind) -> Result<PeerLookup, ProxyError> {
+        self.check_running()?;
         if self.settings.read_from_leader {
             let deadline = Instant::now() + self.settings.read_timeout;
             loop {
@@ -352,9 +359,39 @@ impl Cluster {
         let _ = tokio::time::timeout_at(until.into(), metrics.changed()).await;
     }
 
-    /// Ready: this member can serve linearizable reads and writes now, or lost its leader less
-    /// than the grace period ago (so an election never empties a load balancer).
+    /// A request on a member whose Raft stopped fails at once instead of waiting out its timeout.
+    fn check_running(&self) -> Result<(), ProxyError> {
+        match self.health.stopped() {
+            Some(cause) => Err(ProxyError::Stopped(cause.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Ready ([`Cluster::is_ready`]), or why not.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        if let Some(cause) = self.health.stopped() {
+            return Err(NotReady::RaftStopped(cause));
+        }
+        if self.health.disk_low() && self.nospace_alarm().is_none() {
+            return Err(NotReady::DiskLow);
+        }
+        if self.serves_now() {
+            Ok(())
+        } else {
+            Err(NotReady::NoLeader)
+        }
+    }
+
+    /// Ready: Raft runs here, and this member can serve linearizable reads and writes now, or
+    /// lost its leader less than the grace period ago (so an election never empties a load
+    /// balancer). A member low on disk space leaves the balancer while the others can carry on,
+    /// and stays while a quorum is low too, so lookups and removals are still served (see
+    /// [`disk`]).
     pub fn is_ready(&self) -> bool {
+        self.readiness().is_ok()
+    }
+
+    fn serves_now(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
         let now_ms = self.started.elapsed().as_millis() as u64;
@@ -443,6 +480,17 @@ impl Cluster {
 }
 
 const STOPPED: &str = "raft has stopped";
+
+/// Why a member is not ready (the `/status` message says it).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotReady {
+    #[error("raft has stopped on this member ({0}); it must be restarted")]
+    RaftStopped(Arc<str>),
+    #[error("this member's data directory is low on free space")]
+    DiskLow,
+    #[error("no leader can serve linearizable reads and writes")]
+    NoLeader,
+}
 
 impl From<ClientError> for ProxyError {
     fn from(e: ClientError) -> Self {

@@ -440,7 +440,7 @@ pub fn collect(entries: &[Entry], last: u64, shadow: &mut UriIndex) -> Pending {
                     pending.touched.extend(shadow.take(uri));
                     pending.remove_uris.push(uri.clone());
                 }
-                Op::MirrorProgress { .. } | Op::Batch(_) => {}
+                Op::MirrorProgress { .. } | Op::Batch(_) | Op::DiskAlarm { .. } => {}
             }
         }
     }

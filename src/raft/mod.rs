@@ -87,6 +87,11 @@ pub enum Op {
         reason: RemovalReason,
         added_by: u64,
     },
+    /// Member `member`'s data directory went below (`low`) or back above its free-space
+    /// threshold (see `cluster::disk`). The set of low members is replicated state: while a
+    /// quorum of voters is in it, the cluster refuses adds. Appended last: bincode numbers the
+    /// variants, so the entries already in logs keep decoding.
+    DiskAlarm { member: NodeId, low: bool },
 }
 
 impl Op {

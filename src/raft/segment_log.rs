@@ -20,6 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Entry, LogId};
@@ -62,6 +63,8 @@ struct Inner {
 #[derive(Default)]
 pub struct LogSync {
     state: Mutex<SyncState>,
+    /// Fault injection for tests: while set, every append fails as on a full disk.
+    disk_full: AtomicBool,
 }
 
 #[derive(Default)]
@@ -71,6 +74,13 @@ struct SyncState {
 }
 
 impl LogSync {
+    /// Fault injection (in-process tests of a member whose disk filled up): while `on`, every
+    /// append fails with `ENOSPC` before writing a byte, exactly as a full disk makes it fail.
+    #[doc(hidden)]
+    pub fn inject_disk_full(&self, on: bool) {
+        self.disk_full.store(on, Ordering::Relaxed);
+    }
+
     fn written(&self, file: &Arc<File>) {
         let mut st = self.state.lock().expect("never poisoned");
         if !st.files.iter().any(|f| Arc::ptr_eq(f, file)) {
@@ -242,6 +252,9 @@ impl SegmentLog {
         let Some(head) = entries.first() else {
             return Ok(0);
         };
+        if self.sync.disk_full.load(Ordering::Relaxed) {
+            return Err(rustix::io::Errno::NOSPC.into());
+        }
         let mut inner = self.inner.lock().expect("never poisoned");
         let next = inner.first + inner.locs.len() as u64;
         if !inner.locs.is_empty() && head.log_id.index != next {

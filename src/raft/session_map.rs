@@ -23,7 +23,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Applied, Op, Proposal};
+use super::{Applied, NodeId, Op, Proposal};
 use crate::session::{RemovalReason, Session};
 
 /// How long a removal is remembered for the 404 message (Selenium's `LocalSessionMap`: 60 min).
@@ -197,6 +197,8 @@ pub struct SessionMap {
     clock: i64,
     /// Last log index each write-through mirror has confirmed (see `crate::mirror`).
     mirror_progress: imbl::OrdMap<Arc<str>, u64>,
+    /// Members whose data directory is low on free space (see `crate::cluster::disk`).
+    low_disk: imbl::OrdSet<NodeId>,
 }
 
 impl SessionMap {
@@ -259,6 +261,14 @@ impl SessionMap {
                     .insert(Arc::from(mirror.as_str()), known.max(*index));
                 0
             }
+            Op::DiskAlarm { member, low } => {
+                if *low {
+                    self.low_disk.insert(*member);
+                } else {
+                    self.low_disk.remove(member);
+                }
+                0
+            }
         };
         self.expire_tombstones();
         Applied { changed, duplicate }
@@ -296,6 +306,11 @@ impl SessionMap {
     /// Every mirror's confirmed progress.
     pub fn mirror_progress_all(&self) -> impl Iterator<Item = (&str, u64)> {
         self.mirror_progress.iter().map(|(k, v)| (&**k, *v))
+    }
+
+    /// Members whose data directory is low on free space, by their own last report.
+    pub fn low_disk_members(&self) -> Vec<NodeId> {
+        self.low_disk.iter().copied().collect()
     }
 
     /// Recently removed sessions with the node URI each was on (bounded, see [`Tombstone`]).
@@ -443,6 +458,11 @@ impl SessionMapReader {
 
     pub fn is_empty(&self) -> bool {
         self.read().is_empty()
+    }
+
+    /// Members whose data directory is low on free space (see `crate::cluster::disk`).
+    pub fn low_disk_members(&self) -> Vec<NodeId> {
+        self.read().low_disk_members()
     }
 
     /// A consistent copy of the whole map (O(1)).

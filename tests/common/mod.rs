@@ -2,6 +2,7 @@
 //! directories, waits on Raft metrics with timeouts (never fixed sleeps).
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod grid;
 pub mod java;
 
@@ -32,6 +33,8 @@ pub struct TestCluster {
     pub snapshot_after_entries: u64,
     /// Every member's `[events]` section (default: no event bus).
     pub events: EventSettings,
+    /// Every member's free space (plenty unless a test says otherwise), read every 100 ms.
+    pub disk: std::sync::Arc<disk::FakeDisk>,
 }
 
 pub fn init_tracing() {
@@ -108,6 +111,7 @@ impl TestCluster {
             _root: root,
             snapshot_after_entries,
             events,
+            disk: Default::default(),
         };
         for (id, public, peer) in listeners {
             let cfg = cluster.settings(id);
@@ -149,9 +153,17 @@ impl TestCluster {
                 ..Default::default()
             },
             events: self.events.clone(),
+            disk: gridraft::config::DiskSettings {
+                check_interval: "100ms".into(),
+                ..Default::default()
+            },
             ..Default::default()
         }
         .validate()
+        .map(|mut cfg| {
+            cfg.health.disk_probe = self.disk.clone();
+            cfg
+        })
         .unwrap()
     }
 

@@ -3,13 +3,18 @@
 //!
 //! Layout: the magic `GRSNAP` and a format version (2 bytes), the bincode [`Header`] (length
 //! first), then each live session as its stored parts (the `GET` body as it is served, so a
-//! restore renders nothing), then a CRC-32 of every byte before it. A truncated or damaged file
-//! is an error, never a partial map.
+//! restore renders nothing), then (from version 2) each remembered event id's first log index,
+//! then the sections, then a CRC-32 of every byte before it. A truncated or damaged file is an
+//! error, never a partial map.
 //!
 //! Since version [`ADDED_INDEX_SINCE`], each session's parts end with the log index that added
 //! it, and the remembered event ids' first log indexes (one `u64` each, in the header's order)
 //! follow the sessions. Older images still decode, with 0 for both: such sessions may be
 //! removed by any copy of any event, and such events bound their later copies to them.
+//!
+//! Sections carry state added after version 1, each in its own record, so that adding one
+//! changes nothing else: a count (`u32`), then per section a tag (`u32`) and its bytes. A reader
+//! skips tags it does not know. Tag 1: the members low on disk space (bincode `Vec<u64>`).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -23,6 +28,12 @@ const MAGIC: &[u8; 6] = b"GRSNAP";
 const VERSION: u16 = 2;
 /// The first version recording add and event log indexes.
 const ADDED_INDEX_SINCE: u16 = 2;
+/// The first version with sections after the sessions; older snapshots have none.
+const FIRST_WITH_SECTIONS: u16 = 2;
+/// Section tag: the members low on disk space.
+const SECTION_LOW_DISK: u32 = 1;
+/// No snapshot has more sections than this; more is damage.
+const MAX_SECTIONS: u32 = 1024;
 /// No stored string or body is larger than this; anything larger is damage.
 const MAX_FIELD: u32 = 256 << 20;
 
@@ -169,6 +180,16 @@ impl SessionMap {
         for id in &self.event_order {
             put_u64(&mut w, self.events.get(id).copied().unwrap_or(0))?;
         }
+        let low_disk: Vec<u64> = self.low_disk.iter().copied().collect();
+        let sections = [(
+            SECTION_LOW_DISK,
+            bincode::serialize(&low_disk).map_err(io::Error::other)?,
+        )];
+        put_u32(&mut w, sections.len() as u32)?;
+        for (tag, bytes) in &sections {
+            put_u32(&mut w, *tag)?;
+            put_bytes(&mut w, bytes)?;
+        }
         let crc = w.hasher.clone().finalize();
         w.inner.write_all(&crc.to_le_bytes())?;
         w.flush()
@@ -224,6 +245,9 @@ impl SessionMap {
         for _ in &header.events {
             first_indexes.push(if indexed { get_u64(&mut r)? } else { 0 });
         }
+        if version >= FIRST_WITH_SECTIONS {
+            read_sections(&mut r, &mut map)?;
+        }
         let computed = r.hasher.clone().finalize();
         let stored = get_u32(&mut r.inner)?;
         if stored != computed {
@@ -242,6 +266,23 @@ impl SessionMap {
         }
         Ok(map)
     }
+}
+
+/// Reads the sections after the sessions into `map`, skipping unknown tags.
+fn read_sections(r: &mut impl Read, map: &mut SessionMap) -> Result<(), ImageError> {
+    let count = get_u32(r)?;
+    if count > MAX_SECTIONS {
+        return Err(ImageError::Field(count));
+    }
+    for _ in 0..count {
+        let tag = get_u32(r)?;
+        let bytes = get_bytes(r)?;
+        if tag == SECTION_LOW_DISK {
+            let low: Vec<u64> = bincode::deserialize(&bytes)?;
+            map.low_disk = low.into_iter().collect();
+        }
+    }
+    Ok(())
 }
 
 /// Records handed from the reader to the map builder at a time.

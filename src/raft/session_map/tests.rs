@@ -306,3 +306,46 @@ fn a_damaged_snapshot_is_refused_whole() {
     assert!(SessionMap::decode(&[][..]).is_err());
     assert_eq!(SessionMap::decode(bytes.as_slice()).unwrap().len(), 2);
 }
+
+fn disk_alarm(at: i64, member: u64, low: bool) -> Proposal {
+    Proposal {
+        at,
+        event_id: None,
+        op: Op::DiskAlarm { member, low },
+    }
+}
+
+#[test]
+fn the_members_low_on_disk_are_state_and_survive_a_snapshot() {
+    let mut m = SessionMap::default();
+    m.apply(&disk_alarm(1, 2, true));
+    m.apply(&disk_alarm(2, 3, true));
+    m.apply(&disk_alarm(3, 3, true));
+    m.apply(&disk_alarm(4, 1, false));
+    assert_eq!(m.low_disk_members(), vec![2, 3]);
+    let mut back = round_trip(&m);
+    assert_eq!(back.low_disk_members(), vec![2, 3]);
+    back.apply(&disk_alarm(5, 2, false));
+    assert_eq!(back.low_disk_members(), vec![3]);
+}
+
+#[test]
+fn a_version_1_snapshot_is_still_read() {
+    let mut m = SessionMap::default();
+    m.apply(&add(1, "a", "http://n1:5555"));
+    let mut v2 = Vec::new();
+    m.encode(&mut v2).unwrap();
+    // Version 1 is version 2 without the session's add index (a u64 ending its parts; no event
+    // is remembered, so no event indexes follow) and without the sections: a count, one tag,
+    // the bincode of an empty list (a u32 length, then a u64 0), before the checksum.
+    let added_index = 8;
+    let sections = 4 + 4 + 4 + 8;
+    let body_end = v2.len() - 4;
+    let mut v1 = v2[..body_end - sections - added_index].to_vec();
+    v1[6..8].copy_from_slice(&1u16.to_le_bytes());
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    let back = SessionMap::decode(v1.as_slice()).unwrap();
+    assert!(matches!(back.get("a"), Lookup::Found(_)));
+    assert!(back.low_disk_members().is_empty());
+}
