@@ -18,6 +18,11 @@ use crate::session::{RemovalReason, Session};
 pub const TOMBSTONE_TTL_NANOS: i64 = 60 * 60 * 1_000_000_000;
 /// Upper bound on remembered removals, so churn cannot grow memory without bound.
 pub const MAX_TOMBSTONES: usize = 100_000;
+/// Upper bound on the bytes of the ids and node URIs that remembered removals keep; past it the
+/// oldest are forgotten first. A constant, not a setting: `apply` must give every member the
+/// same map. With the API's limits (ids of 1 KiB, node URIs of 4 KiB) the count bound alone
+/// would allow about 500 MB.
+pub const MAX_TOMBSTONE_BYTES: usize = 64 << 20;
 /// How many applied event ids are remembered for de-duplication (Selenium keeps 128).
 pub const MAX_EVENT_IDS: usize = 1024;
 
@@ -168,6 +173,8 @@ pub struct SessionMap {
     tombstones: imbl::HashMap<Arc<str>, Tombstone>,
     /// Removal order, oldest first, for expiry; an entry is stale when the id was removed again.
     tombstone_order: imbl::Vector<(i64, Arc<str>)>,
+    /// Bytes of the ids and node URIs in `tombstones` (see [`MAX_TOMBSTONE_BYTES`]).
+    tombstone_bytes: usize,
     events: imbl::HashSet<Uuid>,
     event_order: imbl::Vector<Uuid>,
     /// The newest proposal time applied: the map's only clock.
@@ -295,16 +302,24 @@ impl SessionMap {
         };
         let id: Arc<str> = Arc::from(id);
         self.unindex(&old.uri, &id);
-        self.tombstones.insert(
-            id.clone(),
+        self.put_tombstone(
+            id,
             Tombstone {
                 removed_at: at,
                 reason,
                 node: old.uri.to_string(),
             },
         );
-        self.tombstone_order.push_back((at, id));
         true
+    }
+
+    /// Remembers a removal as the newest (expiry is left to [`Self::expire_tombstones`]).
+    fn put_tombstone(&mut self, id: Arc<str>, t: Tombstone) {
+        self.tombstone_bytes += id.len() + t.node.len();
+        self.tombstone_order.push_back((t.removed_at, id.clone()));
+        if let Some(old) = self.tombstones.insert(id.clone(), t) {
+            self.tombstone_bytes -= id.len() + old.node.len();
+        }
     }
 
     fn unindex(&mut self, uri: &Arc<str>, id: &Arc<str>) {
@@ -353,12 +368,17 @@ impl SessionMap {
     fn expire_tombstones(&mut self) {
         let horizon = self.clock.saturating_sub(TOMBSTONE_TTL_NANOS);
         while let Some((at, id)) = self.tombstone_order.front().cloned() {
-            if at >= horizon && self.tombstone_order.len() <= MAX_TOMBSTONES {
+            if at >= horizon
+                && self.tombstone_order.len() <= MAX_TOMBSTONES
+                && self.tombstone_bytes <= MAX_TOMBSTONE_BYTES
+            {
                 break;
             }
             self.tombstone_order.pop_front();
             if self.tombstones.get(&id).is_some_and(|t| t.removed_at == at) {
-                self.tombstones.remove(&id);
+                if let Some(t) = self.tombstones.remove(&id) {
+                    self.tombstone_bytes -= id.len() + t.node.len();
+                }
             }
         }
     }

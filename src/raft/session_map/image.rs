@@ -1,10 +1,17 @@
 //! The snapshot form of a [`SessionMap`], written and read as a stream so that a map of a
 //! million sessions never exists twice in memory.
 //!
-//! Layout: the magic `GRSNAP` and a format version (2 bytes), the bincode [`Header`] (length
-//! first), then each live session as its stored parts (the `GET` body as it is served, so a
-//! restore renders nothing), then a CRC-32 of every byte before it. A truncated or damaged file
-//! is an error, never a partial map.
+//! Layout (format version 2): the magic `GRSNAP` and the format version (2 bytes), the bincode
+//! [`Header`] (length first), then each live session as its stored parts (the `GET` body as it
+//! is served, so a restore renders nothing), then each remembered removal as its id, node URI,
+//! time and reason, oldest first, then a CRC-32 of every byte before it. A truncated or damaged
+//! file is an error, never a partial map.
+//!
+//! Every field is at most [`MAX_FIELD`] bytes, and encoding fails rather than write a larger
+//! one: a snapshot the decoder refuses would leave a member that never starts again, and every
+//! member snapshots the same map. No field holds a collection that grows with the map (version
+//! 1 held all removals in its header, which grew past the limit with long node URIs); version 1
+//! is still read, so that a member upgraded in place starts.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -13,15 +20,28 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Record, SessionMap, Span, Tombstone};
+use crate::session::RemovalReason;
 
 const MAGIC: &[u8; 6] = b"GRSNAP";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// Version 1: the removals inside the header.
+const VERSION_1: u16 = 1;
 /// No stored string or body is larger than this; anything larger is damage.
 const MAX_FIELD: u32 = 256 << 20;
 
-/// Everything in the map except the live sessions, which follow it one by one.
+/// Everything in the map except the live sessions and the removals, which follow it one by one.
 #[derive(Serialize, Deserialize)]
 struct Header {
+    clock: i64,
+    events: Vec<Uuid>,
+    mirror_progress: Vec<(String, u64)>,
+    sessions: u64,
+    tombstones: u64,
+}
+
+/// The header of format version 1.
+#[derive(Deserialize)]
+struct HeaderV1 {
     clock: i64,
     /// Removals in the order they happened, oldest first.
     tombstones: Vec<(String, Tombstone)>,
@@ -30,13 +50,26 @@ struct Header {
     sessions: u64,
 }
 
+impl From<HeaderV1> for (Header, Vec<(String, Tombstone)>) {
+    fn from(h: HeaderV1) -> Self {
+        let header = Header {
+            clock: h.clock,
+            events: h.events,
+            mirror_progress: h.mirror_progress,
+            sessions: h.sessions,
+            tombstones: 0,
+        };
+        (header, h.tombstones)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("reading the snapshot: {0}")]
     Io(#[from] io::Error),
     #[error("not a gridraft snapshot (bad magic)")]
     Magic,
-    #[error("snapshot format version {0} is not supported (this build reads {VERSION})")]
+    #[error("snapshot format version {0} is not supported (this build reads 1 and {VERSION})")]
     Version(u16),
     #[error("snapshot header: {0}")]
     Header(#[from] bincode::Error),
@@ -44,6 +77,8 @@ pub enum ImageError {
     Field(u32),
     #[error("snapshot record: {0}")]
     Record(#[from] super::BadRecord),
+    #[error("snapshot removal record: unknown reason {0:?}")]
+    Reason(String),
     #[error("snapshot checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
     Checksum { stored: u32, computed: u32 },
 }
@@ -74,8 +109,20 @@ impl<R: Read> Read for Crc<R> {
     }
 }
 
+/// Writes a field, or fails if it is one that [`get_bytes`] would refuse.
 fn put_bytes(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(b.len()).map_err(|_| io::Error::other("field over 4 GiB"))?;
+    let len = u32::try_from(b.len())
+        .ok()
+        .filter(|l| *l <= MAX_FIELD)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "snapshot field of {} bytes is over the limit of {MAX_FIELD} that reading accepts",
+                    b.len()
+                ),
+            )
+        })?;
     w.write_all(&len.to_le_bytes())?;
     w.write_all(b)
 }
@@ -91,12 +138,17 @@ fn get_u32(r: &mut impl Read) -> io::Result<u32> {
 }
 
 fn get_bytes(r: &mut impl Read) -> Result<Vec<u8>, ImageError> {
+    get_bytes_up_to(r, MAX_FIELD)
+}
+
+fn get_bytes_up_to(r: &mut impl Read, limit: u32) -> Result<Vec<u8>, ImageError> {
     let len = get_u32(r)?;
-    if len > MAX_FIELD {
+    if len > limit {
         return Err(ImageError::Field(len));
     }
-    // Read into spare capacity: zeroing the buffer first cost a fifth of a restart's time.
-    let mut v = Vec::with_capacity(len as usize);
+    // Read into spare capacity: zeroing the buffer first cost a fifth of a restart's time. Only
+    // what a field can hold is reserved ahead; a longer one grows as it arrives.
+    let mut v = Vec::with_capacity(len.min(MAX_FIELD) as usize);
     r.take(u64::from(len)).read_to_end(&mut v)?;
     if v.len() != len as usize {
         return Err(ImageError::Io(io::ErrorKind::UnexpectedEof.into()));
@@ -118,16 +170,16 @@ impl SessionMap {
         };
         w.write_all(MAGIC)?;
         w.write_all(&VERSION.to_le_bytes())?;
+        let tombstones: Vec<(&Arc<str>, &Tombstone)> = self
+            .tombstone_order
+            .iter()
+            .filter_map(|(at, id)| {
+                let t = self.tombstones.get(id)?;
+                (t.removed_at == *at).then_some((id, t))
+            })
+            .collect();
         let header = Header {
             clock: self.clock,
-            tombstones: self
-                .tombstone_order
-                .iter()
-                .filter_map(|(at, id)| {
-                    let t = self.tombstones.get(id)?;
-                    (t.removed_at == *at).then(|| (id.to_string(), t.clone()))
-                })
-                .collect(),
             events: self.event_order.iter().copied().collect(),
             mirror_progress: self
                 .mirror_progress
@@ -135,6 +187,7 @@ impl SessionMap {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             sessions: self.sessions.len() as u64,
+            tombstones: tombstones.len() as u64,
         };
         let header = bincode::serialize(&header).map_err(io::Error::other)?;
         put_bytes(&mut w, &header)?;
@@ -147,6 +200,12 @@ impl SessionMap {
             for v in [caps.start, caps.end, stereo.start, stereo.end] {
                 put_u32(&mut w, v)?;
             }
+        }
+        for (id, t) in tombstones {
+            put_bytes(&mut w, id.as_bytes())?;
+            put_bytes(&mut w, t.node.as_bytes())?;
+            w.write_all(&t.removed_at.to_le_bytes())?;
+            put_bytes(&mut w, t.reason.name().as_bytes())?;
         }
         let crc = w.hasher.clone().finalize();
         w.inner.write_all(&crc.to_le_bytes())?;
@@ -170,11 +229,17 @@ impl SessionMap {
         }
         let mut version = [0; 2];
         r.read_exact(&mut version)?;
-        let version = u16::from_le_bytes(version);
-        if version != VERSION {
-            return Err(ImageError::Version(version));
-        }
-        let header: Header = bincode::deserialize(&get_bytes(&mut r)?)?;
+        let (header, old_tombstones) = match u16::from_le_bytes(version) {
+            VERSION => (
+                bincode::deserialize::<Header>(&get_bytes(&mut r)?)?,
+                Vec::new(),
+            ),
+            // Its header held every removal, and may be larger than any field of version 2.
+            VERSION_1 => {
+                bincode::deserialize::<HeaderV1>(&get_bytes_up_to(&mut r, u32::MAX)?)?.into()
+            }
+            other => return Err(ImageError::Version(other)),
+        };
         let mut map = SessionMap {
             clock: header.clock,
             ..Default::default()
@@ -198,15 +263,17 @@ impl SessionMap {
             reader.join().expect("the snapshot reader does not panic")
         });
         let mut r = read?;
+        let mut tombstones = old_tombstones;
+        for _ in 0..header.tombstones {
+            tombstones.push(read_tombstone(&mut r)?);
+        }
         let computed = r.hasher.clone().finalize();
         let stored = get_u32(&mut r.inner)?;
         if stored != computed {
             return Err(ImageError::Checksum { stored, computed });
         }
-        for (id, t) in header.tombstones {
-            let id: Arc<str> = Arc::from(id);
-            map.tombstone_order.push_back((t.removed_at, id.clone()));
-            map.tombstones.insert(id, t);
+        for (id, t) in tombstones {
+            map.put_tombstone(Arc::from(id), t);
         }
         for e in header.events {
             map.remember_event(e);
@@ -245,6 +312,21 @@ fn read_records(
     Ok(())
 }
 
+fn read_tombstone(r: &mut impl Read) -> Result<(String, Tombstone), ImageError> {
+    let id = get_string(r)?;
+    let node = get_string(r)?;
+    let mut at = [0; 8];
+    r.read_exact(&mut at)?;
+    let reason = get_string(r)?;
+    let reason = RemovalReason::from_name(&reason).ok_or(ImageError::Reason(reason))?;
+    let t = Tombstone {
+        removed_at: i64::from_le_bytes(at),
+        reason,
+        node,
+    };
+    Ok((id, t))
+}
+
 fn read_record(r: &mut impl Read) -> Result<Record, ImageError> {
     let id = get_string(r)?;
     let uri = get_string(r)?;
@@ -264,3 +346,6 @@ fn read_record(r: &mut impl Read) -> Result<Record, ImageError> {
         span(v[2], v[3]),
     )?)
 }
+
+#[cfg(test)]
+mod tests;

@@ -306,3 +306,30 @@ fn a_damaged_snapshot_is_refused_whole() {
     assert!(SessionMap::decode(&[][..]).is_err());
     assert_eq!(SessionMap::decode(bytes.as_slice()).unwrap().len(), 2);
 }
+
+#[test]
+fn tombstones_are_bounded_in_bytes_oldest_evicted_first() {
+    let cap = MAX_TOMBSTONE_BYTES;
+    let uri = |i: u64| format!("http://node-{i:04}/{}", "p".repeat(1 << 20));
+    let mut m = SessionMap::default();
+    for i in 0..100u64 {
+        m.apply(&add(2 * i as i64, &format!("s{i:04}"), &uri(i)));
+        m.apply(&remove(2 * i as i64 + 1, &format!("s{i:04}")));
+    }
+    let kept: usize = m.tombstones().map(|(id, t)| id.len() + t.node.len()).sum();
+    assert!(kept <= cap, "{kept} bytes of tombstones kept, over {cap}");
+    // The newest removals are the ones remembered.
+    assert!(matches!(m.get("s0099"), Lookup::Removed(t) if t.node == uri(99)));
+    assert!(matches!(m.get("s0000"), Lookup::Missing));
+    assert!(
+        m.tombstones().count() >= 60,
+        "only what exceeds the cap goes"
+    );
+    // A restore gives the same map: apply() on every member stays the same.
+    let back = round_trip(&m);
+    let mut a: Vec<_> = m.tombstones().map(|(id, _)| id.to_owned()).collect();
+    let mut b: Vec<_> = back.tombstones().map(|(id, _)| id.to_owned()).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
