@@ -365,14 +365,12 @@ impl SegmentLog {
         seg.file.write_all_at(&buf, at)?;
         seg.size += buf.len() as u64;
         let (file, size) = (seg.file.clone(), seg.size);
-        inner
-            .locs
-            .extend(records.into_iter().map(|(start, len, log_id)| Loc {
-                segment: seg_first,
-                offset: at + start,
-                len,
-                log_id,
-            }));
+        inner.locs.extend(records.into_iter().map(|r| Loc {
+            segment: seg_first,
+            offset: at + r.start,
+            len: r.len,
+            log_id: r.log_id,
+        }));
         self.sync.written(&file, seg_first, size);
         Ok(buf.len() as u64)
     }
@@ -480,9 +478,16 @@ impl SegmentLog {
     }
 }
 
-/// The records of `entries` and, for each, its offset in them, payload length and id. Refuses
-/// an entry whose record the reader would not accept.
-fn encode(entries: &[Entry]) -> io::Result<(Vec<u8>, Vec<(u64, u32, LogId)>)> {
+/// One encoded record: its offset in the encoded bytes, its payload length and its entry's id.
+struct Encoded {
+    start: u64,
+    len: u32,
+    log_id: LogId,
+}
+
+/// The records of `entries`, one [`Encoded`] for each. Refuses an entry whose record the reader
+/// would not accept.
+fn encode(entries: &[Entry]) -> io::Result<(Vec<u8>, Vec<Encoded>)> {
     let mut buf = Vec::new();
     let mut records = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -505,7 +510,11 @@ fn encode(entries: &[Entry]) -> io::Result<(Vec<u8>, Vec<(u64, u32, LogId)>)> {
         let crc = crc32fast::hash(&buf[start + HEADER as usize..]);
         buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
         buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-        records.push((start as u64, len, entry.log_id));
+        records.push(Encoded {
+            start: start as u64,
+            len,
+            log_id: entry.log_id,
+        });
     }
     Ok((buf, records))
 }
