@@ -85,6 +85,10 @@ pub async fn run(
                             tracing::debug!(event = event.name(), id = %event.event_id(), changed = applied.changed, duplicate = applied.duplicate, "event applied");
                             return;
                         }
+                        Err(e @ super::ProxyError::TooLarge { .. }) => {
+                            tracing::error!(event = event.name(), id = %event.event_id(), error = %e, "event dropped: too large for the log");
+                            return;
+                        }
                         Err(e) if tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() => {
                             tracing::warn!(event = event.name(), id = %event.event_id(), error = %e, "event not committed yet; retrying");
                         }

@@ -30,6 +30,8 @@ pub enum ProxyError {
     ReadTimeout(Duration),
     #[error("raft has stopped: {0}")]
     Stopped(String),
+    #[error("the write is {bytes} bytes, over the {limit} bytes one log entry may hold")]
+    TooLarge { bytes: u64, limit: u64 },
 }
 
 /// Where the leader is, as this member currently believes.
@@ -125,6 +127,10 @@ impl Cluster {
     /// Every operation is idempotent, so a retry after an unknown outcome is harmless.
     pub async fn write(&self, p: Proposal) -> Result<Applied, ProxyError> {
         self.check_running()?;
+        if let Some(bytes) = crate::raft::oversized(&p) {
+            let limit = crate::raft::MAX_PROPOSAL_BYTES;
+            return Err(ProxyError::TooLarge { bytes, limit });
+        }
         let timeout = self.settings.write_timeout;
         let deadline = Instant::now() + timeout;
         let mut backoff = Duration::from_millis(10);
@@ -163,6 +169,12 @@ impl Cluster {
     /// Grid adds and removes share a log entry with the writes waiting at the same moment
     /// (group commit, see [`write_batch`]).
     pub async fn write_here(&self, p: Proposal, timeout: Duration) -> Result<Applied, Reject> {
+        if let Some(bytes) = crate::raft::oversized(&p) {
+            let limit = crate::raft::MAX_PROPOSAL_BYTES;
+            return Err(Reject::Failed(
+                ProxyError::TooLarge { bytes, limit }.to_string(),
+            ));
+        }
         if !write_batch::WriteBatcher::accepts(&p) {
             return self.propose(p, timeout).await;
         }

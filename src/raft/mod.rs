@@ -56,6 +56,18 @@ pub struct Proposal {
     pub op: Op,
 }
 
+/// Largest proposal, in its encoded form, that `cluster` puts in the log. A quarter of the log's
+/// record limit ([`segment_log::MAX_RECORD`]), so that a batch of writes (about 96 KiB plus one
+/// write) with its entry's framing always fits: the log refuses a larger record, and a refused
+/// append stops Raft on the leader. The API's own limits on a session are far lower.
+pub const MAX_PROPOSAL_BYTES: u64 = segment_log::MAX_RECORD as u64 / 4;
+
+/// The encoded size of `p` if it is over [`MAX_PROPOSAL_BYTES`].
+pub fn oversized(p: &Proposal) -> Option<u64> {
+    let bytes = bincode::serialized_size(p).unwrap_or(u64::MAX);
+    (bytes > MAX_PROPOSAL_BYTES).then_some(bytes)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// Insert or replace a session (a re-add replaces the whole record).

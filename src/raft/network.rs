@@ -1,12 +1,22 @@
 //! Raft RPC between members: bincode bodies over HTTP to the peer port, authenticated with the
 //! cluster secret. The receiving side is `api::peer`.
+//!
+//! The peer port refuses a body over its limit (256 MiB) with 413. A leader's requests stay far
+//! below it: an `AppendEntries` carries at most 1 MiB of entries or one entry
+//! (`log_store::MAX_APPEND_BYTES`), an entry is at most the log's record limit (64 MiB,
+//! `segment_log::MAX_RECORD`), and a snapshot goes in chunks of openraft's 3 MiB. A 413 all the
+//! same (a peer with a smaller limit) is openraft's payload-too-large for an `AppendEntries` of
+//! several entries, so that replication sends half as many; it is a plain error otherwise, as
+//! retrying an unsplittable request at once (what openraft does with payload-too-large) would
+//! loop without a pause.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -95,7 +105,15 @@ pub struct Connection {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl Connection {
-    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, ttl: Duration) -> RpcResult<Resp, E>
+    /// Sends `req`; `entries` is how many log entries it carries (an `AppendEntries`), which
+    /// a 413 asks openraft to halve.
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        ttl: Duration,
+        entries: Option<usize>,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -128,6 +146,12 @@ impl Connection {
                 "peer answered {status}: {}",
                 String::from_utf8_lossy(&bytes)
             ));
+            if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+                if let Some(n) = entries.filter(|n| *n > 1) {
+                    let hint = PayloadTooLarge::new_entries_hint(n as u64 / 2);
+                    return Err(RPCError::PayloadTooLarge(hint.with_source_error(&e)));
+                }
+            }
             return Err(RPCError::Network(NetworkError::new(&e)));
         }
         let result: Result<Resp, RaftError<NodeId, E>> =
@@ -142,7 +166,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call(APPEND_PATH, &rpc, option.hard_ttl()).await
+        let entries = rpc.entries.len();
+        self.call(APPEND_PATH, &rpc, option.hard_ttl(), Some(entries))
+            .await
     }
 
     async fn install_snapshot(
@@ -150,7 +176,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(SNAPSHOT_PATH, &rpc, option.hard_ttl()).await
+        self.call(SNAPSHOT_PATH, &rpc, option.hard_ttl(), None)
+            .await
     }
 
     async fn vote(
@@ -158,6 +185,71 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call(VOTE_PATH, &rpc, option.hard_ttl()).await
+        self.call(VOTE_PATH, &rpc, option.hard_ttl(), None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, Vote};
+
+    use super::*;
+    use crate::raft::{Entry, LogId};
+
+    /// A peer whose every Raft route answers 413, as the peer port does past its body limit.
+    async fn refusing_peer() -> Connection {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let too_large = || async {
+            (
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "length limit exceeded",
+            )
+        };
+        let app = axum::Router::new()
+            .route(APPEND_PATH, axum::routing::post(too_large))
+            .route(SNAPSHOT_PATH, axum::routing::post(too_large));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut net = Network::new(reqwest::Client::new(), Arc::from("secret"), Arc::default());
+        net.new_client(2, &BasicNode::new(addr.to_string())).await
+    }
+
+    fn append(n: u64) -> AppendEntriesRequest<TypeConfig> {
+        let leader = CommittedLeaderId::new(1, 1);
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: (1..=n)
+                .map(|i| Entry {
+                    log_id: LogId::new(leader, i),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+            leader_commit: None,
+        }
+    }
+
+    fn option() -> RPCOption {
+        RPCOption::new(Duration::from_secs(10))
+    }
+
+    #[tokio::test]
+    async fn a_413_for_several_entries_asks_openraft_to_send_fewer() {
+        let mut conn = refusing_peer().await;
+        match conn.append_entries(append(8), option()).await {
+            Err(RPCError::PayloadTooLarge(e)) => assert_eq!(e.entries_hint(), 4),
+            other => panic!("expected payload too large, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_413_for_one_entry_is_an_error_not_a_retry_at_once() {
+        // openraft retries a payload-too-large at once, without a backoff: one entry cannot be
+        // split, so asking for fewer would loop.
+        let mut conn = refusing_peer().await;
+        match conn.append_entries(append(1), option()).await {
+            Err(RPCError::Network(e)) => assert!(e.to_string().contains("413"), "{e}"),
+            other => panic!("expected a network error, got {other:?}"),
+        }
     }
 }

@@ -8,16 +8,41 @@
 //! apply ask for.
 //!
 //! A record is `len: u32 LE`, `crc32(payload): u32 LE`, then the payload (the bincode entry).
-//! On open every segment is read: a record cut short or failing its checksum at the end of the
-//! last segment is a write the crash interrupted (never acknowledged) and is cut off; anywhere
-//! else it is damage, and the open fails. Entries must follow each other without a gap; a gap
-//! left by a crash during a truncation ends the log there.
+//! An append of a record longer than [`MAX_RECORD`] is refused before anything is written, so
+//! every record this log writes is one its reader accepts.
+//!
+//! # Damage versus a torn tail
+//!
+//! Never discard an acknowledged entry: an entry is acknowledged (to openraft, and through it
+//! to a leader counting a quorum) only after an `fdatasync` covered it, so only bytes past the
+//! last `fdatasync` may be the remains of an interrupted write, and only those may be cut on
+//! open. Two facts make that end knowable without an extra fsync per append:
+//!
+//! - A segment is `fdatasync`ed before the next one is created, so every segment but the last
+//!   is wholly durable: any bad record in it is damage.
+//! - After each group commit the thread writes the segment and the length it made durable to
+//!   `log/flushed` (a plain `pwrite`, not synced). After a process crash the page cache still
+//!   holds it, so it is exact; after a power loss it may be older, which only makes it lower. A
+//!   bad record below it is damage. A truncation empties the mark (durably) before it cuts.
+//!
+//! Past that mark, in the last segment, a bad record is a torn tail only if it looks like what
+//! an interrupted write leaves and nothing valid follows it (see `scan.rs`): a header cut
+//! short; a payload whose declared length runs past the end of the file; zero bytes to the end
+//! of the file (blocks the file system allocated but never wrote); a whole record failing its
+//! checksum with no valid record after it. A length of zero or over [`MAX_RECORD`] that fits
+//! nowhere, or a bad record followed by a valid one, is damage: an interrupted append leaves a
+//! prefix of what it wrote, never a record in the middle. A record over [`MAX_RECORD`] that
+//! lies whole in the file with a good checksum (written by a version without the limit) is
+//! read. Damage fails the open with the file, the byte offset and what to do: the member
+//! refuses to start, and is replaced from its peers (docs/operations.md). Entries must follow
+//! each other without a gap; a gap left by a crash during a truncation ends the log there.
+//! docs/decisions/0005-log-damage-versus-torn-tail.md has the reasoning.
 //!
 //! The log used to live in a sled tree; [`SegmentLog::open`] moves such a log here once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,11 +52,14 @@ use super::{Entry, LogId};
 
 /// A segment is closed and a new one started once it holds this much.
 const SEGMENT_BYTES: u64 = 64 << 20;
-/// Largest record accepted on reading; larger is damage (entries are at most a 96 KiB batch,
-/// or a membership change).
-const MAX_RECORD: u32 = 64 << 20;
+/// Largest record an append writes. Entries are far smaller: a batch of Grid writes is about
+/// 96 KiB plus one write, a single write is bounded by the API's record limit and by
+/// `cluster`'s check of every proposal's size, and a membership change is a few hundred bytes.
+pub const MAX_RECORD: u32 = 64 << 20;
 const HEADER: u64 = 8;
 pub const LOG_DIR: &str = "log";
+/// The file holding the flushed end of the active segment (see the module doc).
+const MARK: &str = "flushed";
 
 /// Where an entry is, and its id (for the log state without reading it back).
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +99,12 @@ pub struct LogSync {
 struct SyncState {
     files: Vec<Arc<File>>,
     dir: Option<PathBuf>,
+    /// The active segment (its first index) and its length after the newest append.
+    end: Option<(u64, u64)>,
+    /// `log/flushed`, once the log is open.
+    mark: Option<Arc<File>>,
+    /// Bumped by a truncation: a sync that started before it must not write its end.
+    epoch: u64,
 }
 
 impl LogSync {
@@ -81,24 +115,46 @@ impl LogSync {
         self.disk_full.store(on, Ordering::Relaxed);
     }
 
-    fn written(&self, file: &Arc<File>) {
+    fn written(&self, file: &Arc<File>, segment: u64, size: u64) {
         let mut st = self.state.lock().expect("never poisoned");
         if !st.files.iter().any(|f| Arc::ptr_eq(f, file)) {
             st.files.push(file.clone());
         }
+        st.end = Some((segment, size));
     }
 
     fn dir_changed(&self, dir: &Path) {
         self.state.lock().expect("never poisoned").dir = Some(dir.to_owned());
     }
 
+    fn attach(&self, mark: File) {
+        self.state.lock().expect("never poisoned").mark = Some(Arc::new(mark));
+    }
+
+    /// Empties the mark durably, before a truncation cuts below it.
+    fn clear_mark(&self) -> io::Result<()> {
+        let mut st = self.state.lock().expect("never poisoned");
+        st.epoch += 1;
+        st.end = None;
+        if let Some(mark) = &st.mark {
+            mark.set_len(0)?;
+            mark.sync_all()?;
+        }
+        Ok(())
+    }
+
     /// Makes everything written before this call durable: each segment written to since the
-    /// last call, then the directory if a segment was created. Called by the group-commit
-    /// thread.
+    /// last call, then the directory if a segment was created. Then records the active
+    /// segment's durable length in the mark. Called by the group-commit thread.
     pub fn sync(&self) -> io::Result<()> {
-        let (files, dir) = {
+        let (files, dir, end, epoch) = {
             let mut st = self.state.lock().expect("never poisoned");
-            (std::mem::take(&mut st.files), st.dir.take())
+            (
+                std::mem::take(&mut st.files),
+                st.dir.take(),
+                st.end,
+                st.epoch,
+            )
         };
         let result = (|| {
             for f in &files {
@@ -109,9 +165,9 @@ impl LogSync {
             }
             Ok(())
         })();
+        let mut st = self.state.lock().expect("never poisoned");
         if result.is_err() {
             // Whatever was not synced stays due: the next flush tries again.
-            let mut st = self.state.lock().expect("never poisoned");
             for f in files {
                 if !st.files.iter().any(|g| Arc::ptr_eq(g, &f)) {
                     st.files.push(f);
@@ -119,6 +175,12 @@ impl LogSync {
             }
             if st.dir.is_none() {
                 st.dir = dir;
+            }
+        } else if let (Some((segment, size)), Some(mark), true) = (end, &st.mark, st.epoch == epoch)
+        {
+            // Not synced: a lost update leaves an older, lower mark, which is still true.
+            if let Err(e) = mark.write_all_at(&scan::encode_mark(segment, size), 0) {
+                tracing::warn!(error = %e, "log flushed-end mark not written");
             }
         }
         result
@@ -133,10 +195,6 @@ pub struct SegmentLog {
 
 fn segment_name(first: u64) -> String {
     format!("{first:020}.seg")
-}
-
-fn damaged(detail: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, detail)
 }
 
 fn open_segment(path: &Path) -> io::Result<File> {
@@ -170,11 +228,13 @@ impl SegmentLog {
     ) -> io::Result<Self> {
         let dir = data_dir.join(LOG_DIR);
         fs::create_dir_all(&dir)?;
+        let mark = open_segment(&dir.join(MARK))?;
         if !legacy.is_empty() {
             // A crash during an earlier move left partial segments: the legacy log is whole.
             for (_, path) in list(&dir)? {
                 fs::remove_file(path)?;
             }
+            mark.set_len(0)?;
         }
         let log = SegmentLog {
             inner: Arc::new(Mutex::new(Inner {
@@ -193,6 +253,7 @@ impl SegmentLog {
                 .collect::<io::Result<Vec<_>>>()?;
             // A crash during a purge could leave purged entries in the old tree.
             entries.retain(|e| last_purged.is_none_or(|p| e.log_id.index > p));
+            log.sync.attach(mark);
             log.append(&entries)?;
             if let (Some(p), true) = (last_purged, entries.is_empty()) {
                 log.inner.lock().expect("never poisoned").first = p + 1;
@@ -201,11 +262,13 @@ impl SegmentLog {
             log.sync.sync()?;
             return Ok(log);
         }
-        log.recover(last_purged)?;
+        log.recover(last_purged, scan::read_mark(&mark)?)?;
+        log.sync.attach(mark);
         Ok(log)
     }
 
-    fn recover(&self, last_purged: Option<u64>) -> io::Result<()> {
+    /// Reads every segment; `flushed` is the mark (a segment and its durable length).
+    fn recover(&self, last_purged: Option<u64>, flushed: Option<(u64, u64)>) -> io::Result<()> {
         let mut inner = self.inner.lock().expect("never poisoned");
         let files = list(&inner.dir)?;
         let count = files.len();
@@ -218,9 +281,16 @@ impl SegmentLog {
             }
             let file = open_segment(&path)?;
             let last_segment = n + 1 == count;
-            let (size, gap) = inner.scan(first, &file, last_purged, last_segment, &path)?;
+            // Where a torn tail may begin: nowhere in a segment that was synced before the next
+            // was created; past the mark in the last.
+            let tail_from = match (last_segment, flushed) {
+                (false, _) => None,
+                (true, Some((segment, size))) if segment == first => Some(size),
+                (true, _) => Some(0),
+            };
+            let (size, gap) = inner.scan(first, &file, last_purged, tail_from, &path)?;
             if size < file.metadata()?.len() {
-                tracing::warn!(segment = %path.display(), size, "log segment cut after its last whole entry");
+                tracing::warn!(segment = %path.display(), size, "log segment cut after its last whole entry: an append the crash interrupted");
                 file.set_len(size)?;
                 file.sync_all()?;
             }
@@ -255,6 +325,8 @@ impl SegmentLog {
         if self.sync.disk_full.load(Ordering::Relaxed) {
             return Err(rustix::io::Errno::NOSPC.into());
         }
+        // Encoded before anything changes: an entry over the limit fails the whole append.
+        let (buf, records) = encode(entries)?;
         let mut inner = self.inner.lock().expect("never poisoned");
         let next = inner.first + inner.locs.len() as u64;
         if !inner.locs.is_empty() && head.log_id.index != next {
@@ -281,6 +353,10 @@ impl SegmentLog {
             }
         };
         if roll {
+            // Every segment but the last is durable as a whole (see the module doc).
+            if let Some((_, s)) = inner.segments.iter().next_back() {
+                s.file.sync_data()?;
+            }
             let path = inner.dir.join(segment_name(head.log_id.index));
             let file = open_segment(&path)?;
             file.set_len(0)?;
@@ -298,28 +374,17 @@ impl SegmentLog {
             .iter_mut()
             .next_back()
             .expect("a segment exists");
-        let mut buf = Vec::new();
-        let mut locs = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let start = buf.len();
-            buf.extend_from_slice(&[0; HEADER as usize]);
-            bincode::serialize_into(&mut buf, entry).map_err(io::Error::other)?;
-            let len = (buf.len() - start) as u64 - HEADER;
-            let crc = crc32fast::hash(&buf[start + HEADER as usize..]);
-            buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-            buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-            locs.push(Loc {
-                segment: seg_first,
-                offset: seg.size + start as u64,
-                len: len as u32,
-                log_id: entry.log_id,
-            });
-        }
-        seg.file.write_all_at(&buf, seg.size)?;
+        let at = seg.size;
+        seg.file.write_all_at(&buf, at)?;
         seg.size += buf.len() as u64;
-        let file = seg.file.clone();
-        inner.locs.extend(locs);
-        self.sync.written(&file);
+        let (file, size) = (seg.file.clone(), seg.size);
+        inner.locs.extend(records.into_iter().map(|r| Loc {
+            segment: seg_first,
+            offset: at + r.start,
+            len: r.len,
+            log_id: r.log_id,
+        }));
+        self.sync.written(&file, seg_first, size);
         Ok(buf.len() as u64)
     }
 
@@ -371,6 +436,8 @@ impl SegmentLog {
         }
         let keep = index.saturating_sub(inner.first) as usize;
         let cut = inner.locs[keep];
+        // The mark may lie past the cut, where new appends will go unsynced: it is emptied first.
+        self.sync.clear_mark()?;
         // The segment holding the first removed entry is cut first, then the later ones are
         // deleted: a crash in between leaves a gap, which ends the log on the next open.
         let seg = inner
@@ -424,84 +491,45 @@ impl SegmentLog {
     }
 }
 
-impl Inner {
-    /// Reads one segment's records into `locs`; returns the length of its whole records and
-    /// whether the log ends in it (a gap after it).
-    fn scan(
-        &mut self,
-        seg_first: u64,
-        file: &File,
-        last_purged: Option<u64>,
-        last_segment: bool,
-        path: &Path,
-    ) -> io::Result<(u64, bool)> {
-        let mut r = io::BufReader::with_capacity(1 << 20, file);
-        let mut offset = 0u64;
-        let mut payload = Vec::new();
-        loop {
-            let mut header = [0u8; HEADER as usize];
-            match read_full(&mut r, &mut header)? {
-                0 => return Ok((offset, false)),
-                n if n < header.len() => return torn(last_segment, path, offset),
-                _ => {}
-            }
-            let len = u32::from_le_bytes(header[..4].try_into().expect("four bytes"));
-            let crc = u32::from_le_bytes(header[4..].try_into().expect("four bytes"));
-            if len > MAX_RECORD {
-                return torn(last_segment, path, offset);
-            }
-            payload.resize(len as usize, 0);
-            if read_full(&mut r, &mut payload)? < payload.len() || crc32fast::hash(&payload) != crc
-            {
-                return torn(last_segment, path, offset);
-            }
-            let log_id: LogId = bincode::deserialize(&payload)
-                .map_err(|e| damaged(format!("{}: entry at {offset}: {e}", path.display())))?;
-            let index = log_id.index;
-            if last_purged.is_some_and(|p| index <= p) {
-                offset += HEADER + u64::from(len);
-                continue;
-            }
-            if self.locs.is_empty() {
-                self.first = index;
-            } else if index != self.first + self.locs.len() as u64 {
-                tracing::warn!(segment = %path.display(), index, "gap in the log: it ends before this entry");
-                return Ok((offset, true));
-            }
-            self.locs.push_back(Loc {
-                segment: seg_first,
-                offset,
-                len,
-                log_id,
-            });
-            offset += HEADER + u64::from(len);
-        }
-    }
+/// One encoded record: its offset in the encoded bytes, its payload length and its entry's id.
+struct Encoded {
+    start: u64,
+    len: u32,
+    log_id: LogId,
 }
 
-/// A record cut short at the end of the last segment is an interrupted write; elsewhere, damage.
-fn torn(last_segment: bool, path: &Path, offset: u64) -> io::Result<(u64, bool)> {
-    if last_segment {
-        Ok((offset, false))
-    } else {
-        Err(damaged(format!(
-            "{}: damaged record at byte {offset}",
-            path.display()
-        )))
+/// The records of `entries`, one [`Encoded`] for each. Refuses an entry whose record the reader
+/// would not accept.
+fn encode(entries: &[Entry]) -> io::Result<(Vec<u8>, Vec<Encoded>)> {
+    let mut buf = Vec::new();
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let start = buf.len();
+        buf.extend_from_slice(&[0; HEADER as usize]);
+        bincode::serialize_into(&mut buf, entry).map_err(io::Error::other)?;
+        let len = (buf.len() - start) as u64 - HEADER;
+        let len = u32::try_from(len)
+            .ok()
+            .filter(|l| *l <= MAX_RECORD)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "log entry {} is {len} bytes, over the log's record limit of {MAX_RECORD}",
+                        entry.log_id.index
+                    ),
+                )
+            })?;
+        let crc = crc32fast::hash(&buf[start + HEADER as usize..]);
+        buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        records.push(Encoded {
+            start: start as u64,
+            len,
+            log_id: entry.log_id,
+        });
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    Ok((buf, records))
 }
 
 /// The segment files in `dir`, by first index.
@@ -523,5 +551,6 @@ fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
+mod scan;
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,11 @@ use crate::session::{RemovalReason, Session};
 pub const TOMBSTONE_TTL_NANOS: i64 = 60 * 60 * 1_000_000_000;
 /// Upper bound on remembered removals, so churn cannot grow memory without bound.
 pub const MAX_TOMBSTONES: usize = 100_000;
+/// Upper bound on the bytes of the ids and node URIs that remembered removals keep; past it the
+/// oldest are forgotten first. A constant, not a setting: `apply` must give every member the
+/// same map. With the API's limits (ids of 1 KiB, node URIs of 4 KiB) the count bound alone
+/// would allow about 500 MB.
+pub const MAX_TOMBSTONE_BYTES: usize = 64 << 20;
 /// How many applied event ids are remembered (Selenium keeps 128). Unbounded removals from old
 /// log entries are skipped for a remembered id, exactly as older versions did, so this must not
 /// change: a member replaying those entries has to agree with the members that applied them.
@@ -187,6 +192,8 @@ pub struct SessionMap {
     tombstones: imbl::HashMap<Arc<str>, Tombstone>,
     /// Removal order, oldest first, for expiry; an entry is stale when the id was removed again.
     tombstone_order: imbl::Vector<(i64, Arc<str>)>,
+    /// Bytes of the ids and node URIs in `tombstones` (see [`MAX_TOMBSTONE_BYTES`]).
+    tombstone_bytes: usize,
     /// Remembered event ids → the log index of the entry that first carried each (0: unknown,
     /// remembered by a snapshot written before this was recorded).
     events: imbl::HashMap<Uuid, u64>,
@@ -363,16 +370,24 @@ impl SessionMap {
         };
         let id: Arc<str> = Arc::from(id);
         self.unindex(&old.uri, &id);
-        self.tombstones.insert(
-            id.clone(),
+        self.put_tombstone(
+            id,
             Tombstone {
                 removed_at: at,
                 reason,
                 node: old.uri.to_string(),
             },
         );
-        self.tombstone_order.push_back((at, id));
         true
+    }
+
+    /// Remembers a removal as the newest (expiry is left to [`Self::expire_tombstones`]).
+    fn put_tombstone(&mut self, id: Arc<str>, t: Tombstone) {
+        self.tombstone_bytes += id.len() + t.node.len();
+        self.tombstone_order.push_back((t.removed_at, id.clone()));
+        if let Some(old) = self.tombstones.insert(id.clone(), t) {
+            self.tombstone_bytes -= id.len() + old.node.len();
+        }
     }
 
     fn unindex(&mut self, uri: &Arc<str>, id: &Arc<str>) {
@@ -430,12 +445,17 @@ impl SessionMap {
     fn expire_tombstones(&mut self) {
         let horizon = self.clock.saturating_sub(TOMBSTONE_TTL_NANOS);
         while let Some((at, id)) = self.tombstone_order.front().cloned() {
-            if at >= horizon && self.tombstone_order.len() <= MAX_TOMBSTONES {
+            if at >= horizon
+                && self.tombstone_order.len() <= MAX_TOMBSTONES
+                && self.tombstone_bytes <= MAX_TOMBSTONE_BYTES
+            {
                 break;
             }
             self.tombstone_order.pop_front();
             if self.tombstones.get(&id).is_some_and(|t| t.removed_at == at) {
-                self.tombstones.remove(&id);
+                if let Some(t) = self.tombstones.remove(&id) {
+                    self.tombstone_bytes -= id.len() + t.node.len();
+                }
             }
         }
     }

@@ -337,13 +337,20 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let file_name = name.clone();
         let path = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
             let tmp = dir.join(format!("{file_name}.tmp"));
-            let file = std::fs::File::create(&tmp)?;
-            let mut w = BufWriter::with_capacity(FILE_BUFFER, file);
-            map.encode(&mut w)?;
-            let file = w.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            drop(file);
+            let written = (|| {
+                let file = std::fs::File::create(&tmp)?;
+                let mut w = BufWriter::with_capacity(FILE_BUFFER, file);
+                map.encode(&mut w)?;
+                w.into_inner().map_err(|e| e.into_error())?.sync_all()
+            })();
             drop(map);
+            if let Err(e) = written {
+                // Not installed: the current snapshot and the log it lets go of stay as they are.
+                if let Err(rm) = std::fs::remove_file(&tmp) {
+                    tracing::warn!(path = %tmp.display(), error = %rm, "unfinished snapshot file not removed");
+                }
+                return Err(e);
+            }
             snapshot_file::install(&tmp, &dir, &file_name)
         })
         .await

@@ -258,3 +258,194 @@ fn a_limited_read_stops_at_the_byte_budget_but_returns_at_least_one_entry() {
     );
     assert!(log.read_limited(11, 20, u64::MAX).unwrap().is_empty());
 }
+
+/// Opens with segments large enough that a few entries share one file.
+fn open_large(dir: &Path) -> io::Result<SegmentLog> {
+    SegmentLog::open_with(dir, None, Vec::new(), Arc::default(), 1 << 20)
+}
+
+/// The only segment's path and bytes, with the offset of each record in it.
+fn one_segment(dir: &Path) -> (std::path::PathBuf, Vec<u8>, Vec<u64>) {
+    let segs = segments(dir);
+    assert_eq!(segs.len(), 1, "one segment: {segs:?}");
+    let path = segment_path(dir, segs[0]);
+    let bytes = fs::read(&path).unwrap();
+    let mut offsets = Vec::new();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        offsets.push(at as u64);
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        at += HEADER as usize + len as usize;
+    }
+    (path, bytes, offsets)
+}
+
+fn big_entry(index: u64, bytes: usize) -> Entry {
+    let session = crate::session::Session {
+        id: format!("s{index}"),
+        uri: "http://node:5555".into(),
+        start: "2024-01-01T00:00:00Z".into(),
+        capabilities: "x".repeat(bytes),
+        stereotype: "{}".into(),
+    };
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(crate::raft::Proposal {
+            at: 1,
+            event_id: None,
+            op: crate::raft::Op::Add(session),
+        }),
+    }
+}
+
+#[test]
+fn an_append_the_reader_could_not_read_back_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_large(dir.path()).unwrap();
+    log.append(&entries(1, 1..3)).unwrap();
+    let before = fs::read(segment_path(dir.path(), 1)).unwrap();
+    let huge = big_entry(3, MAX_RECORD as usize);
+    assert!(
+        log.append(&[huge]).is_err(),
+        "an append of a record over {MAX_RECORD} bytes is refused"
+    );
+    assert_eq!(fs::read(segment_path(dir.path(), 1)).unwrap(), before);
+    assert_eq!(log.last_log_id().unwrap().index, 2);
+    log.append(&[entry(1, 3)]).unwrap();
+    drop(log);
+    let log = open_large(dir.path()).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2, 3]);
+}
+
+#[test]
+fn an_oversized_length_in_the_middle_of_the_last_segment_is_damage_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_large(dir.path()).unwrap();
+    log.append(&entries(1, 1..4)).unwrap();
+    drop(log);
+    let (path, mut bytes, offsets) = one_segment(dir.path());
+    let at = offsets[1] as usize;
+    bytes[at..at + 4].copy_from_slice(&(MAX_RECORD + 1).to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let err = open_large(dir.path())
+        .err()
+        .expect("an oversized length mid-log fails the open");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains(&format!("byte {at}")),
+        "{msg}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), bytes, "nothing was cut");
+}
+
+#[test]
+fn a_bad_checksum_followed_by_valid_records_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_large(dir.path()).unwrap();
+    log.append(&entries(1, 1..4)).unwrap();
+    drop(log);
+    let (path, mut bytes, offsets) = one_segment(dir.path());
+    let at = offsets[1] as usize + HEADER as usize + 2;
+    bytes[at] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let err = open_large(dir.path())
+        .err()
+        .expect("a bad record with a valid one after it fails the open");
+    assert!(
+        err.to_string()
+            .contains(&format!("damaged record at byte {}", offsets[1])),
+        "{err}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), bytes, "nothing was cut");
+}
+
+#[test]
+fn a_bad_last_record_before_the_flushed_end_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_large(dir.path()).unwrap();
+    log.append(&entries(1, 1..4)).unwrap();
+    // The group commit made all three durable: they may have been acknowledged.
+    log.sync.sync().unwrap();
+    drop(log);
+    let (path, mut bytes, offsets) = one_segment(dir.path());
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let err = open_large(dir.path())
+        .err()
+        .expect("damage below the flushed end fails the open");
+    assert!(
+        err.to_string()
+            .contains(&format!("damaged record at byte {}", offsets[2])),
+        "{err}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), bytes, "nothing was cut");
+}
+
+#[test]
+fn a_torn_write_after_the_flushed_end_is_still_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_large(dir.path()).unwrap();
+    log.append(&entries(1, 1..3)).unwrap();
+    log.sync.sync().unwrap();
+    // Written but never synced (so never acknowledged), then cut short by the crash.
+    log.append(&entries(1, 3..5)).unwrap();
+    drop(log);
+    let (path, bytes, offsets) = one_segment(dir.path());
+    cut(dir.path(), 1, offsets[3] + 5);
+    let log = open_large(dir.path()).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2, 3]);
+    assert_eq!(fs::metadata(&path).unwrap().len(), offsets[3]);
+    assert!(bytes.len() as u64 > offsets[3]);
+}
+
+#[test]
+fn a_zero_filled_tail_left_by_a_power_loss_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_large(dir.path()).unwrap();
+    log.append(&entries(1, 1..3)).unwrap();
+    drop(log);
+    let (path, mut bytes, _) = one_segment(dir.path());
+    let end = bytes.len() as u64;
+    // The file grew but the blocks holding the new records never reached the disk.
+    bytes.extend_from_slice(&[0; 300]);
+    fs::write(&path, &bytes).unwrap();
+    let log = open_large(dir.path()).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2]);
+    assert_eq!(fs::metadata(&path).unwrap().len(), end);
+}
+
+#[test]
+fn a_truncation_lowers_the_flushed_end_so_a_later_torn_write_is_still_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_large(dir.path()).unwrap();
+    log.append(&entries(1, 1..6)).unwrap();
+    log.sync.sync().unwrap();
+    log.truncate(3).unwrap();
+    // New entries where the removed ones were, never synced, the last one cut short.
+    log.append(&entries(2, 3..5)).unwrap();
+    drop(log);
+    let (_, _, offsets) = one_segment(dir.path());
+    cut(dir.path(), 1, offsets[3] + 3);
+    let log = open_large(dir.path()).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_whole_record_over_the_limit_written_by_an_earlier_version_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join(LOG_DIR)).unwrap();
+    let big = big_entry(1, MAX_RECORD as usize);
+    let payload = bincode::serialize(&big).unwrap();
+    assert!(payload.len() > MAX_RECORD as usize);
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    drop(payload);
+    fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
+    drop(bytes);
+    let log = open_large(dir.path()).unwrap();
+    assert_eq!(log.read(1, 2).unwrap(), vec![big]);
+    log.append(&[entry(1, 2)]).unwrap();
+}

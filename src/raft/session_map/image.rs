@@ -1,20 +1,27 @@
 //! The snapshot form of a [`SessionMap`], written and read as a stream so that a map of a
 //! million sessions never exists twice in memory.
 //!
-//! Layout: the magic `GRSNAP` and a format version (2 bytes), the bincode [`Header`] (length
-//! first), then each live session as its stored parts (the `GET` body as it is served, so a
-//! restore renders nothing), then (from version 2) each remembered event id's first log index,
-//! then the sections, then a CRC-32 of every byte before it. A truncated or damaged file is an
-//! error, never a partial map.
+//! Layout (format version 2): the magic `GRSNAP` and the format version (2 bytes), the bincode
+//! [`Header`] (length first), then each live session as its stored parts (the `GET` body as it
+//! is served, so a restore renders nothing) ending with the log index that added it, then each
+//! remembered removal as its id, node URI, time and reason, oldest first, then the log index of
+//! the entry that first carried each remembered event id (one `u64` each, in the header's
+//! order), then the sections, then a CRC-32 of every byte before it. A truncated or damaged file
+//! is an error, never a partial map.
 //!
-//! Since version [`ADDED_INDEX_SINCE`], each session's parts end with the log index that added
-//! it, and the remembered event ids' first log indexes (one `u64` each, in the header's order)
-//! follow the sessions. Older images still decode, with 0 for both: such sessions may be
-//! removed by any copy of any event, and such events bound their later copies to them.
+//! Every field is at most [`MAX_FIELD`] bytes, and encoding fails rather than write a larger
+//! one: a snapshot the decoder refuses would leave a member that never starts again, and every
+//! member snapshots the same map. No field holds a collection that grows with the map (version
+//! 1 held all removals in its header, which grew past the limit with long node URIs).
 //!
-//! Sections carry state added after version 1, each in its own record, so that adding one
-//! changes nothing else: a count (`u32`), then per section a tag (`u32`) and its bytes. A reader
-//! skips tags it does not know. Tag 1: the members low on disk space (bincode `Vec<u64>`).
+//! Sections carry state that is neither a session nor a removal, each in its own record, so that
+//! adding one changes nothing else: a count (`u32`), then per section a tag (`u32`) and its
+//! bytes. A reader skips tags it does not know. Tag 1: the members low on disk space (bincode
+//! `Vec<u64>`).
+//!
+//! Version 1 is still read, so that a member upgraded in place starts: its sessions carry no add
+//! index and its events no first index (both read as 0: such sessions may be removed by any copy
+//! of any event, and such events bound their later copies to them), and it has no sections.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -23,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Record, SessionMap, Span, Tombstone};
+use crate::session::RemovalReason;
 
 const MAGIC: &[u8; 6] = b"GRSNAP";
 const VERSION: u16 = 2;
@@ -34,12 +42,24 @@ const FIRST_WITH_SECTIONS: u16 = 2;
 const SECTION_LOW_DISK: u32 = 1;
 /// No snapshot has more sections than this; more is damage.
 const MAX_SECTIONS: u32 = 1024;
+/// Version 1: the removals inside the header.
+const VERSION_1: u16 = 1;
 /// No stored string or body is larger than this; anything larger is damage.
 const MAX_FIELD: u32 = 256 << 20;
 
-/// Everything in the map except the live sessions, which follow it one by one.
+/// Everything in the map except the live sessions and the removals, which follow it one by one.
 #[derive(Serialize, Deserialize)]
 struct Header {
+    clock: i64,
+    events: Vec<Uuid>,
+    mirror_progress: Vec<(String, u64)>,
+    sessions: u64,
+    tombstones: u64,
+}
+
+/// The header of format version 1.
+#[derive(Deserialize)]
+struct HeaderV1 {
     clock: i64,
     /// Removals in the order they happened, oldest first.
     tombstones: Vec<(String, Tombstone)>,
@@ -48,13 +68,26 @@ struct Header {
     sessions: u64,
 }
 
+impl From<HeaderV1> for (Header, Vec<(String, Tombstone)>) {
+    fn from(h: HeaderV1) -> Self {
+        let header = Header {
+            clock: h.clock,
+            events: h.events,
+            mirror_progress: h.mirror_progress,
+            sessions: h.sessions,
+            tombstones: 0,
+        };
+        (header, h.tombstones)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("reading the snapshot: {0}")]
     Io(#[from] io::Error),
     #[error("not a gridraft snapshot (bad magic)")]
     Magic,
-    #[error("snapshot format version {0} is not supported (this build reads 1 to {VERSION})")]
+    #[error("snapshot format version {0} is not supported (this build reads 1 and {VERSION})")]
     Version(u16),
     #[error("snapshot header: {0}")]
     Header(#[from] bincode::Error),
@@ -62,6 +95,8 @@ pub enum ImageError {
     Field(u32),
     #[error("snapshot record: {0}")]
     Record(#[from] super::BadRecord),
+    #[error("snapshot removal record: unknown reason {0:?}")]
+    Reason(String),
     #[error("snapshot checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
     Checksum { stored: u32, computed: u32 },
 }
@@ -92,8 +127,20 @@ impl<R: Read> Read for Crc<R> {
     }
 }
 
+/// Writes a field, or fails if it is one that [`get_bytes`] would refuse.
 fn put_bytes(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(b.len()).map_err(|_| io::Error::other("field over 4 GiB"))?;
+    let len = u32::try_from(b.len())
+        .ok()
+        .filter(|l| *l <= MAX_FIELD)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "snapshot field of {} bytes is over the limit of {MAX_FIELD} that reading accepts",
+                    b.len()
+                ),
+            )
+        })?;
     w.write_all(&len.to_le_bytes())?;
     w.write_all(b)
 }
@@ -119,12 +166,17 @@ fn get_u32(r: &mut impl Read) -> io::Result<u32> {
 }
 
 fn get_bytes(r: &mut impl Read) -> Result<Vec<u8>, ImageError> {
+    get_bytes_up_to(r, MAX_FIELD)
+}
+
+fn get_bytes_up_to(r: &mut impl Read, limit: u32) -> Result<Vec<u8>, ImageError> {
     let len = get_u32(r)?;
-    if len > MAX_FIELD {
+    if len > limit {
         return Err(ImageError::Field(len));
     }
-    // Read into spare capacity: zeroing the buffer first cost a fifth of a restart's time.
-    let mut v = Vec::with_capacity(len as usize);
+    // Read into spare capacity: zeroing the buffer first cost a fifth of a restart's time. Only
+    // what a field can hold is reserved ahead; a longer one grows as it arrives.
+    let mut v = Vec::with_capacity(len.min(MAX_FIELD) as usize);
     r.take(u64::from(len)).read_to_end(&mut v)?;
     if v.len() != len as usize {
         return Err(ImageError::Io(io::ErrorKind::UnexpectedEof.into()));
@@ -146,16 +198,16 @@ impl SessionMap {
         };
         w.write_all(MAGIC)?;
         w.write_all(&VERSION.to_le_bytes())?;
+        let tombstones: Vec<(&Arc<str>, &Tombstone)> = self
+            .tombstone_order
+            .iter()
+            .filter_map(|(at, id)| {
+                let t = self.tombstones.get(id)?;
+                (t.removed_at == *at).then_some((id, t))
+            })
+            .collect();
         let header = Header {
             clock: self.clock,
-            tombstones: self
-                .tombstone_order
-                .iter()
-                .filter_map(|(at, id)| {
-                    let t = self.tombstones.get(id)?;
-                    (t.removed_at == *at).then(|| (id.to_string(), t.clone()))
-                })
-                .collect(),
             events: self.event_order.iter().copied().collect(),
             mirror_progress: self
                 .mirror_progress
@@ -163,6 +215,7 @@ impl SessionMap {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             sessions: self.sessions.len() as u64,
+            tombstones: tombstones.len() as u64,
         };
         let header = bincode::serialize(&header).map_err(io::Error::other)?;
         put_bytes(&mut w, &header)?;
@@ -176,6 +229,12 @@ impl SessionMap {
                 put_u32(&mut w, v)?;
             }
             put_u64(&mut w, record.added)?;
+        }
+        for (id, t) in tombstones {
+            put_bytes(&mut w, id.as_bytes())?;
+            put_bytes(&mut w, t.node.as_bytes())?;
+            w.write_all(&t.removed_at.to_le_bytes())?;
+            put_bytes(&mut w, t.reason.name().as_bytes())?;
         }
         for id in &self.event_order {
             put_u64(&mut w, self.events.get(id).copied().unwrap_or(0))?;
@@ -213,11 +272,18 @@ impl SessionMap {
         let mut version = [0; 2];
         r.read_exact(&mut version)?;
         let version = u16::from_le_bytes(version);
-        if !(1..=VERSION).contains(&version) {
-            return Err(ImageError::Version(version));
-        }
+        let (header, old_tombstones) = match version {
+            VERSION => (
+                bincode::deserialize::<Header>(&get_bytes(&mut r)?)?,
+                Vec::new(),
+            ),
+            // Its header held every removal, and may be larger than any field of version 2.
+            VERSION_1 => {
+                bincode::deserialize::<HeaderV1>(&get_bytes_up_to(&mut r, u32::MAX)?)?.into()
+            }
+            other => return Err(ImageError::Version(other)),
+        };
         let indexed = version >= ADDED_INDEX_SINCE;
-        let header: Header = bincode::deserialize(&get_bytes(&mut r)?)?;
         let mut map = SessionMap {
             clock: header.clock,
             ..Default::default()
@@ -241,6 +307,10 @@ impl SessionMap {
             reader.join().expect("the snapshot reader does not panic")
         });
         let mut r = read?;
+        let mut tombstones = old_tombstones;
+        for _ in 0..header.tombstones {
+            tombstones.push(read_tombstone(&mut r)?);
+        }
         let mut first_indexes = Vec::with_capacity(header.events.len());
         for _ in &header.events {
             first_indexes.push(if indexed { get_u64(&mut r)? } else { 0 });
@@ -253,10 +323,8 @@ impl SessionMap {
         if stored != computed {
             return Err(ImageError::Checksum { stored, computed });
         }
-        for (id, t) in header.tombstones {
-            let id: Arc<str> = Arc::from(id);
-            map.tombstone_order.push_back((t.removed_at, id.clone()));
-            map.tombstones.insert(id, t);
+        for (id, t) in tombstones {
+            map.put_tombstone(Arc::from(id), t);
         }
         for (e, index) in header.events.into_iter().zip(first_indexes) {
             map.remember_event(e, index);
@@ -313,6 +381,21 @@ fn read_records(
     Ok(())
 }
 
+fn read_tombstone(r: &mut impl Read) -> Result<(String, Tombstone), ImageError> {
+    let id = get_string(r)?;
+    let node = get_string(r)?;
+    let mut at = [0; 8];
+    r.read_exact(&mut at)?;
+    let reason = get_string(r)?;
+    let reason = RemovalReason::from_name(&reason).ok_or(ImageError::Reason(reason))?;
+    let t = Tombstone {
+        removed_at: i64::from_le_bytes(at),
+        reason,
+        node,
+    };
+    Ok((id, t))
+}
+
 fn read_record(r: &mut impl Read, indexed: bool) -> Result<Record, ImageError> {
     let id = get_string(r)?;
     let uri = get_string(r)?;
@@ -328,3 +411,6 @@ fn read_record(r: &mut impl Read, indexed: bool) -> Result<Record, ImageError> {
     record.added = added;
     Ok(record)
 }
+
+#[cfg(test)]
+mod tests;
