@@ -121,6 +121,21 @@ pub struct ServeArgs {
     /// File holding Selenium's registration secret.
     #[arg(long, env = "GRIDRAFT_REGISTRATION_SECRET_FILE")]
     pub registration_secret_file: Option<PathBuf>,
+    /// Time a client may take to send a request's header (default 10s).
+    #[arg(long, env = "GRIDRAFT_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<String>,
+    /// Time a client may take to send a request's body (default 30s).
+    #[arg(long, env = "GRIDRAFT_BODY_READ_TIMEOUT")]
+    pub body_read_timeout: Option<String>,
+    /// How long a kept-alive connection may wait for its next request (default 120s).
+    #[arg(long, env = "GRIDRAFT_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Concurrent connections on the public listener (default 10000).
+    #[arg(long, env = "GRIDRAFT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Concurrent connections on the peer listener (default 1024).
+    #[arg(long, env = "GRIDRAFT_PEER_MAX_CONNECTIONS")]
+    pub peer_max_connections: Option<usize>,
     #[command(flatten)]
     pub mirror: MirrorArgs,
 }
@@ -156,6 +171,11 @@ impl ServeArgs {
             read_mode => grid.read_mode,
             ready_grace => grid.ready_grace,
             max_body_bytes => grid.max_body_bytes,
+            header_read_timeout => http.header_read_timeout,
+            body_read_timeout => http.body_read_timeout,
+            idle_timeout => http.idle_timeout,
+            max_connections => http.max_connections,
+            peer_max_connections => http.peer_max_connections,
         );
         for (target, value) in [
             (&mut s.events.publish_events, &self.publish_events),

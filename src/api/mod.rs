@@ -1,8 +1,11 @@
 //! HTTP: the public Grid listener ([`grid`]) and the secret-guarded peer listener ([`peer`]).
 
+mod conn;
 pub mod error;
+pub mod fd_budget;
 pub mod grid;
 pub mod peer;
+pub mod server;
 
 use std::sync::Arc;
 

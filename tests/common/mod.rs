@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use gridraft::config::{EventSettings, GridSettings, RaftSettings, Settings};
+use gridraft::config::{EventSettings, GridSettings, HttpSettings, RaftSettings, Settings};
 use gridraft::node::{self, Node};
 use tokio::net::TcpListener;
 
@@ -32,6 +32,8 @@ pub struct TestCluster {
     pub snapshot_after_entries: u64,
     /// Every member's `[events]` section (default: no event bus).
     pub events: EventSettings,
+    /// Every member's `[http]` section (default: the defaults).
+    pub http_settings: HttpSettings,
 }
 
 pub fn init_tracing() {
@@ -76,15 +78,31 @@ impl TestCluster {
 
     /// `snapshot_after_entries` small makes snapshots (and log purges) happen in tests.
     pub async fn start_with(n: u64, snapshot_after_entries: u64) -> Self {
-        Self::start_configured(n, snapshot_after_entries, EventSettings::default()).await
+        Self::start_configured(
+            n,
+            snapshot_after_entries,
+            EventSettings::default(),
+            HttpSettings::default(),
+        )
+        .await
     }
 
     /// Members that all subscribe to the Grid event bus described by `events`.
     pub async fn start_with_events(n: u64, events: EventSettings) -> Self {
-        Self::start_configured(n, 10_000, events).await
+        Self::start_configured(n, 10_000, events, HttpSettings::default()).await
     }
 
-    async fn start_configured(n: u64, snapshot_after_entries: u64, events: EventSettings) -> Self {
+    /// Members whose listeners use `http`'s timeouts and caps.
+    pub async fn start_with_http(n: u64, http: HttpSettings) -> Self {
+        Self::start_configured(n, 10_000, EventSettings::default(), http).await
+    }
+
+    async fn start_configured(
+        n: u64,
+        snapshot_after_entries: u64,
+        events: EventSettings,
+        http: HttpSettings,
+    ) -> Self {
         init_tracing();
         let root = tempfile::tempdir().unwrap();
         let mut members = BTreeMap::new();
@@ -108,6 +126,7 @@ impl TestCluster {
             _root: root,
             snapshot_after_entries,
             events,
+            http_settings: http,
         };
         for (id, public, peer) in listeners {
             let cfg = cluster.settings(id);
@@ -149,6 +168,7 @@ impl TestCluster {
                 ..Default::default()
             },
             events: self.events.clone(),
+            http: self.http_settings.clone(),
             ..Default::default()
         }
         .validate()
