@@ -642,6 +642,33 @@ mod tests {
     }
 
     #[test]
+    fn http_timeouts_and_caps_are_checked() {
+        let s: Settings = toml::from_str(
+            "[http]\nheader-read-timeout = \"0s\"\nidle-timeout = \"soon\"\nmax-connections = 0\n",
+        )
+        .unwrap();
+        let ConfigError::Invalid(problems) = s.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let text = problems.join("\n");
+        for needle in [
+            "http.header-read-timeout: must be above zero",
+            "http.idle-timeout",
+            "http.max-connections: must be at least 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        let r = Settings::default().validate().unwrap();
+        assert_eq!(r.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(r.http.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(r.http.idle_timeout, Duration::from_secs(120));
+        assert_eq!(
+            (r.http.max_connections, r.http.peer_max_connections),
+            (10_000, 1024)
+        );
+    }
+
+    #[test]
     fn members_and_durations_parse() {
         let m = parse_members("1=127.0.0.1:7556, 2=host:7557").unwrap();
         assert_eq!(m[&2], "host:7557");
