@@ -15,12 +15,15 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-/// The `accepting connections ...` log lines: message and `failures` field.
+/// A log line's message and its `failures` field.
+type Line = (String, Option<u64>);
+
+/// The `accepting connections ...` log lines.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<(String, Option<u64>)>>>);
+struct Captured(Arc<Mutex<Vec<Line>>>);
 
 impl Captured {
-    fn lines(&self) -> Vec<(String, Option<u64>)> {
+    fn lines(&self) -> Vec<Line> {
         self.0.lock().unwrap().clone()
     }
 }
