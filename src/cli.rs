@@ -140,6 +140,22 @@ pub struct ServeArgs {
     /// Event bus messages queued for this member before libzmq stops reading (default 1000).
     #[arg(long, env = "GRIDRAFT_EVENTS_RECEIVE_HWM")]
     pub events_receive_hwm: Option<u32>,
+
+    /// Time a client may take to send a request's header (default 10s).
+    #[arg(long, env = "GRIDRAFT_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<String>,
+    /// Time a client may take to send a request's body (default 30s).
+    #[arg(long, env = "GRIDRAFT_BODY_READ_TIMEOUT")]
+    pub body_read_timeout: Option<String>,
+    /// How long a kept-alive connection may wait for its next request (default 120s).
+    #[arg(long, env = "GRIDRAFT_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Concurrent connections on the public listener (default 10000).
+    #[arg(long, env = "GRIDRAFT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Concurrent connections on the peer listener (default 1024).
+    #[arg(long, env = "GRIDRAFT_PEER_MAX_CONNECTIONS")]
+    pub peer_max_connections: Option<usize>,
     #[command(flatten)]
     pub mirror: MirrorArgs,
     #[command(flatten)]
@@ -180,6 +196,12 @@ impl ServeArgs {
             max_session_id_bytes => grid.max_session_id_bytes,
             max_node_uri_bytes => grid.max_node_uri_bytes,
             max_record_bytes => grid.max_record_bytes,
+
+            header_read_timeout => http.header_read_timeout,
+            body_read_timeout => http.body_read_timeout,
+            idle_timeout => http.idle_timeout,
+            max_connections => http.max_connections,
+            peer_max_connections => http.peer_max_connections,
         );
         for (target, value) in [
             (&mut s.events.publish_events, &self.publish_events),

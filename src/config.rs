@@ -43,6 +43,7 @@ pub struct Settings {
     pub raft: RaftSettings,
     pub grid: GridSettings,
     pub events: EventSettings,
+    pub http: HttpSettings,
     /// Write-through mirrors: `[mirror.postgres]`, `[mirror.redis]`.
     pub mirror: MirrorsSettings,
     /// What a member does when its Raft stops.
@@ -122,6 +123,45 @@ impl Default for EventSettings {
     }
 }
 
+/// `[http]`: how long a client may take and how many connections each listener holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Time to send a request's header: from the accept for a connection's first request,
+    /// from its first byte for later ones. Both listeners.
+    pub header_read_timeout: String,
+    /// Time to send a request's body, from the end of its header. Both listeners.
+    pub body_read_timeout: String,
+    /// How long a kept-alive connection may wait for its next request. Both listeners.
+    pub idle_timeout: String,
+    /// Concurrent connections on the public listener (lowered to fit the open-file limit).
+    pub max_connections: usize,
+    /// Concurrent connections on the peer listener.
+    pub peer_max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_read_timeout: "10s".into(),
+            body_read_timeout: "30s".into(),
+            idle_timeout: "120s".into(),
+            max_connections: 10_000,
+            peer_max_connections: 1024,
+        }
+    }
+}
+
+/// `[http]` after validation.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub peer_max_connections: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RaftSettings {
@@ -177,6 +217,7 @@ impl Default for Settings {
             raft: RaftSettings::default(),
             grid: GridSettings::default(),
             events: EventSettings::default(),
+            http: HttpSettings::default(),
             mirror: MirrorsSettings::default(),
             health: HealthSettings::default(),
             disk: DiskSettings::default(),
@@ -292,6 +333,7 @@ pub struct Resolved {
     pub max_body_bytes: usize,
     pub session_limits: crate::session::SessionLimits,
     pub events: Option<ResolvedEvents>,
+    pub http: HttpLimits,
     /// Configured write-through mirrors (URLs unredacted: never log them).
     pub mirrors: Vec<crate::mirror::MirrorConfig>,
     /// `[health]` and `[disk]`.
@@ -388,6 +430,7 @@ impl Settings {
         if self.cluster_name.is_empty() {
             problems.push("cluster-name must not be empty".into());
         }
+        let http = self.resolve_http(&mut problems);
         let cluster_secret = self.secret(&mut problems);
         let events = self.resolve_events(&mut problems);
         let mirrors = self.resolve_mirrors(&mut problems);
@@ -430,9 +473,43 @@ impl Settings {
                 max_record_bytes: self.grid.max_record_bytes,
             },
             events,
+            http,
             mirrors,
             health,
         })
+    }
+
+    fn resolve_http(&self, problems: &mut Vec<String>) -> HttpLimits {
+        let h = &self.http;
+        let mut duration = |key: &str, value: &str| -> Duration {
+            match parse_duration(value) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    problems.push(format!("http.{key}: must be above zero"));
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    problems.push(format!("http.{key}: {e}"));
+                    Duration::ZERO
+                }
+            }
+        };
+        let limits = HttpLimits {
+            header_read_timeout: duration("header-read-timeout", &h.header_read_timeout),
+            body_read_timeout: duration("body-read-timeout", &h.body_read_timeout),
+            idle_timeout: duration("idle-timeout", &h.idle_timeout),
+            max_connections: h.max_connections,
+            peer_max_connections: h.peer_max_connections,
+        };
+        for (key, value) in [
+            ("max-connections", h.max_connections),
+            ("peer-max-connections", h.peer_max_connections),
+        ] {
+            if value == 0 {
+                problems.push(format!("http.{key}: must be at least 1"));
+            }
+        }
+        limits
     }
 
     fn resolve_mirrors(&self, problems: &mut Vec<String>) -> Vec<crate::mirror::MirrorConfig> {
@@ -723,6 +800,33 @@ mod tests {
             };
             assert!(problems.join("\n").contains(key), "{problems:?}");
         }
+    }
+
+    #[test]
+    fn http_timeouts_and_caps_are_checked() {
+        let s: Settings = toml::from_str(
+            "[http]\nheader-read-timeout = \"0s\"\nidle-timeout = \"soon\"\nmax-connections = 0\n",
+        )
+        .unwrap();
+        let ConfigError::Invalid(problems) = s.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let text = problems.join("\n");
+        for needle in [
+            "http.header-read-timeout: must be above zero",
+            "http.idle-timeout",
+            "http.max-connections: must be at least 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        let r = Settings::default().validate().unwrap();
+        assert_eq!(r.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(r.http.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(r.http.idle_timeout, Duration::from_secs(120));
+        assert_eq!(
+            (r.http.max_connections, r.http.peer_max_connections),
+            (10_000, 1024)
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - [`raft`]: openraft type config, the sled log store and state machine, the peer network.
 //! - [`cluster`]: serving on any member: forwarding writes, ReadIndex reads, bootstrap, membership.
 //! - [`events`]: the Selenium Grid event-bus subscriber (libzmq), decoding and de-duplication.
-//! - [`api`]: the public Grid listener and the secret-guarded peer listener.
+//! - [`api`]: the public Grid listener and the secret-guarded peer listener, served with their
+//!   timeouts and connection caps.
 //! - [`client`]: typed client for the peer port (forwarding, admin, CLI, tests).
 //! - [`mirror`]: write-through copies in Selenium's Postgres and Redis layouts; import/export.
 //! - [`config`], [`cli`], [`telemetry`]: settings, flags, logs and metrics.

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::api::{self, AppState};
+use crate::api::server::{ConnectionMetrics, ListenerSettings};
+use crate::api::{self, fd_budget, AppState};
 use crate::client::PeerClient;
 use crate::cluster::disk::{self, DiskWatch};
 use crate::cluster::health::{self, FatalHandle};
@@ -121,6 +121,7 @@ async fn start_inner(
     );
     let metrics = Metrics::new();
     let event_metrics = EventMetrics::new(&metrics.registry);
+    let connection_metrics = ConnectionMetrics::new(&metrics.registry);
     cluster.read_stats().register(&metrics.registry);
     cluster.health.register(&metrics.registry);
     let state = Arc::new(AppState {
@@ -132,19 +133,34 @@ async fn start_inner(
         cluster_name: cfg.cluster_name.clone(),
     });
 
+    let caps = fd_budget::connection_caps(fd_budget::raise_open_file_limit(), &cfg.http);
+    tracing::info!(
+        public = caps.public,
+        peer = caps.peer,
+        max_connections = cfg.http.max_connections,
+        peer_max_connections = cfg.http.peer_max_connections,
+        "connection caps"
+    );
+    let listener = |name, cap| ListenerSettings {
+        name,
+        cap,
+        limits: cfg.http,
+    };
     let peer_stop = CancellationToken::new();
-    let peer_server = serve(
+    let peer_server = api::server::spawn(
         peer,
         api::peer::router(state.clone()),
+        listener("peer", caps.peer),
+        &connection_metrics,
         peer_stop.clone(),
-        "peer",
     );
     let public_stop = CancellationToken::new();
-    let public_server = serve(
+    let public_server = api::server::spawn(
         public,
         api::grid::router(state),
+        listener("public", caps.public),
+        &connection_metrics,
         public_stop.clone(),
-        "public",
     );
 
     let tasks_stop = CancellationToken::new();
@@ -219,28 +235,6 @@ async fn start_inner(
         public_server,
         peer_server,
     })
-}
-
-fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    stop: CancellationToken,
-    name: &'static str,
-) -> JoinHandle<()> {
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(
-        async move {
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(listener = name, error = %e, "server failed");
-            }
-        }
-        .in_current_span(),
-    )
 }
 
 /// The configured secret, or for a single member without one, a random secret kept in the

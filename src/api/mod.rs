@@ -1,8 +1,12 @@
-//! HTTP: the public Grid listener ([`grid`]) and the secret-guarded peer listener ([`peer`]).
+//! HTTP: the public Grid listener ([`grid`]) and the secret-guarded peer listener ([`peer`]),
+//! both served by [`server`] with the timeouts of `conn` and caps fitted by [`fd_budget`].
 
+mod conn;
 pub mod error;
+pub mod fd_budget;
 pub mod grid;
 pub mod peer;
+pub mod server;
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use gridraft::config::{EventSettings, GridSettings, RaftSettings, Settings};
+use gridraft::config::{EventSettings, GridSettings, HttpSettings, RaftSettings, Settings};
 use gridraft::node::{self, Node};
 use tokio::net::TcpListener;
 
@@ -35,6 +35,9 @@ pub struct TestCluster {
     pub events: EventSettings,
     /// Every member's free space (plenty unless a test says otherwise), read every 100 ms.
     pub disk: std::sync::Arc<disk::FakeDisk>,
+
+    /// Every member's `[http]` section (default: the defaults).
+    pub http_settings: HttpSettings,
 }
 
 pub fn init_tracing() {
@@ -79,15 +82,31 @@ impl TestCluster {
 
     /// `snapshot_after_entries` small makes snapshots (and log purges) happen in tests.
     pub async fn start_with(n: u64, snapshot_after_entries: u64) -> Self {
-        Self::start_configured(n, snapshot_after_entries, EventSettings::default()).await
+        Self::start_configured(
+            n,
+            snapshot_after_entries,
+            EventSettings::default(),
+            HttpSettings::default(),
+        )
+        .await
     }
 
     /// Members that all subscribe to the Grid event bus described by `events`.
     pub async fn start_with_events(n: u64, events: EventSettings) -> Self {
-        Self::start_configured(n, 10_000, events).await
+        Self::start_configured(n, 10_000, events, HttpSettings::default()).await
     }
 
-    async fn start_configured(n: u64, snapshot_after_entries: u64, events: EventSettings) -> Self {
+    /// Members whose listeners use `http`'s timeouts and caps.
+    pub async fn start_with_http(n: u64, http: HttpSettings) -> Self {
+        Self::start_configured(n, 10_000, EventSettings::default(), http).await
+    }
+
+    async fn start_configured(
+        n: u64,
+        snapshot_after_entries: u64,
+        events: EventSettings,
+        http: HttpSettings,
+    ) -> Self {
         init_tracing();
         let root = tempfile::tempdir().unwrap();
         let mut members = BTreeMap::new();
@@ -112,6 +131,8 @@ impl TestCluster {
             snapshot_after_entries,
             events,
             disk: Default::default(),
+
+            http_settings: http,
         };
         for (id, public, peer) in listeners {
             let cfg = cluster.settings(id);
@@ -157,6 +178,8 @@ impl TestCluster {
                 check_interval: "100ms".into(),
                 ..Default::default()
             },
+
+            http: self.http_settings.clone(),
             ..Default::default()
         }
         .validate()

@@ -1,0 +1,291 @@
+//! Serves one listener: accepts connections up to the listener's cap, runs each on hyper's
+//! HTTP/1 server with the timeouts of [`super::conn`], and stops gracefully.
+//!
+//! At the cap a new connection still gets a slot when some open connection is waiting for a
+//! request (fresh or kept alive): the one found first in accept order is closed in its place, as
+//! nginx reuses keep-alive connections when it runs out. When every open connection is reading
+//! or answering a request, the new one is accepted and closed at once rather than left in the
+//! kernel's backlog: the client (or the balancer) learns at once to go elsewhere, instead of
+//! waiting for a connection that would be served late or never.
+//!
+//! Accept errors such as EMFILE back off (up to a second) and are logged once per streak with a
+//! count, never per attempt. Connection tasks live in a `JoinSet`, so aborting the serving task
+//! (a crash in tests) drops every connection with it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::conn::{ConnService, ConnShared, TimedIo};
+use crate::config::HttpLimits;
+
+/// Open connections are checked at most this many at a time for one to reclaim.
+const RECLAIM_SCAN: usize = 256;
+/// Accept errors back off from this delay, doubling up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// While accepting keeps failing, a line at most this often.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Connection metrics of both listeners, by `listener` (`public`, `peer`).
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    open: IntGaugeVec,
+    refused: IntCounterVec,
+    reclaimed: IntCounterVec,
+}
+
+impl ConnectionMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let m = ConnectionMetrics {
+            open: IntGaugeVec::new(
+                Opts::new("gridraft_connections_open", "Open connections by listener"),
+                &["listener"],
+            )
+            .expect("valid metric"),
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "gridraft_connections_refused_total",
+                    "Connections closed at once because the listener was at its cap",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric"),
+            reclaimed: IntCounterVec::new(
+                Opts::new(
+                    "gridraft_connections_reclaimed_total",
+                    "Connections waiting for a request closed to make room at the cap",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric"),
+        };
+        for c in [
+            Box::new(m.open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.refused.clone()),
+            Box::new(m.reclaimed.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        m
+    }
+}
+
+/// One listener's settings.
+pub struct ListenerSettings {
+    /// `public` or `peer` (logs and the metrics' `listener` label).
+    pub name: &'static str,
+    /// Most connections open at once.
+    pub cap: usize,
+    pub limits: HttpLimits,
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled, then drains its connections.
+pub fn spawn(
+    listener: TcpListener,
+    router: Router,
+    settings: ListenerSettings,
+    metrics: &ConnectionMetrics,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let name = settings.name;
+    let server = Server {
+        router,
+        open: metrics.open.with_label_values(&[name]),
+        refused: metrics.refused.with_label_values(&[name]),
+        reclaimed: metrics.reclaimed.with_label_values(&[name]),
+        http1: http1::Builder::new(),
+        conns: JoinSet::new(),
+        order: VecDeque::new(),
+        settings,
+    };
+    tokio::spawn(server.run(listener, stop).in_current_span())
+}
+
+struct Server {
+    router: Router,
+    settings: ListenerSettings,
+    open: IntGauge,
+    refused: IntCounter,
+    reclaimed: IntCounter,
+    http1: http1::Builder,
+    conns: JoinSet<()>,
+    /// Open connections in accept order (entries of closed ones are dropped lazily).
+    order: VecDeque<Weak<ConnShared>>,
+}
+
+impl Server {
+    async fn run(mut self, listener: TcpListener, stop: CancellationToken) {
+        let name = self.settings.name;
+        let mut failures = AcceptFailures::default();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(_) = self.conns.join_next(), if !self.conns.is_empty() => self.open.dec(),
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => {
+                        failures.recovered(name);
+                        backoff = BACKOFF_MIN;
+                        self.admit(tcp, &stop);
+                    }
+                    Err(e) if is_per_connection(&e) => {}
+                    Err(e) => {
+                        failures.failed(name, &e);
+                        // A closing connection frees a descriptor: try again at once then.
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            Some(_) = self.conns.join_next(), if !self.conns.is_empty() => {
+                                self.open.dec();
+                            }
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }
+        drop(listener);
+        // Every connection saw `stop` too: idle ones close, busy ones finish their request.
+        while self.conns.join_next().await.is_some() {
+            self.open.dec();
+        }
+    }
+
+    fn admit(&mut self, tcp: TcpStream, stop: &CancellationToken) {
+        if self.conns.len() >= self.settings.cap {
+            if self.reclaim_one() {
+                self.reclaimed.inc();
+            } else {
+                self.refused.inc();
+                tracing::debug!(
+                    listener = self.settings.name,
+                    "connection refused at the cap"
+                );
+                return;
+            }
+        }
+        let _ = tcp.set_nodelay(true);
+        self.forget_closed();
+        let shared = ConnShared::new();
+        self.order.push_back(Arc::downgrade(&shared));
+        let io = TokioIo::new(TimedIo::new(tcp, shared.clone(), self.settings.limits));
+        let service = ConnService {
+            router: self.router.clone(),
+            conn: shared,
+        };
+        let conn = self.http1.serve_connection(io, service);
+        let stop = stop.clone();
+        self.open.inc();
+        self.conns.spawn(
+            async move {
+                let mut conn = std::pin::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    // Timeouts, resets and malformed requests are the client's business.
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Closes one connection that is waiting for a request, oldest first; false if none is.
+    fn reclaim_one(&mut self) -> bool {
+        for _ in 0..self.order.len().min(RECLAIM_SCAN) {
+            let Some(weak) = self.order.pop_front() else {
+                return false;
+            };
+            let Some(conn) = weak.upgrade() else {
+                continue;
+            };
+            if conn.reclaim() {
+                return true;
+            }
+            self.order.push_back(weak);
+        }
+        false
+    }
+
+    /// Drops the entries of closed connections from the front of the accept order, rotating
+    /// live ones to the back, two per accept: the queue stays within about twice the open count.
+    fn forget_closed(&mut self) {
+        for _ in 0..2 {
+            match self.order.pop_front() {
+                Some(weak) if weak.strong_count() > 0 => self.order.push_back(weak),
+                Some(_) => {}
+                None => return,
+            }
+        }
+    }
+}
+
+/// Errors about one connection that was already gone; the next accept is unaffected.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// A streak of failed accepts, logged when it starts, every [`FAILURE_LOG_EVERY`] while it
+/// lasts, and when it ends.
+#[derive(Default)]
+struct AcceptFailures {
+    total: u64,
+    since_log: u64,
+    last_log: Option<Instant>,
+}
+
+impl AcceptFailures {
+    fn failed(&mut self, listener: &str, e: &io::Error) {
+        self.total += 1;
+        self.since_log += 1;
+        match self.last_log {
+            None => {
+                tracing::warn!(listener, error = %e, "accepting connections failed; backing off");
+            }
+            Some(at) if at.elapsed() >= FAILURE_LOG_EVERY => tracing::warn!(
+                listener,
+                error = %e,
+                failures = self.since_log,
+                "accepting connections still fails"
+            ),
+            Some(_) => return,
+        }
+        self.last_log = Some(Instant::now());
+        self.since_log = 0;
+    }
+
+    fn recovered(&mut self, listener: &str) {
+        if self.total > 0 {
+            tracing::info!(
+                listener,
+                failures = self.total,
+                "accepting connections again"
+            );
+            *self = AcceptFailures::default();
+        }
+    }
+}
