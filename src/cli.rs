@@ -109,6 +109,12 @@ pub struct ServeArgs {
     pub ready_grace: Option<String>,
     #[arg(long, env = "GRIDRAFT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Writes waiting on the leader to join a log entry; more are refused at once.
+    #[arg(long, env = "GRIDRAFT_MAX_PENDING_WRITES")]
+    pub max_pending_writes: Option<usize>,
+    /// Reads waiting for a ReadIndex round on a member; more are refused at once.
+    #[arg(long, env = "GRIDRAFT_MAX_PENDING_READS")]
+    pub max_pending_reads: Option<usize>,
     /// The Grid event bus's publish address (Selenium's --publish-events), e.g. tcp://bus:4442.
     #[arg(long, env = "GRIDRAFT_PUBLISH_EVENTS")]
     pub publish_events: Option<String>,
@@ -156,6 +162,8 @@ impl ServeArgs {
             read_mode => grid.read_mode,
             ready_grace => grid.ready_grace,
             max_body_bytes => grid.max_body_bytes,
+            max_pending_writes => grid.max_pending_writes,
+            max_pending_reads => grid.max_pending_reads,
         );
         for (target, value) in [
             (&mut s.events.publish_events, &self.publish_events),

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// Upper bound on `worker-threads`.
 pub const MAX_WORKER_THREADS: usize = 1024;
+/// Upper bound on `grid.max-pending-writes` and `grid.max-pending-reads`.
+pub const MAX_PENDING: usize = 10_000_000;
 
 /// Everything a member needs to run. Field names are the TOML keys (kebab-case).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +122,10 @@ pub struct GridSettings {
     pub ready_grace: String,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Writes waiting on the leader to join a log entry; more are refused at once.
+    pub max_pending_writes: usize,
+    /// Reads waiting for a ReadIndex round on a member; more are refused at once.
+    pub max_pending_reads: usize,
 }
 
 impl Default for Settings {
@@ -165,6 +171,8 @@ impl Default for GridSettings {
             read_mode: "follower".into(),
             ready_grace: "5s".into(),
             max_body_bytes: 16 * 1024 * 1024,
+            max_pending_writes: 10_000,
+            max_pending_reads: 100_000,
         }
     }
 }
@@ -211,6 +219,8 @@ pub struct Resolved {
     pub read_from_leader: bool,
     pub ready_grace: Duration,
     pub max_body_bytes: usize,
+    pub max_pending_writes: usize,
+    pub max_pending_reads: usize,
     pub events: Option<ResolvedEvents>,
     /// Configured write-through mirrors (URLs unredacted: never log them).
     pub mirrors: Vec<crate::mirror::MirrorConfig>,
@@ -297,6 +307,14 @@ impl Settings {
         if self.grid.max_body_bytes < 64 * 1024 {
             problems.push("grid.max-body-bytes must be at least 65536".into());
         }
+        for (key, value) in [
+            ("grid.max-pending-writes", self.grid.max_pending_writes),
+            ("grid.max-pending-reads", self.grid.max_pending_reads),
+        ] {
+            if !(1..=MAX_PENDING).contains(&value) {
+                problems.push(format!("{key}: {value} is not between 1 and {MAX_PENDING}"));
+            }
+        }
         if self.worker_threads > MAX_WORKER_THREADS {
             problems.push(format!(
                 "worker-threads: {} is above {MAX_WORKER_THREADS} (0 means one per CPU core)",
@@ -341,6 +359,8 @@ impl Settings {
             read_from_leader,
             ready_grace,
             max_body_bytes: self.grid.max_body_bytes,
+            max_pending_writes: self.grid.max_pending_writes,
+            max_pending_reads: self.grid.max_pending_reads,
             events,
             mirrors,
         })

@@ -17,7 +17,7 @@ use crate::cluster::{bootstrap, event_sink, Cluster, ClusterSettings, Leader};
 use crate::config::Resolved;
 use crate::events::{spawn_subscriber, EventBusSettings, EventMetrics};
 use crate::raft::durable::{DataIdentity, LogStats, Storage};
-use crate::raft::network::{Contacts, Network};
+use crate::raft::network::{Contacts, Network, RetrySettings, RETRY_CAP_WITHOUT_QUORUM};
 use crate::raft::{open_storage, OpenStorageError, Raft};
 use crate::telemetry::Metrics;
 
@@ -89,7 +89,12 @@ async fn start_inner(
         .build()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     let contacts = Arc::new(Contacts::default());
-    let network = Network::new(http.clone(), secret.clone(), contacts.clone());
+    let retry = RetrySettings {
+        first: cfg.heartbeat_interval,
+        cap: cfg.election_timeout.0,
+        cap_alone: RETRY_CAP_WITHOUT_QUORUM,
+    };
+    let network = Network::new(http.clone(), secret.clone(), contacts.clone(), retry);
     let raft = Raft::new(
         cfg.id,
         Arc::new(raft_config),
@@ -109,6 +114,8 @@ async fn start_inner(
             election_timeout_max: cfg.election_timeout.1,
             members: cfg.members.clone(),
             advertise_peer: cfg.advertise_peer.clone(),
+            max_pending_writes: cfg.max_pending_writes,
+            max_pending_reads: cfg.max_pending_reads,
         },
         raft,
         reader,
@@ -119,6 +126,7 @@ async fn start_inner(
     let metrics = Metrics::new();
     let event_metrics = EventMetrics::new(&metrics.registry);
     cluster.read_stats().register(&metrics.registry);
+    cluster.queue_full.register(&metrics.registry);
     let state = Arc::new(AppState {
         cluster: cluster.clone(),
         metrics,
