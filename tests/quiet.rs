@@ -215,6 +215,31 @@ async fn a_leader_whose_followers_are_both_killed_stays_quiet() {
         seen.lines,
         counts.samples()
     );
+
+    tracing::info!("phase: the followers return and the cluster serves again");
+    let returned = Instant::now();
+    for id in (1..=3).filter(|id| *id != leader) {
+        c.restart(id).await;
+    }
+    // The longest replication backoff (5 s) plus an election, with room for a slow machine.
+    eventually(
+        Duration::from_secs(15),
+        "a write to commit again",
+        || async {
+            let leader = c.wait_for_leader(Duration::from_secs(15)).await;
+            let resp = c.add(leader, "q-3", NODE).await;
+            (resp.status() == 200).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "serving again {:?} after the followers returned",
+        returned.elapsed()
+    );
+    for id in 1..=3 {
+        c.wait_caught_up(id).await;
+        assert_eq!(c.get_status(id, "q-1").await, 200, "q-1 on member {id}");
+    }
     c.shutdown().await;
 }
 
@@ -249,4 +274,84 @@ async fn stopping_every_member_at_once_does_not_flood_the_log() {
         seen.bytes,
         counts.samples()
     );
+}
+
+/// A leader whose writes cannot commit (both followers gone, and elections so slow that it does
+/// not know yet) fills its write queue; the next write is refused at once, naming the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_write_queue_refuses_the_next_write_at_once_naming_the_limit() {
+    let _turn = SERIAL.lock().await;
+    counts();
+    let mut c = TestCluster::start_tuned(3, |s| {
+        s.grid.max_pending_writes = 1;
+        s.grid.write_timeout = "5s".into();
+        s.raft.heartbeat_interval = "200ms".into();
+        s.raft.election_timeout_min = "4s".into();
+        s.raft.election_timeout_max = "8s".into();
+    })
+    .await;
+    let leader = c.leader().await;
+    assert_eq!(c.add(leader, "f-0", NODE).await.status(), 200);
+    for id in (1..=3).filter(|id| *id != leader) {
+        c.kill(id).await;
+    }
+
+    tracing::info!("phase: two batches that cannot commit take both proposal slots");
+    let last_log = |c: &TestCluster| {
+        c.node(leader)
+            .cluster
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+            .unwrap_or(0)
+    };
+    let mut stuck = Vec::new();
+    for n in 1..=2 {
+        let before = last_log(&c);
+        let add = c
+            .http
+            .post(c.url(leader, "/se/grid/session"))
+            .body(common::session_body(&format!("f-{n}"), NODE));
+        stuck.push(tokio::spawn(add.send()));
+        eventually(Duration::from_secs(5), "the batch in the log", || async {
+            (last_log(&c) > before).then_some(())
+        })
+        .await;
+    }
+
+    tracing::info!("phase: one write waits for a slot, one fills the queue, the rest are refused");
+    let adds = (3..=6).map(|n| {
+        let add = c
+            .http
+            .post(c.url(leader, "/se/grid/session"))
+            .body(common::session_body(&format!("f-{n}"), NODE));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let resp = add.send().await.unwrap();
+            let code = resp.status().as_u16();
+            (code, resp.text().await.unwrap(), started.elapsed())
+        })
+    });
+    let mut refused = Vec::new();
+    for handle in adds.collect::<Vec<_>>() {
+        let (code, body, took) = handle.await.unwrap();
+        if body.contains("queue is full") {
+            refused.push((code, body, took));
+        }
+    }
+    assert!(
+        refused.len() >= 2,
+        "of four writes beyond a queue of one, {} were refused",
+        refused.len()
+    );
+    for (code, body, took) in &refused {
+        assert_eq!(*code, 500, "{body}");
+        assert!(body.contains("\"error\": \"unknown error\""), "{body}");
+        assert!(body.contains("grid.max-pending-writes = 1"), "{body}");
+        assert!(*took < Duration::from_secs(1), "refused after {took:?}");
+    }
+    assert!(c.node(leader).cluster.queue_full.write.get() >= 2);
+    drop(stuck);
+    c.kill(leader).await;
 }

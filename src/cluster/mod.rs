@@ -246,7 +246,11 @@ impl Cluster {
     pub async fn read_barrier(&self) -> Result<(), ProxyError> {
         let timeout = self.settings.read_timeout;
         let deadline = Instant::now() + timeout;
-        let index = self.reads.read_index(deadline).await?;
+        let index = self.reads.read_index(deadline).await.inspect_err(|e| {
+            if matches!(e, ProxyError::NoQuorum) {
+                self.refused_without_quorum();
+            }
+        })?;
         let mut applied = self.applied.clone();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let caught_up = tokio::time::timeout(remaining, applied.wait_for(|a| *a >= index))
@@ -485,7 +489,15 @@ impl Cluster {
         let mut metrics = self.raft.metrics();
         let probe_every = self.settings.election_timeout_max / 4;
         let mut last_probe: Option<Instant> = None;
+        let mut led = false;
         loop {
+            // Winning an election is a quorum's confirmation too: until its first round, a new
+            // leader must not look like one that lost its quorum.
+            let leads = self.leader() == Leader::Me;
+            if leads && !led {
+                self.note_quorum();
+            }
+            led = leads;
             // Probe on a timer only: a round changes openraft's metrics, so probing on every
             // metrics change would run rounds back to back (measured: half a core at idle).
             let due = last_probe.is_none_or(|t| t.elapsed() >= probe_every);

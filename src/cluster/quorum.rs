@@ -16,24 +16,15 @@ use super::Cluster;
 use crate::raft::NodeId;
 
 impl Cluster {
-    /// This member leads but no quorum has confirmed it within an election timeout.
+    /// This member leads, no quorum has confirmed it within an election timeout, and the last
+    /// requests to a majority of the other voters failed. Both: a leader just elected has not
+    /// run a round yet, and one whose rounds are merely slow still reaches its followers.
     pub fn quorum_lost(&self) -> bool {
-        let me = self.settings.id;
-        let alone = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            m.membership_config
-                .membership()
-                .voter_ids()
-                .all(|id| id == me)
-        };
-        if alone {
-            return false;
-        }
         let seen = self.quorum_seen_ms.load(Ordering::Relaxed);
         let now_ms = self.started.elapsed().as_millis() as u64;
         let window = self.settings.election_timeout_max.as_millis() as u64;
-        seen == u64::MAX || now_ms.saturating_sub(seen) > window
+        let stale = seen == u64::MAX || now_ms.saturating_sub(seen) > window;
+        stale && self.quorum_unreachable()
     }
 
     /// This member has heard from no quorum (counting itself) within two election timeouts: no
@@ -45,13 +36,13 @@ impl Cluster {
         !peers.is_empty() && (heard + 1) * 2 <= peers.len() + 1
     }
 
-    /// The last request to so many of the other voters failed that the rest, with this member,
-    /// make no quorum: a ReadIndex round now would only fail (and openraft logs every such
+    /// So many of the other voters are unreachable (see `Contacts::unreachable`) that the rest,
+    /// with this member, make no quorum: a ReadIndex round now would only fail (and openraft logs every such
     /// attempt). Replication keeps trying them with its backoff, and their first answer or
     /// request clears this.
     pub fn quorum_unreachable(&self) -> bool {
         let peers = self.voter_peers();
-        let failing = self.contacts.failing(peers.iter().copied());
+        let failing = self.contacts.unreachable(peers.iter().copied());
         let reachable = peers.len() - failing;
         !peers.is_empty() && (reachable + 1) * 2 <= peers.len() + 1
     }

@@ -189,7 +189,6 @@ async fn round(
             // wait (replication, with its own backoff, finds out when a member answers again).
             Leader::Me if cluster.quorum_unreachable() => {
                 if cluster.quorum_lost() {
-                    cluster.refused_without_quorum();
                     return Err(ProxyError::NoQuorum);
                 }
             }
@@ -215,7 +214,6 @@ async fn round(
                     }
                 }
                 if cluster.quorum_lost() {
-                    cluster.refused_without_quorum();
                     return Err(ProxyError::NoQuorum);
                 }
             }
@@ -233,7 +231,6 @@ async fn round(
                 }
             }
             Leader::Unknown if cluster.cut_off() => {
-                cluster.refused_without_quorum();
                 return Err(ProxyError::NoQuorum);
             }
             Leader::Unknown => {}

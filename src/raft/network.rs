@@ -40,6 +40,9 @@ struct Peer {
     heard: Option<Instant>,
     /// The current run of failed requests to it (empty once it answers or calls).
     failures: RepeatState,
+    /// Its connection was refused, or it has not answered [`TIMEOUTS_BEFORE_UNREACHABLE`]
+    /// requests in a row: it is down or cut off, not merely slow.
+    unreachable: bool,
 }
 
 impl Contacts {
@@ -53,6 +56,7 @@ impl Contacts {
             let mut peers = self.lock();
             let peer = peers.entry(id).or_default();
             peer.heard = Some(Instant::now());
+            peer.unreachable = false;
             peer.failures.succeeded()
         };
         if let Some(failures) = recovered {
@@ -60,19 +64,21 @@ impl Contacts {
         }
     }
 
-    /// A request to `id` failed without an answer. Returns how many failed in a row. Logged once
-    /// and then every [`REPEAT_EVERY`] with a count, whatever the retry rate.
-    pub fn failed(&self, id: NodeId, error: &str) -> u64 {
-        let (report, run) = {
+    /// A request to `id` failed without an answer (`refused`: its connection was refused).
+    /// Returns whether `id` now counts as unreachable. Logged once and then every
+    /// [`REPEAT_EVERY`] with a count, whatever the retry rate.
+    pub fn failed(&self, id: NodeId, refused: bool, error: &str) -> bool {
+        let (report, unreachable) = {
             let mut peers = self.lock();
             let peer = peers.entry(id).or_default();
             let report = peer.failures.failed(Instant::now(), REPEAT_EVERY);
-            (report, peer.failures.run())
+            peer.unreachable |= refused || peer.failures.run() >= TIMEOUTS_BEFORE_UNREACHABLE;
+            (report, peer.unreachable)
         };
         if let Some(failures) = report {
-            tracing::warn!(peer = id, failures, error, "peer unreachable");
+            tracing::warn!(peer = id, failures, error, "request to peer failed");
         }
-        run
+        unreachable
     }
 
     /// How many of `members` were heard from within `window`.
@@ -93,12 +99,13 @@ impl Contacts {
             .count()
     }
 
-    /// How many of `members` the last request to failed without an answer.
-    pub fn failing(&self, members: impl IntoIterator<Item = NodeId>) -> usize {
+    /// How many of `members` are unreachable: their connection was refused, or they have not
+    /// answered several requests in a row, and they have not been heard from since.
+    pub fn unreachable(&self, members: impl IntoIterator<Item = NodeId>) -> usize {
         let peers = self.lock();
         members
             .into_iter()
-            .filter(|id| peers.get(id).is_some_and(|p| p.failures.failing()))
+            .filter(|id| peers.get(id).is_some_and(|p| p.unreachable))
             .count()
     }
 
@@ -106,7 +113,7 @@ impl Contacts {
     /// them all (used only to pick a backoff: the membership itself is openraft's).
     fn quorum_failing(&self) -> bool {
         let peers = self.lock();
-        let failing = peers.values().filter(|p| p.failures.failing()).count();
+        let failing = peers.values().filter(|p| p.unreachable).count();
         let reachable = peers.len() - failing;
         !peers.is_empty() && (reachable + 1) * 2 <= peers.len() + 1
     }
@@ -251,8 +258,10 @@ impl Connection {
         e: &reqwest::Error,
     ) -> RPCError<NodeId, BasicNode, E> {
         let error = std::io::Error::other(format!("{}: {}", self.base, root_cause(e)));
-        let run = self.contacts.failed(self.target, &error.to_string());
-        if e.is_connect() || (e.is_timeout() && run >= TIMEOUTS_BEFORE_UNREACHABLE) {
+        let unreachable = self
+            .contacts
+            .failed(self.target, e.is_connect(), &error.to_string());
+        if unreachable {
             RPCError::Unreachable(Unreachable::new(&error))
         } else {
             RPCError::Network(NetworkError::new(&error))

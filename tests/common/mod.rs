@@ -32,6 +32,8 @@ pub struct TestCluster {
     pub snapshot_after_entries: u64,
     /// Every member's `[events]` section (default: no event bus).
     pub events: EventSettings,
+    /// Changes every member's settings (see [`TestCluster::start_tuned`]).
+    pub tune: fn(&mut Settings),
 }
 
 pub fn init_tracing() {
@@ -84,7 +86,21 @@ impl TestCluster {
         Self::start_configured(n, 10_000, events).await
     }
 
+    /// Members whose settings `tune` changes (after the harness's own).
+    pub async fn start_tuned(n: u64, tune: fn(&mut Settings)) -> Self {
+        Self::start_full(n, 10_000, EventSettings::default(), tune).await
+    }
+
     async fn start_configured(n: u64, snapshot_after_entries: u64, events: EventSettings) -> Self {
+        Self::start_full(n, snapshot_after_entries, events, |_| {}).await
+    }
+
+    async fn start_full(
+        n: u64,
+        snapshot_after_entries: u64,
+        events: EventSettings,
+        tune: fn(&mut Settings),
+    ) -> Self {
         init_tracing();
         let root = tempfile::tempdir().unwrap();
         let mut members = BTreeMap::new();
@@ -108,6 +124,7 @@ impl TestCluster {
             _root: root,
             snapshot_after_entries,
             events,
+            tune,
         };
         for (id, public, peer) in listeners {
             let cfg = cluster.settings(id);
@@ -128,7 +145,7 @@ impl TestCluster {
 
     pub fn settings(&self, id: u64) -> gridraft::config::Resolved {
         let m = &self.members[&id];
-        Settings {
+        let mut settings = Settings {
             id,
             listen: m.public.to_string(),
             peer_listen: m.peer.to_string(),
@@ -150,9 +167,9 @@ impl TestCluster {
             },
             events: self.events.clone(),
             ..Default::default()
-        }
-        .validate()
-        .unwrap()
+        };
+        (self.tune)(&mut settings);
+        settings.validate().unwrap()
     }
 
     pub fn node(&self, id: u64) -> &Node {
