@@ -29,6 +29,8 @@ struct Counts {
     warn_or_worse: AtomicU64,
     /// The first WARN and ERROR messages since the last reset, for failure messages.
     samples: Mutex<Vec<String>>,
+    /// The first messages at any level since the last reset.
+    messages: Mutex<Vec<String>>,
 }
 
 static COUNTS: OnceLock<Counts> = OnceLock::new();
@@ -63,6 +65,11 @@ impl Counts {
         self.lines.store(0, Ordering::Relaxed);
         self.warn_or_worse.store(0, Ordering::Relaxed);
         self.samples.lock().unwrap().clear();
+        self.messages.lock().unwrap().clear();
+    }
+
+    fn logged(&self, message: &str) -> bool {
+        self.messages.lock().unwrap().iter().any(|m| m == message)
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -111,13 +118,31 @@ impl Visit for Message {
     }
 }
 
+struct OnlyMessage(String);
+
+impl Visit for OnlyMessage {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
 impl<S: Subscriber> Layer<S> for LevelCounter {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let level = *event.metadata().level();
+        let Some(c) = COUNTS.get() else { return };
+        {
+            let mut messages = c.messages.lock().unwrap();
+            if messages.len() < 1000 {
+                let mut m = OnlyMessage(String::new());
+                event.record(&mut m);
+                messages.push(m.0);
+            }
+        }
         if level > Level::WARN {
             return;
         }
-        let Some(c) = COUNTS.get() else { return };
         c.warn_or_worse.fetch_add(1, Ordering::Relaxed);
         let mut samples = c.samples.lock().unwrap();
         if samples.len() < 12 {
@@ -146,7 +171,8 @@ async fn a_leader_whose_followers_are_both_killed_stays_quiet() {
     let counts = counts();
     let mut c = TestCluster::start(3).await;
     let leader = c.leader().await;
-    assert_eq!(c.add(leader, "q-1", NODE).await.status(), 200);
+    let first = c.add(leader, "q-1", NODE).await;
+    assert_eq!(first.status(), 200, "{}", first.text().await.unwrap());
 
     tracing::info!("phase: kill both followers");
     for id in (1..=3).filter(|id| *id != leader) {
@@ -262,6 +288,10 @@ async fn stopping_every_member_at_once_does_not_flood_the_log() {
     futures::future::join_all(nodes.into_iter().map(|n| n.stop())).await;
     let took = started.elapsed();
     let seen = counts.snapshot();
+    assert!(
+        counts.logged("no member left to hand leadership over to"),
+        "the leader waited for a handover nobody could take"
+    );
     eprintln!("orderly stop of three members in {took:?}: {seen:?}");
     // Start and stop steps at INFO are a few dozen lines; before backoff the leader's
     // handover window alone wrote tens of thousands.
@@ -354,4 +384,24 @@ async fn a_full_write_queue_refuses_the_next_write_at_once_naming_the_limit() {
     assert!(c.node(leader).cluster.queue_full.write.get() >= 2);
     drop(stuck);
     c.kill(leader).await;
+}
+
+/// Stopping every member at once, the leader stops at once as nobody can take over; stopping
+/// the leader alone, it still waits until another member leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_leader_still_hands_over_to_members_that_run() {
+    let _turn = SERIAL.lock().await;
+    let counts = counts();
+    let mut c = TestCluster::start(3).await;
+    let leader = c.leader().await;
+    counts.reset();
+    c.stop(leader).await;
+    assert!(
+        counts.logged("leadership handed over"),
+        "the leader stopped without handing over: {:?}\n  {}",
+        counts.messages.lock().unwrap(),
+        counts.samples()
+    );
+    assert!(!counts.logged("no member left to hand leadership over to"));
+    c.shutdown().await;
 }

@@ -81,6 +81,9 @@ pub struct Cluster {
     started: Instant,
     /// Milliseconds since `started` when a leader was last known; `u64::MAX` if never.
     leader_seen_ms: AtomicU64,
+    /// Set by an orderly stop once this leader hands over: its probe rounds would send the
+    /// heartbeats it has stopped, and keep the others from electing a successor.
+    pub(crate) stepping_down: std::sync::atomic::AtomicBool,
     /// Milliseconds since `started` when this member, as leader, last heard from a quorum.
     quorum_seen_ms: AtomicU64,
     /// Requests refused for want of a quorum, logged once and then now and then.
@@ -120,6 +123,7 @@ impl Cluster {
             applied,
             started: Instant::now(),
             leader_seen_ms: AtomicU64::new(u64::MAX),
+            stepping_down: Default::default(),
             quorum_seen_ms: AtomicU64::new(u64::MAX),
             no_quorum_log: Repeated::default(),
             queue_full,
@@ -500,7 +504,8 @@ impl Cluster {
             led = leads;
             // Probe on a timer only: a round changes openraft's metrics, so probing on every
             // metrics change would run rounds back to back (measured: half a core at idle).
-            let due = last_probe.is_none_or(|t| t.elapsed() >= probe_every);
+            let due = last_probe.is_none_or(|t| t.elapsed() >= probe_every)
+                && !self.stepping_down.load(Ordering::Relaxed);
             if due && self.leader() == Leader::Me {
                 let deadline = Instant::now() + self.settings.election_timeout_max;
                 let _ = self.reads.read_index(deadline).await;

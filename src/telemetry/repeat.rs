@@ -124,7 +124,7 @@ mod tests {
         assert!(s.failing());
         assert_eq!(
             s.succeeded(),
-            Some(1001),
+            Some(1002),
             "the recovery reports the whole run"
         );
         assert!(!s.failing());
