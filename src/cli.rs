@@ -122,6 +122,13 @@ pub struct ServeArgs {
     /// Largest session record entering the log in bytes (default 1048576, at most 8388608).
     #[arg(long, env = "GRIDRAFT_MAX_RECORD_BYTES")]
     pub max_record_bytes: Option<usize>,
+
+    /// Writes waiting on the leader to join a log entry; more are refused at once.
+    #[arg(long, env = "GRIDRAFT_MAX_PENDING_WRITES")]
+    pub max_pending_writes: Option<usize>,
+    /// Reads waiting for a ReadIndex round on a member; more are refused at once.
+    #[arg(long, env = "GRIDRAFT_MAX_PENDING_READS")]
+    pub max_pending_reads: Option<usize>,
     /// The Grid event bus's publish address (Selenium's --publish-events), e.g. tcp://bus:4442.
     #[arg(long, env = "GRIDRAFT_PUBLISH_EVENTS")]
     pub publish_events: Option<String>,
@@ -202,6 +209,9 @@ impl ServeArgs {
             idle_timeout => http.idle_timeout,
             max_connections => http.max_connections,
             peer_max_connections => http.peer_max_connections,
+
+            max_pending_writes => grid.max_pending_writes,
+            max_pending_reads => grid.max_pending_reads,
         );
         for (target, value) in [
             (&mut s.events.publish_events, &self.publish_events),

@@ -23,6 +23,10 @@ pub enum Reject {
     NotLeader { leader: Option<NodeId> },
     #[error("{0}")]
     Failed(String),
+    /// The leader's write queue is full (`grid.max-pending-writes`). Last, so that the other
+    /// variants keep their bincode tags: a member without it reads a decode error and retries.
+    #[error("the leader's write queue is full ({limit} pending writes, grid.max-pending-writes)")]
+    QueueFull { limit: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,8 @@ pub use health::{DiskSettings, HealthSettings, ResolvedHealth};
 
 /// Upper bound on `worker-threads`.
 pub const MAX_WORKER_THREADS: usize = 1024;
+/// Upper bound on `grid.max-pending-writes` and `grid.max-pending-reads`.
+pub const MAX_PENDING: usize = 10_000_000;
 
 /// Everything a member needs to run. Field names are the TOML keys (kebab-case).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +200,11 @@ pub struct GridSettings {
     /// Largest session record (id, node URI, start, capabilities and stereotype as rendered)
     /// that may enter the log, in bytes.
     pub max_record_bytes: usize,
+
+    /// Writes waiting on the leader to join a log entry; more are refused at once.
+    pub max_pending_writes: usize,
+    /// Reads waiting for a ReadIndex round on a member; more are refused at once.
+    pub max_pending_reads: usize,
 }
 
 impl Default for Settings {
@@ -249,6 +256,8 @@ impl Default for GridSettings {
             max_session_id_bytes: 1024,
             max_node_uri_bytes: 4096,
             max_record_bytes: 1 << 20,
+            max_pending_writes: 10_000,
+            max_pending_reads: 100_000,
         }
     }
 }
@@ -332,6 +341,9 @@ pub struct Resolved {
     pub ready_grace: Duration,
     pub max_body_bytes: usize,
     pub session_limits: crate::session::SessionLimits,
+
+    pub max_pending_writes: usize,
+    pub max_pending_reads: usize,
     pub events: Option<ResolvedEvents>,
     pub http: HttpLimits,
     /// Configured write-through mirrors (URLs unredacted: never log them).
@@ -421,6 +433,15 @@ impl Settings {
             ));
         }
         self.grid.check_limits(&mut problems);
+
+        for (key, value) in [
+            ("grid.max-pending-writes", self.grid.max_pending_writes),
+            ("grid.max-pending-reads", self.grid.max_pending_reads),
+        ] {
+            if !(1..=MAX_PENDING).contains(&value) {
+                problems.push(format!("{key}: {value} is not between 1 and {MAX_PENDING}"));
+            }
+        }
         if self.worker_threads > MAX_WORKER_THREADS {
             problems.push(format!(
                 "worker-threads: {} is above {MAX_WORKER_THREADS} (0 means one per CPU core)",
@@ -472,6 +493,9 @@ impl Settings {
                 max_node_uri_bytes: self.grid.max_node_uri_bytes,
                 max_record_bytes: self.grid.max_record_bytes,
             },
+
+            max_pending_writes: self.grid.max_pending_writes,
+            max_pending_reads: self.grid.max_pending_reads,
             events,
             http,
             mirrors,

@@ -19,7 +19,7 @@ use crate::cluster::{bootstrap, event_sink, Cluster, ClusterSettings, Leader};
 use crate::config::Resolved;
 use crate::events::{spawn_subscriber, EventBusSettings, EventMetrics};
 use crate::raft::durable::{DataIdentity, LogStats, Storage};
-use crate::raft::network::{Contacts, Network};
+use crate::raft::network::{Contacts, Network, RetrySettings, RETRY_CAP_WITHOUT_QUORUM};
 use crate::raft::{open_storage, OpenStorageError, Raft};
 use crate::telemetry::Metrics;
 
@@ -92,7 +92,12 @@ async fn start_inner(
         .build()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     let contacts = Arc::new(Contacts::default());
-    let network = Network::new(http.clone(), secret.clone(), contacts.clone());
+    let retry = RetrySettings {
+        first: cfg.heartbeat_interval,
+        cap: cfg.election_timeout.0,
+        cap_alone: RETRY_CAP_WITHOUT_QUORUM,
+    };
+    let network = Network::new(http.clone(), secret.clone(), contacts.clone(), retry);
     let raft = Raft::new(
         cfg.id,
         Arc::new(raft_config),
@@ -112,6 +117,8 @@ async fn start_inner(
             election_timeout_max: cfg.election_timeout.1,
             members: cfg.members.clone(),
             advertise_peer: cfg.advertise_peer.clone(),
+            max_pending_writes: cfg.max_pending_writes,
+            max_pending_reads: cfg.max_pending_reads,
         },
         raft,
         reader,
@@ -124,6 +131,8 @@ async fn start_inner(
     let connection_metrics = ConnectionMetrics::new(&metrics.registry);
     cluster.read_stats().register(&metrics.registry);
     cluster.health.register(&metrics.registry);
+
+    cluster.queue_full.register(&metrics.registry);
     let state = Arc::new(AppState {
         cluster: cluster.clone(),
         metrics,
@@ -436,6 +445,31 @@ impl Node {
         );
     }
 
+    /// Whether so many other voters refuse connections to their peer port that the rest make no
+    /// quorum (all members stopping at once). Asks `/peer/info`, which no Raft timer notices.
+    async fn no_quorum_answers(&self) -> bool {
+        let others: Vec<String> = {
+            let m = self.cluster.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            membership
+                .voter_ids()
+                .filter(|id| *id != self.cluster.id())
+                .filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone()))
+                .collect()
+        };
+        let mut refused = 0;
+        for addr in &others {
+            let wait = self.cluster.settings.election_timeout_max / 4;
+            if let Ok(Err(crate::client::ClientError::Http { source, .. })) =
+                tokio::time::timeout(wait, self.cluster.peers.info(addr)).await
+            {
+                refused += usize::from(source.is_connect());
+            }
+        }
+        (others.len() - refused + 1) * 2 <= others.len() + 1
+    }
+
     /// A leader that stops sends no more heartbeats and refuses to stand again, then waits
     /// (bounded) until another member has taken over, so in-flight forwarding still works.
     async fn hand_over_leadership(&self) {
@@ -453,6 +487,9 @@ impl Node {
         tracing::info!("leader stopping: handing leadership over");
         raft.runtime_config().heartbeat(false);
         raft.runtime_config().elect(false);
+        self.cluster
+            .stepping_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + self.cluster.settings.election_timeout_max * 4;
         let mut metrics = raft.metrics();
         while Instant::now() < deadline {
@@ -461,7 +498,15 @@ impl Node {
                 tracing::info!(new_leader = leader, "leadership handed over");
                 return;
             }
-            let _ = tokio::time::timeout_at(deadline.into(), metrics.changed()).await;
+            // Every other member stopping too (or gone): nobody can take over.
+            if self.cluster.quorum_unreachable() || self.no_quorum_answers().await {
+                tracing::info!("no member left to hand leadership over to");
+                return;
+            }
+            // Also wake now and then: what is learnt about the other members changes no metric.
+            let tick =
+                (Instant::now() + self.cluster.settings.election_timeout_max / 4).min(deadline);
+            let _ = tokio::time::timeout_at(tick.into(), metrics.changed()).await;
         }
         tracing::warn!("no other member took over before the deadline");
     }

@@ -1,5 +1,7 @@
 //! Logging (tracing, text or JSON) and the Prometheus metrics registry served on the peer port.
 
+pub mod repeat;
+
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };

@@ -8,6 +8,7 @@ pub mod disk;
 pub mod event_sink;
 pub mod health;
 pub mod membership;
+pub mod quorum;
 pub mod read_index;
 pub mod write_batch;
 
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 use crate::client::{ClientError, LookupKind, PeerClient, PeerLookup, ReadIndexFrom, Reject};
 use crate::raft::network::Contacts;
 use crate::raft::{Applied, Lookup, NodeId, Proposal, Raft, SessionMapReader};
+use crate::telemetry::repeat::Repeated;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -32,6 +34,15 @@ pub enum ProxyError {
     Stopped(String),
     #[error("the write is {bytes} bytes, over the {limit} bytes one log entry may hold")]
     TooLarge { bytes: u64, limit: u64 },
+
+    #[error("no quorum: this member cannot reach a majority of the cluster")]
+    NoQuorum,
+    #[error("too many pending {queue}s: the {queue} queue is full ({key} = {limit})")]
+    QueueFull {
+        queue: &'static str,
+        key: &'static str,
+        limit: usize,
+    },
 }
 
 /// Where the leader is, as this member currently believes.
@@ -53,6 +64,10 @@ pub struct ClusterSettings {
     pub members: std::collections::BTreeMap<NodeId, String>,
     /// This member's own peer address.
     pub advertise_peer: String,
+    /// Writes waiting to join a batch on the leader (`grid.max-pending-writes`).
+    pub max_pending_writes: usize,
+    /// Reads waiting for a ReadIndex round (`grid.max-pending-reads`).
+    pub max_pending_reads: usize,
 }
 
 /// A member's view of the cluster, shared by all request handlers.
@@ -73,8 +88,15 @@ pub struct Cluster {
     started: Instant,
     /// Milliseconds since `started` when a leader was last known; `u64::MAX` if never.
     leader_seen_ms: AtomicU64,
+    /// Set by an orderly stop once this leader hands over: its probe rounds would send the
+    /// heartbeats it has stopped, and keep the others from electing a successor.
+    pub(crate) stepping_down: std::sync::atomic::AtomicBool,
     /// Milliseconds since `started` when this member, as leader, last heard from a quorum.
     quorum_seen_ms: AtomicU64,
+    /// Requests refused for want of a quorum, logged once and then now and then.
+    no_quorum_log: Repeated,
+    /// Requests refused because a queue was full, for `/metrics`.
+    pub queue_full: quorum::QueueFullCounters,
 }
 
 impl Cluster {
@@ -86,9 +108,19 @@ impl Cluster {
         peers: PeerClient,
         contacts: Arc<Contacts>,
     ) -> Arc<Self> {
+        let queue_full = quorum::QueueFullCounters::new();
+        let (max_reads, max_writes) = (settings.max_pending_reads, settings.max_pending_writes);
         Arc::new_cyclic(|weak| Cluster {
-            reads: read_index::ReadIndexBatcher::spawn(weak.clone()),
-            writes: write_batch::WriteBatcher::spawn(weak.clone()),
+            reads: read_index::ReadIndexBatcher::spawn(
+                weak.clone(),
+                max_reads,
+                queue_full.read.clone(),
+            ),
+            writes: write_batch::WriteBatcher::spawn(
+                weak.clone(),
+                max_writes,
+                queue_full.write.clone(),
+            ),
             settings,
             raft,
             reader,
@@ -99,7 +131,10 @@ impl Cluster {
             applied,
             started: Instant::now(),
             leader_seen_ms: AtomicU64::new(u64::MAX),
+            stepping_down: Default::default(),
             quorum_seen_ms: AtomicU64::new(u64::MAX),
+            no_quorum_log: Repeated::default(),
+            queue_full,
         })
     }
 
@@ -140,15 +175,27 @@ impl Cluster {
                 return Err(ProxyError::WriteTimeout(timeout));
             }
             match self.leader() {
+                Leader::Me if self.quorum_lost() => {
+                    self.refused_without_quorum();
+                    return Err(ProxyError::NoQuorum);
+                }
                 Leader::Me => match self.write_here(p.clone(), remaining).await {
                     Ok(applied) => return Ok(applied),
                     Err(Reject::Failed(e)) if e == STOPPED => return Err(ProxyError::Stopped(e)),
+                    Err(Reject::QueueFull { .. }) => return Err(self.writes_full()),
                     Err(e) => tracing::debug!(error = %e, "local write failed; retrying"),
                 },
                 Leader::Other { id, addr } => {
                     let call = self.peers.forward_write(&addr, &p, remaining);
                     match self.unless_leader_changes(id, call).await {
                         Some(Ok(applied)) => return Ok(applied),
+                        Some(Err(ClientError::Rejected(Reject::QueueFull { limit }))) => {
+                            return Err(ProxyError::QueueFull {
+                                queue: "write",
+                                key: "grid.max-pending-writes",
+                                limit: limit as usize,
+                            })
+                        }
                         Some(Err(e)) => {
                             tracing::debug!(leader = id, error = %e, "forwarded write failed; retrying")
                         }
@@ -157,6 +204,10 @@ impl Cluster {
                             "leader changed; forwarding the write again"
                         ),
                     }
+                }
+                Leader::Unknown if self.cut_off() => {
+                    self.refused_without_quorum();
+                    return Err(ProxyError::NoQuorum);
                 }
                 Leader::Unknown => {}
             }
@@ -181,6 +232,15 @@ impl Cluster {
         match tokio::time::timeout(timeout, self.writes.submit(p)).await {
             Ok(result) => result,
             Err(_) => Err(Reject::Failed(format!("not committed within {timeout:?}"))),
+        }
+    }
+
+    /// The error for a write refused by this member's full write queue.
+    fn writes_full(&self) -> ProxyError {
+        ProxyError::QueueFull {
+            queue: "write",
+            key: "grid.max-pending-writes",
+            limit: self.settings.max_pending_writes,
         }
     }
 
@@ -209,7 +269,11 @@ impl Cluster {
     pub async fn read_barrier(&self) -> Result<(), ProxyError> {
         let timeout = self.settings.read_timeout;
         let deadline = Instant::now() + timeout;
-        let index = self.reads.read_index(deadline).await?;
+        let index = self.reads.read_index(deadline).await.inspect_err(|e| {
+            if matches!(e, ProxyError::NoQuorum) {
+                self.refused_without_quorum();
+            }
+        })?;
         let mut applied = self.applied.clone();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let caught_up = tokio::time::timeout(remaining, applied.wait_for(|a| *a >= index))
@@ -314,6 +378,10 @@ impl Cluster {
                             }
                         }
                     }
+                    Leader::Unknown if self.cut_off() => {
+                        self.refused_without_quorum();
+                        return Err(ProxyError::NoQuorum);
+                    }
                     Leader::Unknown => {}
                 }
                 self.pause(Duration::from_millis(25), deadline).await;
@@ -367,8 +435,11 @@ impl Cluster {
     async fn pause(&self, wait: Duration, deadline: Instant) {
         let until = (Instant::now() + wait).min(deadline);
         let mut metrics = self.raft.metrics();
-        // Wake early when the leader changes.
-        let _ = tokio::time::timeout_at(until.into(), metrics.changed()).await;
+        let leader = metrics.borrow_and_update().current_leader;
+        // Wake early when the leader changes, and only then: openraft's metrics also change on
+        // every failed heartbeat round, and waking on those turned a retry into a busy loop.
+        let changed = metrics.wait_for(|m| m.current_leader != leader);
+        let _ = tokio::time::timeout_at(until.into(), changed).await;
     }
 
     /// A request on a member whose Raft stopped fails at once instead of waiting out its timeout.
@@ -472,16 +543,29 @@ impl Cluster {
         let mut metrics = self.raft.metrics();
         let probe_every = self.settings.election_timeout_max / 4;
         let mut last_probe: Option<Instant> = None;
+        let mut led = false;
         loop {
+            // Winning an election is a quorum's confirmation too: until its first round, a new
+            // leader must not look like one that lost its quorum.
+            let leads = self.leader() == Leader::Me;
+            if leads && !led {
+                self.note_quorum();
+            }
+            led = leads;
             // Probe on a timer only: a round changes openraft's metrics, so probing on every
             // metrics change would run rounds back to back (measured: half a core at idle).
-            let due = last_probe.is_none_or(|t| t.elapsed() >= probe_every);
+            let due = last_probe.is_none_or(|t| t.elapsed() >= probe_every)
+                && !self.stepping_down.load(Ordering::Relaxed);
             if due && self.leader() == Leader::Me {
                 let deadline = Instant::now() + self.settings.election_timeout_max;
                 let _ = self.reads.read_index(deadline).await;
                 last_probe = Some(Instant::now());
             }
-            let _ = self.is_ready();
+            if self.is_ready() {
+                if let Some(refused) = self.no_quorum_log.succeeded() {
+                    tracing::info!(refused, "quorum regained: serving reads and writes");
+                }
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = metrics.changed() => if r.is_err() { return },

@@ -26,7 +26,11 @@ struct Request {
 }
 
 pub struct ReadIndexBatcher {
-    tx: mpsc::UnboundedSender<Request>,
+    /// Bounded (`grid.max-pending-reads`): reads that arrive while it is full are refused at
+    /// once instead of piling up while rounds fail.
+    tx: mpsc::Sender<Request>,
+    limit: usize,
+    full: IntCounter,
     pub stats: Arc<RoundStats>,
 }
 
@@ -80,19 +84,36 @@ impl RoundStats {
 }
 
 impl ReadIndexBatcher {
-    pub fn spawn(cluster: Weak<Cluster>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn spawn(cluster: Weak<Cluster>, limit: usize, full: IntCounter) -> Self {
+        let (tx, rx) = mpsc::channel(limit);
         let stats = Arc::new(RoundStats::new());
         tokio::spawn(run(cluster, rx, stats.clone()));
-        ReadIndexBatcher { tx, stats }
+        ReadIndexBatcher {
+            tx,
+            limit,
+            full,
+            stats,
+        }
     }
 
     /// An index such that every write acknowledged before this call is at or below it.
     pub async fn read_index(&self, deadline: Instant) -> Result<u64, ProxyError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { deadline, reply })
-            .map_err(|_| ProxyError::Stopped("read batcher stopped".into()))?;
+            .try_send(Request { deadline, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.full.inc();
+                    ProxyError::QueueFull {
+                        queue: "read",
+                        key: "grid.max-pending-reads",
+                        limit: self.limit,
+                    }
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    ProxyError::Stopped("read batcher stopped".into())
+                }
+            })?;
         rx.await
             .unwrap_or_else(|_| Err(ProxyError::Stopped("read batcher stopped".into())))
     }
@@ -106,11 +127,7 @@ impl ReadIndexBatcher {
 /// and more numerous: measured in docs/benchmarks.md.
 const ROUNDS_IN_FLIGHT: usize = 1;
 
-async fn run(
-    cluster: Weak<Cluster>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-    stats: Arc<RoundStats>,
-) {
+async fn run(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<Request>, stats: Arc<RoundStats>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(ROUNDS_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let slot = slots
@@ -140,6 +157,8 @@ async fn run(
             for r in batch {
                 let answer = match &result {
                     Ok(i) => Ok(*i),
+                    Err(ProxyError::NoQuorum) => Err(ProxyError::NoQuorum),
+                    Err(ProxyError::Stopped(e)) => Err(ProxyError::Stopped(e.clone())),
                     Err(_) => Err(ProxyError::ReadTimeout(
                         r.deadline.saturating_duration_since(Instant::now()),
                     )),
@@ -165,6 +184,14 @@ async fn round(
             // Bounded by an election timeout: a leader cut off from its quorum gets no answer
             // to its heartbeats, and once it learns of a newer leader the round it started may
             // never complete. The next attempt looks at who leads again.
+            // Every round would fail, and openraft logs each of its failed heartbeats: send
+            // none. Refuse once the quorum has been gone for an election timeout; until then
+            // wait (replication, with its own backoff, finds out when a member answers again).
+            Leader::Me if cluster.quorum_unreachable() => {
+                if cluster.quorum_lost() {
+                    return Err(ProxyError::NoQuorum);
+                }
+            }
             Leader::Me => {
                 stats.heartbeats.inc();
                 let confirmed = tokio::time::timeout(
@@ -186,6 +213,9 @@ async fn round(
                         tracing::debug!("leadership not confirmed within an election timeout")
                     }
                 }
+                if cluster.quorum_lost() {
+                    return Err(ProxyError::NoQuorum);
+                }
             }
             Leader::Other { id, addr } => {
                 // Read after every read in this batch arrived (see `follower_read_index`).
@@ -199,6 +229,9 @@ async fn round(
                     }
                     None => tracing::debug!(leader = id, "leader changed; asking the new one"),
                 }
+            }
+            Leader::Unknown if cluster.cut_off() => {
+                return Err(ProxyError::NoQuorum);
             }
             Leader::Unknown => {}
         }

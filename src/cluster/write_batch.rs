@@ -12,6 +12,7 @@
 
 use std::sync::{Arc, Weak};
 
+use prometheus::IntCounter;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 
@@ -32,14 +33,18 @@ pub const MAX_BATCH_BYTES: usize = 96 * 1024;
 type Reply = oneshot::Sender<Result<Applied, Reject>>;
 
 pub struct WriteBatcher {
-    tx: mpsc::UnboundedSender<(Proposal, Reply)>,
+    /// Bounded (`grid.max-pending-writes`): writes that arrive while it is full are refused at
+    /// once. At most `IN_FLIGHT` batches of `MAX_BATCH` writes are taken out of it at a time.
+    tx: mpsc::Sender<(Proposal, Reply)>,
+    limit: usize,
+    full: IntCounter,
 }
 
 impl WriteBatcher {
-    pub fn spawn(cluster: Weak<Cluster>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn spawn(cluster: Weak<Cluster>, limit: usize, full: IntCounter) -> Self {
+        let (tx, rx) = mpsc::channel(limit);
         tokio::spawn(run(cluster, rx).in_current_span());
-        WriteBatcher { tx }
+        WriteBatcher { tx, limit, full }
     }
 
     /// Whether `p` may share a log entry with other writes.
@@ -50,15 +55,21 @@ impl WriteBatcher {
     /// Commits `p` together with every other write waiting now. The result is the batch's.
     pub async fn submit(&self, p: Proposal) -> Result<Applied, Reject> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send((p, reply))
-            .map_err(|_| Reject::Failed("write batcher stopped".into()))?;
+        self.tx.try_send((p, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.full.inc();
+                Reject::QueueFull {
+                    limit: self.limit as u64,
+                }
+            }
+            mpsc::error::TrySendError::Closed(_) => Reject::Failed("write batcher stopped".into()),
+        })?;
         rx.await
             .unwrap_or_else(|_| Err(Reject::Failed("write batcher stopped".into())))
     }
 }
 
-async fn run(cluster: Weak<Cluster>, mut rx: mpsc::UnboundedReceiver<(Proposal, Reply)>) {
+async fn run(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<(Proposal, Reply)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let slot = slots

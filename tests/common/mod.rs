@@ -35,9 +35,10 @@ pub struct TestCluster {
     pub events: EventSettings,
     /// Every member's free space (plenty unless a test says otherwise), read every 100 ms.
     pub disk: std::sync::Arc<disk::FakeDisk>,
-
     /// Every member's `[http]` section (default: the defaults).
     pub http_settings: HttpSettings,
+    /// Changes every member's settings (see [`TestCluster::start_tuned`]).
+    pub tune: fn(&mut Settings),
 }
 
 pub fn init_tracing() {
@@ -87,18 +88,31 @@ impl TestCluster {
             snapshot_after_entries,
             EventSettings::default(),
             HttpSettings::default(),
+            |_| {},
         )
         .await
     }
 
     /// Members that all subscribe to the Grid event bus described by `events`.
     pub async fn start_with_events(n: u64, events: EventSettings) -> Self {
-        Self::start_configured(n, 10_000, events, HttpSettings::default()).await
+        Self::start_configured(n, 10_000, events, HttpSettings::default(), |_| {}).await
     }
 
     /// Members whose listeners use `http`'s timeouts and caps.
     pub async fn start_with_http(n: u64, http: HttpSettings) -> Self {
-        Self::start_configured(n, 10_000, EventSettings::default(), http).await
+        Self::start_configured(n, 10_000, EventSettings::default(), http, |_| {}).await
+    }
+
+    /// Members whose settings `tune` changes (after the harness's own).
+    pub async fn start_tuned(n: u64, tune: fn(&mut Settings)) -> Self {
+        Self::start_configured(
+            n,
+            10_000,
+            EventSettings::default(),
+            HttpSettings::default(),
+            tune,
+        )
+        .await
     }
 
     async fn start_configured(
@@ -106,6 +120,7 @@ impl TestCluster {
         snapshot_after_entries: u64,
         events: EventSettings,
         http: HttpSettings,
+        tune: fn(&mut Settings),
     ) -> Self {
         init_tracing();
         let root = tempfile::tempdir().unwrap();
@@ -131,8 +146,8 @@ impl TestCluster {
             snapshot_after_entries,
             events,
             disk: Default::default(),
-
             http_settings: http,
+            tune,
         };
         for (id, public, peer) in listeners {
             let cfg = cluster.settings(id);
@@ -153,7 +168,7 @@ impl TestCluster {
 
     pub fn settings(&self, id: u64) -> gridraft::config::Resolved {
         let m = &self.members[&id];
-        Settings {
+        let mut settings = Settings {
             id,
             listen: m.public.to_string(),
             peer_listen: m.peer.to_string(),
@@ -181,13 +196,15 @@ impl TestCluster {
 
             http: self.http_settings.clone(),
             ..Default::default()
-        }
-        .validate()
-        .map(|mut cfg| {
-            cfg.health.disk_probe = self.disk.clone();
-            cfg
-        })
-        .unwrap()
+        };
+        (self.tune)(&mut settings);
+        settings
+            .validate()
+            .map(|mut cfg| {
+                cfg.health.disk_probe = self.disk.clone();
+                cfg
+            })
+            .unwrap()
     }
 
     pub fn node(&self, id: u64) -> &Node {
