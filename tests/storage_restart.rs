@@ -20,7 +20,8 @@ fn deep_session(id: &str, depth: usize, n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_add_too_large_for_the_log_is_refused_and_a_restart_keeps_every_acknowledged_session() {
-    let mut c = TestCluster::start(1).await;
+    // The largest body the API may be set to read, so that the body is read and judged whole.
+    let mut c = TestCluster::start_tuned(1, |s| s.grid.max_body_bytes = 16 << 20).await;
     tracing::info!("phase: a 4 MB body that renders to a record of about 74 MB");
     let big = c
         .http
