@@ -39,6 +39,12 @@ pub const MAX_TOMBSTONE_BYTES: usize = 64 << 20;
 /// log entries are skipped for a remembered id, exactly as older versions did, so this must not
 /// change: a member replaying those entries has to agree with the members that applied them.
 pub const MAX_EVENT_IDS: usize = 1024;
+/// How long the first log index of an event with a bounded removal is remembered, by the map's
+/// clock: a copy of the event applied within this time, however many other events came
+/// between, removes nothing added after the first copy's entry.
+pub const EVENT_BOUND_TTL_NANOS: i64 = 60 * 60 * 1_000_000_000;
+/// Upper bound on the event bounds remembered (about 40 bytes each).
+pub const MAX_EVENT_BOUNDS: usize = 100_000;
 
 /// A live session, held as the answers it gives: the complete `GET` body, in which the
 /// capabilities and stereotype sit at known byte ranges, and the `/uri` body. A lookup copies
@@ -198,6 +204,12 @@ pub struct SessionMap {
     /// remembered by a snapshot written before this was recorded).
     events: imbl::HashMap<Uuid, u64>,
     event_order: imbl::Vector<Uuid>,
+    /// Event ids of bounded removals → the log index of the entry that first carried each,
+    /// for [`EVENT_BOUND_TTL_NANOS`] (far longer than the de-duplication window above, which
+    /// older log entries fix at 1024 ids): the bound a late copy of the event acts within.
+    event_bounds: imbl::HashMap<Uuid, u64>,
+    /// `event_bounds` in the order they were first applied, with the proposal time.
+    event_bound_order: imbl::Vector<(i64, Uuid)>,
     /// Log index of the entry being applied; new sessions are stamped with it.
     index: u64,
     /// The newest proposal time applied: the map's only clock.
@@ -226,6 +238,9 @@ impl SessionMap {
                     }
                 }
                 Some(at) => (first, duplicate) = (at, true),
+            }
+            if p.op.is_bounded() {
+                first = first.min(self.event_bound(event_id, index, p.at));
             }
         }
         let changed = match &p.op {
@@ -427,6 +442,25 @@ impl SessionMap {
             Some(NodeSessions::Many(set)) => set.iter().cloned().collect(),
             None => Vec::new(),
         }
+    }
+
+    /// The log index of the entry that first carried a bounded removal for `id`, remembering
+    /// `index` (applied at `at`) as that entry if the id is new or forgotten.
+    fn event_bound(&mut self, id: Uuid, index: u64, at: i64) -> u64 {
+        let horizon = self.clock.saturating_sub(EVENT_BOUND_TTL_NANOS);
+        while let Some((first_at, old)) = self.event_bound_order.front().copied() {
+            if first_at >= horizon && self.event_bound_order.len() < MAX_EVENT_BOUNDS {
+                break;
+            }
+            self.event_bound_order.pop_front();
+            self.event_bounds.remove(&old);
+        }
+        if let Some(first) = self.event_bounds.get(&id) {
+            return *first;
+        }
+        self.event_bounds.insert(id, index);
+        self.event_bound_order.push_back((at, id));
+        index
     }
 
     /// Remembers a new event id, first carried by the entry at `index`.

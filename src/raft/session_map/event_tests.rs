@@ -75,6 +75,70 @@ fn a_late_duplicate_node_restarted_spares_a_session_added_since() {
 }
 
 #[test]
+fn the_bus_delivering_an_event_again_after_many_others_spares_sessions_added_since() {
+    let mut m = SessionMap::default();
+    m.apply_entry(1, &add("old", NODE));
+    let event = Uuid::new_v4();
+    assert_eq!(m.apply_entry(2, &restarted(event, 1)).changed, 1);
+    m.apply_entry(3, &add("new", NODE));
+    for i in 0..(MAX_EVENT_IDS as u64 + 100) {
+        let closed = Proposal {
+            at: 3,
+            event_id: Some(Uuid::new_v4()),
+            op: Op::RemoveAddedBy {
+                id: format!("other-{i}"),
+                reason: RemovalReason::QuitCommand,
+                added_by: 3 + i,
+            },
+        };
+        m.apply_entry(4 + i, &closed);
+    }
+    // Received again as if new, long after: its member had applied everything, "new" included.
+    let redelivered = m.apply_entry(5000, &restarted(event, 4999));
+    assert_eq!(redelivered.changed, 0);
+    assert!(live(&m, "new"));
+    // The bound survives a snapshot.
+    let mut back = Vec::new();
+    m.encode(&mut back).unwrap();
+    let mut back = SessionMap::decode(back.as_slice()).unwrap();
+    assert_eq!(back.apply_entry(5001, &restarted(event, 5000)).changed, 0);
+    assert!(live(&back, "new"));
+}
+
+#[test]
+fn an_event_bound_is_forgotten_after_its_time() {
+    let mut m = SessionMap::default();
+    let event = Uuid::new_v4();
+    m.apply_entry(1, &restarted(event, 0));
+    m.apply_entry(2, &add("new", NODE));
+    let later = |at: i64, added_by: u64| Proposal {
+        at,
+        ..restarted(event, added_by)
+    };
+    // Within the hour the first copy's bound holds; after it, a copy is a new event.
+    assert_eq!(
+        m.apply_entry(3, &later(EVENT_BOUND_TTL_NANOS, 2)).changed,
+        0
+    );
+    // An hour later, and past the de-duplication window too, a copy is a new event.
+    let after = EVENT_BOUND_TTL_NANOS + 10;
+    for i in 0..(MAX_EVENT_IDS as u64 + 10) {
+        let closed = Proposal {
+            at: after,
+            event_id: Some(Uuid::new_v4()),
+            op: Op::RemoveAddedBy {
+                id: format!("other-{i}"),
+                reason: RemovalReason::QuitCommand,
+                added_by: 3 + i,
+            },
+        };
+        m.apply_entry(4 + i, &closed);
+    }
+    assert!(!m.event_bounds.contains_key(&event));
+    assert_eq!(m.apply_entry(5000, &later(after, 4999)).changed, 1);
+}
+
+#[test]
 fn a_copy_removes_every_session_added_by_its_bound() {
     let mut m = SessionMap::default();
     m.apply_entry(1, &add("a", NODE));

@@ -17,7 +17,8 @@
 //! Sections carry state that is neither a session nor a removal, each in its own record, so that
 //! adding one changes nothing else: a count (`u32`), then per section a tag (`u32`) and its
 //! bytes. A reader skips tags it does not know. Tag 1: the members low on disk space (bincode
-//! `Vec<u64>`).
+//! `Vec<u64>`). Tag 2: the remembered event bounds, oldest first (bincode
+//! `Vec<(Uuid, u64, i64)>`: event id, first log index, proposal time).
 //!
 //! Version 1 is still read, so that a member upgraded in place starts: its sessions carry no add
 //! index and its events no first index (both read as 0: such sessions may be removed by any copy
@@ -40,6 +41,8 @@ const ADDED_INDEX_SINCE: u16 = 2;
 const FIRST_WITH_SECTIONS: u16 = 2;
 /// Section tag: the members low on disk space.
 const SECTION_LOW_DISK: u32 = 1;
+/// Section tag: the first log index of each event with a bounded removal, with its time.
+const SECTION_EVENT_BOUNDS: u32 = 2;
 /// No snapshot has more sections than this; more is damage.
 const MAX_SECTIONS: u32 = 1024;
 /// Version 1: the removals inside the header.
@@ -240,10 +243,21 @@ impl SessionMap {
             put_u64(&mut w, self.events.get(id).copied().unwrap_or(0))?;
         }
         let low_disk: Vec<u64> = self.low_disk.iter().copied().collect();
-        let sections = [(
-            SECTION_LOW_DISK,
-            bincode::serialize(&low_disk).map_err(io::Error::other)?,
-        )];
+        let bounds: Vec<(Uuid, u64, i64)> = self
+            .event_bound_order
+            .iter()
+            .filter_map(|(at, id)| Some((*id, *self.event_bounds.get(id)?, *at)))
+            .collect();
+        let sections = [
+            (
+                SECTION_LOW_DISK,
+                bincode::serialize(&low_disk).map_err(io::Error::other)?,
+            ),
+            (
+                SECTION_EVENT_BOUNDS,
+                bincode::serialize(&bounds).map_err(io::Error::other)?,
+            ),
+        ];
         put_u32(&mut w, sections.len() as u32)?;
         for (tag, bytes) in &sections {
             put_u32(&mut w, *tag)?;
@@ -345,9 +359,19 @@ fn read_sections(r: &mut impl Read, map: &mut SessionMap) -> Result<(), ImageErr
     for _ in 0..count {
         let tag = get_u32(r)?;
         let bytes = get_bytes(r)?;
-        if tag == SECTION_LOW_DISK {
-            let low: Vec<u64> = bincode::deserialize(&bytes)?;
-            map.low_disk = low.into_iter().collect();
+        match tag {
+            SECTION_LOW_DISK => {
+                let low: Vec<u64> = bincode::deserialize(&bytes)?;
+                map.low_disk = low.into_iter().collect();
+            }
+            SECTION_EVENT_BOUNDS => {
+                let bounds: Vec<(Uuid, u64, i64)> = bincode::deserialize(&bytes)?;
+                for (id, index, at) in bounds {
+                    map.event_bounds.insert(id, index);
+                    map.event_bound_order.push_back((at, id));
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
