@@ -7,11 +7,13 @@ acknowledged add.
 Ports: public 1656x, peer 1856x, VIP 16556 (no other test uses them).
 """
 
-import http.client as httpclient
 import json
 import os
 import random
+import re
+import select
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -167,26 +169,57 @@ class Cluster:
         return lost
 
 
-def raw_request(port, method, path, body, timeout=120):
-    """A POST of `body` bytes with one connection; returns (status, decoded body) or (None, error)."""
-    conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def post_body(port, path, body, timeout=120):
+    """POSTs `body` bytes on one connection while watching for an early answer: a server may
+    refuse an oversized body after its headers and close without reading the rest, so sending
+    stops as soon as the answer starts. Returns (status, decoded JSON or text) or (None, error)."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    deadline = time.monotonic() + timeout
     try:
-        try:
-            conn.request(method, path, body=body, headers={"Content-Type": "application/json; charset=utf-8"})
-        except OSError:
-            # A server may answer an oversized body and close before reading all of it; its
-            # answer is still there to read.
-            pass
-        r = conn.getresponse()
-        data = r.read()
-        try:
-            return r.status, json.loads(data) if data else None
-        except ValueError:
-            return r.status, data[:300].decode(errors="replace")
-    except (OSError, httpclient.HTTPException) as e:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(head)
+            view, sent = memoryview(body), 0
+            while sent < len(body) and time.monotonic() < deadline:
+                readable, writable, _ = select.select([s], [s], [], 1)
+                if readable:
+                    break
+                if writable:
+                    try:
+                        sent += s.send(view[sent:sent + (1 << 16)])
+                    except OSError:
+                        break
+            return read_answer(s, deadline)
+    except OSError as e:
         return None, repr(e)
-    finally:
-        conn.close()
+
+
+def read_answer(s, deadline):
+    """Reads one HTTP answer until its Content-Length or the connection's end."""
+    data = b""
+    s.settimeout(1)
+    while time.monotonic() < deadline:
+        try:
+            chunk = s.recv(1 << 16)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        if sep and length and len(rest) >= int(length.group(1)):
+            break
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    if not status:
+        return None, f"no HTTP answer ({len(data)} bytes)"
+    try:
+        return int(status.group(1)), json.loads(rest) if rest else None
+    except ValueError:
+        return int(status.group(1)), rest[:300].decode(errors="replace")
 
 
 class Load:

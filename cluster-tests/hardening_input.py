@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 
-from hardening_cluster import MEMBERS, VIP, Cluster, raw_request
+from hardening_cluster import MEMBERS, VIP, Cluster, post_body
 from hardening_scenarios import http_or_error
 from procs import http, log, wait_until
 from zmtp import Publisher
@@ -19,6 +19,7 @@ from zmtp import Publisher
 MIB = 1 << 20
 START = "2026-11-28T10:20:30.123400Z"
 LIMIT_WORDS = re.compile(r"max-[a-z-]*bytes|limit", re.I)
+CUT_WORDS = re.compile(r"\bcut\b|damaged", re.I)
 
 
 def flat_body(sid, size):
@@ -43,7 +44,7 @@ def uri_body(sid, uri):
 
 
 def post(port, body, timeout=300):
-    return raw_request(port, "POST", "/se/grid/session", body, timeout=timeout)
+    return post_body(port, "/se/grid/session", body, timeout=timeout)
 
 
 def refused_naming_limit(code, body):
@@ -183,8 +184,8 @@ def crash_and_restart(ctx, cl, acked, removed):
             started[m] = f"alive={cl.alive(m)} exit={cl.proc(m).poll()}"
     c("big-requests: every member starts again after kill -9", all(v is True for v in started.values()),
       f"{started}")
-    cut = {m: [line[:200] for line in cl.log_text(m, marks[m]).splitlines()
-               if "cut" in line or "damaged" in line] for m in MEMBERS}
+    cut = {m: [line[:200] for line in cl.log_text(m, marks[m]).splitlines() if CUT_WORDS.search(line)]
+           for m in MEMBERS}
     shrunk = {m: {n: (size, cl.segments(m).get(n)) for n, size in before[m].items()
                   if n in cl.segments(m) and cl.segments(m)[n] < size} for m in MEMBERS}
     c("big-requests: no log segment was cut on restart (log lines, segment sizes)",
