@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 
-from procs import Procs, admin_status, find_leader, haproxy_server_states, http, log, member_args, member_env, \
+from procs import ANSI, Procs, admin_status, find_leader, haproxy_server_states, http, member_args, member_env, \
     wait_until, write_haproxy_cfg
 from workload import session_body
 
@@ -120,7 +120,7 @@ class Cluster:
     def log_text(self, mid, since=0):
         with open(self.log_path(mid), "rb") as f:
             f.seek(since)
-            return f.read().decode(errors="replace")
+            return ANSI.sub("", f.read().decode(errors="replace"))
 
     def cpu_ticks(self, mid):
         with open(f"/proc/{self.pid(mid)}/stat") as f:

@@ -91,7 +91,8 @@ def scenario_disk_full(ctx):
     finally:
         load.stop()
         cl.stop()
-        subprocess.run(["umount", mnt], capture_output=True)
+        if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
 
 
 def fill(path):
@@ -323,13 +324,13 @@ def scenario_idle_leader(ctx):
         c("idle-leader: under 50 KB of log in 30 s", logged < 50_000, f"{logged} bytes")
         c("idle-leader: under 5 % of a core in 30 s", cpu < 5, f"{cpu:.1f} %")
         c("idle-leader: /readyz 503", cl.ready(lead) == 503, f"readyz {cl.ready(lead)}")
-        for what, fn in (("lookup", lambda: cl.uri_of("idle-before", base=cl.public(lead), timeout=60)),
-                         ("add", lambda: cl.add("idle-during", "http://node-2.grid:5555", base=cl.public(lead),
+        for what, fn in (("a lookup", lambda: cl.uri_of("idle-before", base=cl.public(lead), timeout=60)),
+                         ("an add", lambda: cl.add("idle-during", "http://node-2.grid:5555", base=cl.public(lead),
                                                 timeout=60))):
             t = time.monotonic()
             code, _ = http_or_error(fn)
             took = time.monotonic() - t
-            c(f"idle-leader: a {what} is refused within 5 s", code not in (200, None) and took < 5,
+            c(f"idle-leader: {what} is refused within 5 s", code not in (200, None) and took < 5,
               f"status {code} after {took:.1f}s")
         for m in followers:
             cl.start_member(m)
