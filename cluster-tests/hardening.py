@@ -27,6 +27,7 @@ Ends with `N passed, M failed`; exits non-zero when anything failed. Only 127.0.
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -66,6 +67,8 @@ def main():
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario {unknown}; known: {', '.join(SCENARIOS)}")
+    # A SIGTERM (a CI timeout) unwinds like an error, so members stop and the tmpfs is unmounted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     binary = os.path.abspath(args.gridraft)
     root = tempfile.mkdtemp(prefix="gridraft-hardening-")
     log(f"work dir {root}")
