@@ -14,13 +14,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
+
+from procs import Procs, Results, find_leader, http, log, member_args, member_env, wait_until, \
+    write_haproxy_cfg
 
 SECRET = "e2e-registration-secret"
 CLUSTER_SECRET = "e2e-cluster-secret"
@@ -30,128 +30,28 @@ VIP = 15556
 MEMBERS = {1: (15561, 17561), 2: (15562, 17562), 3: (15563, 17563)}
 PAGE = "data:text/html,<html><head><title>gridraft e2e</title></head><body><p id='greeting'>hello grid</p></body></html>"
 
-results = {"passed": 0, "failed": 0}
-procs = {}
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+results = Results()
+procs = None
 
 
 def check(name, ok, detail=""):
-    if ok:
-        results["passed"] += 1
-        log(f"PASS {name}")
-    else:
-        results["failed"] += 1
-        log(f"FAIL {name} {detail}")
-    return ok
+    return results.check(name, ok, detail)
 
 
-def http(method, url, body=None, headers=None, timeout=60):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        req.add_header("Content-Type", "application/json; charset=utf-8")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            raw = r.read()
-            return r.status, (json.loads(raw) if raw else None)
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw) if raw else None
-        except ValueError:
-            return e.code, raw.decode(errors="replace")
-
-
-def wait_until(what, fn, timeout=120, interval=0.25):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - the service is starting
-            last = e
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what} (last: {last})")
-
-
-def start(name, args, logdir, env=None):
-    out = open(os.path.join(logdir, f"{name}.log"), "ab")
-    procs[name] = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return procs[name]
-
-
-def stop_all():
-    for name, p in list(procs.items()):
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for name, p in list(procs.items()):
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+def start(name, args, logdir=None, env=None):
+    return procs.start(name, args, env)
 
 
 def start_member(binary, mid, workdir, logdir):
-    public, peer = MEMBERS[mid]
-    members = ",".join(f"{i}=127.0.0.1:{p[1]}" for i, p in MEMBERS.items())
-    args = [binary, "serve", "--id", str(mid), "--listen", f"127.0.0.1:{public}",
-            "--peer-listen", f"127.0.0.1:{peer}", "--data-dir", os.path.join(workdir, f"m{mid}"),
-            "--members", members, "--cluster-secret-file", os.path.join(workdir, "cluster-secret"),
-            "--publish-events", f"tcp://127.0.0.1:{BUS_PUB}", "--subscribe-events", f"tcp://127.0.0.1:{BUS_SUB}",
-            "--registration-secret", SECRET]
-    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "gridraft=info,openraft=warn"))
-    return start(f"gridraft-{mid}", args, logdir, env)
-
-
-def admin_status(mid):
-    req = urllib.request.Request(f"http://127.0.0.1:{MEMBERS[mid][1]}/admin/status",
-                                 headers={"Authorization": f"Bearer {CLUSTER_SECRET}"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return json.loads(r.read())
+    args = member_args(binary, mid, MEMBERS, workdir, extra=[
+        "--publish-events", f"tcp://127.0.0.1:{BUS_PUB}", "--subscribe-events", f"tcp://127.0.0.1:{BUS_SUB}",
+        "--registration-secret", SECRET])
+    return start(f"gridraft-{mid}", args, logdir, member_env())
 
 
 def leader():
-    for mid in MEMBERS:
-        if procs[f"gridraft-{mid}"].poll() is None:
-            try:
-                s = admin_status(mid)
-                if s.get("leader"):
-                    return s["leader"]
-            except Exception:  # noqa: BLE001 - member may be down
-                pass
-    return None
-
-
-HAPROXY_CFG = """
-global
-    maxconn 2048
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 120s
-    timeout server 60s
-    timeout http-request 30s
-    retries 5
-    option redispatch 1
-    retry-on conn-failure empty-response response-timeout
-    option http-buffer-request
-frontend vip
-    bind 127.0.0.1:{vip}
-    default_backend gridraft
-backend gridraft
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 204
-{servers}
-"""
+    live = [MEMBERS[mid][1] for mid in MEMBERS if procs.alive(f"gridraft-{mid}")]
+    return find_leader(live, CLUSTER_SECRET)
 
 
 def start_grid(jar, workdir, logdir):
@@ -223,7 +123,7 @@ def map_uri(mid, sid):
 
 
 def live_members():
-    return [mid for mid in MEMBERS if procs[f"gridraft-{mid}"].poll() is None]
+    return [mid for mid in MEMBERS if procs.alive(f"gridraft-{mid}")]
 
 
 def check_in_map(sids, node_uri, phase):
@@ -280,8 +180,7 @@ def phase_leader_kill(node_uri, binary, workdir, logdir, seconds):
     time.sleep(seconds / 3)
     victim = leader()
     log(f"killing the gridraft leader, member {victim}, with SIGKILL")
-    procs[f"gridraft-{victim}"].send_signal(signal.SIGKILL)
-    procs[f"gridraft-{victim}"].wait()
+    procs.signal(f"gridraft-{victim}", signal.SIGKILL)
     killed_at = time.time()
     new_leader = wait_until("a new leader", lambda: (leader() not in (None, victim)) and leader(), timeout=30)
     log(f"member {new_leader} leads {time.time() - killed_at:.2f}s after the kill")
@@ -320,43 +219,36 @@ def main():
     logdir = os.path.join(workdir, "logs")
     os.makedirs(logdir)
     log(f"work dir {workdir}")
+    global procs
+    procs = Procs(logdir)
     with open(os.path.join(workdir, "cluster-secret"), "w") as f:
         f.write(CLUSTER_SECRET)
     try:
         for mid in MEMBERS:
             start_member(args.gridraft, mid, workdir, logdir)
-        servers = "\n".join(f"    server m{mid} 127.0.0.1:{p[0]} check inter 300ms fall 2 rise 1"
-                            for mid, p in MEMBERS.items())
         cfg = os.path.join(workdir, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write(HAPROXY_CFG.format(vip=VIP, servers=servers))
+        write_haproxy_cfg(cfg, VIP, {mid: p[0] for mid, p in MEMBERS.items()})
         start("haproxy", ["haproxy", "-db", "-f", cfg], logdir)
         wait_until("gridraft behind the VIP", lambda: http("GET", f"http://127.0.0.1:{VIP}/readyz")[0] == 204)
         node_uri = start_grid(args.jar, workdir, logdir)
         log(f"grid ready; node {node_uri}")
         phase_plain(node_uri)
         phase_leader_kill(node_uri, args.gridraft, workdir, logdir, args.seconds)
-        for name in procs:
-            if name.startswith("gridraft-"):
-                with open(os.path.join(logdir, f"{name}.log"), errors="replace") as f:
-                    text = f.read()
-                check(f"no panic in the log of {name}", "panicked" not in text)
+        for mid in MEMBERS:
+            with open(procs.log_path(f"gridraft-{mid}"), errors="replace") as f:
+                text = f.read()
+            check(f"no panic in the log of gridraft-{mid}", "panicked" not in text)
     except Exception as e:  # noqa: BLE001 - report and count
         check("the run completed", False, repr(e))
     finally:
-        stop_all()
-        if results["failed"]:
+        procs.stop_all()
+        if results.failed:
             log(f"logs kept in {logdir}")
-            for name in sorted(os.listdir(logdir)):
-                path = os.path.join(logdir, name)
-                print(f"----- tail of {name}", flush=True)
-                with open(path, errors="replace") as f:
-                    print("".join(f.readlines()[-25:]), flush=True)
+            procs.print_tails()
         elif not args.keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{results['passed']} passed, {results['failed']} failed", flush=True)
-    sys.exit(1 if results["failed"] else 0)
-
+    print(results.summary(), flush=True)
+    sys.exit(1 if results.failed else 0)
 
 if __name__ == "__main__":
     main()

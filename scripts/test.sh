@@ -3,9 +3,12 @@
 # installs the packages the tests need, starts real PostgreSQL and Redis on 127.0.0.1, runs
 # every cargo test (unit, storage suite, routes, differential against the real Java server,
 # in-process clusters, event bus, mirrors), the real Selenium Grid end to end with a leader
-# kill, and the docker compose failover suite in its quick mode.
+# kill, the fault tier (full disk, slow clients, big requests, an idle leader, a late duplicate
+# event against real processes behind haproxy) and the docker compose failover suite in its
+# quick mode.
 #
 #   scripts/test.sh            everything
+#   SKIP_HARDENING=1 scripts/test.sh  everything but the fault tier
 #   SKIP_FAILOVER=1 scripts/test.sh   everything but the docker compose failover suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +29,11 @@ cargo test --locked --all-targets --no-fail-fast -- --test-threads="${GRIDRAFT_T
 
 section "a real Selenium Grid on a three-member gridraft, with a leader kill"
 python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft
+
+if [ -z "${SKIP_HARDENING:-}" ]; then
+  section "the fault tier: full disk, slow clients, big requests, idle leader, late duplicate event"
+  python3 cluster-tests/hardening.py --gridraft target/debug/gridraft
+fi
 
 if [ -z "${SKIP_FAILOVER:-}" ] && [ -x cluster-tests/run.sh ]; then
   section "docker compose failover suite (quick)"
