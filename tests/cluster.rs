@@ -198,15 +198,7 @@ async fn a_restarted_follower_catches_up_by_log_and_by_snapshot() {
             "snap-{i}"
         );
     }
-    let body = c
-        .http
-        .get(c.url(follower, "/se/grid/session/snap-3"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = c.get_text(follower, "/se/grid/session/snap-3").await;
     assert!(
         body.contains("Session was removed at"),
         "tombstones travel in snapshots: {body}"

@@ -66,16 +66,7 @@ async fn read_response(stream: &mut TcpStream) -> String {
 
 /// The value of `metric{listener="<listener>"}` on member 1's peer port.
 async fn metric(c: &TestCluster, name: &str, listener: &str) -> u64 {
-    let text = c
-        .http
-        .get(format!("http://{}/metrics", c.members[&1].peer))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = c.metrics_text(1).await;
     let prefix = format!("{name}{{listener=\"{listener}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))

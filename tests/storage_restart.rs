@@ -93,14 +93,8 @@ async fn a_member_restarts_with_its_sessions_and_removals_after_churn_with_long_
     c.wait_for_leader(Duration::from_secs(20)).await;
     for i in 0..20 {
         let body = c
-            .http
-            .get(c.url(1, &format!("/se/grid/session/live-{i}/uri")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+            .get_text(1, &format!("/se/grid/session/live-{i}/uri"))
+            .await;
         assert!(
             body.contains(&format!("node-{}.example", 1000 + i)),
             "live-{i}: {body}"

@@ -17,11 +17,15 @@ use super::Cluster;
 use crate::events::{GridEvent, Received};
 use crate::raft::{now_nanos, Op, Proposal};
 use crate::session::RemovalReason;
+use crate::telemetry::repeat::Repeated;
 
 /// How long an event keeps being retried when no leader can commit it.
 const EVENT_DEADLINE: Duration = Duration::from_secs(300);
 /// Events proposed concurrently (Selenium's own listeners also run on a pool).
 const IN_FLIGHT: usize = 64;
+/// The first pause before an event's proposal is tried again, doubling up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The proposal for `event`, received when this member had applied the log up to `applied`.
 pub fn proposal(event: &GridEvent, applied: u64) -> Proposal {
@@ -64,6 +68,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    // One record of failed attempts for every event in flight: an outage is logged once, then
+    // every `REPEAT_EVERY` with a count, not once per event and attempt.
+    let failures = Arc::new(Repeated::default());
     loop {
         let Received { event, mark } = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -74,33 +81,58 @@ pub async fn run(
         };
         let cluster = cluster.clone();
         let shutdown = shutdown.clone();
+        let failures = failures.clone();
         tokio::spawn(
             async move {
                 let _permit = permit;
-                let p = proposal(&event, mark);
-                let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
-                loop {
-                    match cluster.write(p.clone()).await {
-                        Ok(applied) => {
-                            tracing::debug!(event = event.name(), id = %event.event_id(), changed = applied.changed, duplicate = applied.duplicate, "event applied");
-                            return;
-                        }
-                        Err(e @ super::ProxyError::TooLarge { .. }) => {
-                            tracing::error!(event = event.name(), id = %event.event_id(), error = %e, "event dropped: too large for the log");
-                            return;
-                        }
-                        Err(e) if tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() => {
-                            tracing::warn!(event = event.name(), id = %event.event_id(), error = %e, "event not committed yet; retrying");
-                        }
-                        Err(e) => {
-                            tracing::error!(event = event.name(), id = %event.event_id(), error = %e, "event dropped: no leader committed it");
-                            return;
-                        }
-                    }
-                }
+                commit(&cluster, &event, mark, &failures, &shutdown).await;
             }
             .in_current_span(),
         );
+    }
+}
+
+/// Proposes one event until it commits, backing off between attempts (a member without a
+/// quorum refuses at once, so retrying without a pause would spin), for at most
+/// [`EVENT_DEADLINE`].
+async fn commit(
+    cluster: &Cluster,
+    event: &GridEvent,
+    mark: u64,
+    failures: &Repeated,
+    shutdown: &CancellationToken,
+) {
+    let p = proposal(event, mark);
+    let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
+    let mut backoff = RETRY_FIRST;
+    loop {
+        match cluster.write(p.clone()).await {
+            Ok(applied) => {
+                if let Some(failed) = failures.succeeded() {
+                    tracing::info!(failed, "events commit again");
+                }
+                tracing::debug!(event = event.name(), id = %event.event_id(), changed = applied.changed, duplicate = applied.duplicate, "event applied");
+                return;
+            }
+            Err(e @ super::ProxyError::TooLarge { .. }) => {
+                tracing::error!(event = event.name(), id = %event.event_id(), error = %e, "event dropped: too large for the log");
+                return;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() => {
+                if let Some(failures) = failures.failed() {
+                    tracing::warn!(failures, error = %e, "events not committed yet; retrying with backoff");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+            Err(e) => {
+                tracing::error!(event = event.name(), id = %event.event_id(), error = %e, "event dropped: no leader committed it");
+                return;
+            }
+        }
     }
 }
 

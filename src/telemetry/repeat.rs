@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How often a failure that keeps repeating is logged again.
-pub const REPEAT_EVERY: Duration = Duration::from_secs(10);
+pub const REPEAT_EVERY: Duration = Duration::from_secs(30);
 
 /// The bookkeeping of one repeating failure, for callers that already hold a lock.
 #[derive(Debug, Clone, Default)]

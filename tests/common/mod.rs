@@ -321,6 +321,31 @@ impl TestCluster {
             .as_u16()
     }
 
+    /// The body of `GET path` on member `via`'s public port.
+    pub async fn get_text(&self, via: u64, path: &str) -> String {
+        self.http
+            .get(self.url(via, path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Member `id`'s Prometheus text from its peer port.
+    pub async fn metrics_text(&self, id: u64) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.members[&id].peer))
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn delete(&self, via: u64, session: &str) -> u16 {
         self.http
             .delete(self.url(via, &format!("/se/grid/session/{session}")))
