@@ -145,7 +145,7 @@ pub struct RetrySettings {
 }
 
 /// The longest wait between replication attempts to a member while this one has no quorum.
-pub const RETRY_CAP_WITHOUT_QUORUM: Duration = Duration::from_secs(20);
+pub const RETRY_CAP_WITHOUT_QUORUM: Duration = Duration::from_secs(60);
 
 struct RetryDelays {
     next: Duration,
