@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # gridraft's whole test suite, from nothing on a Debian 12 machine with Rust and Docker:
-# installs the packages the tests need, starts real PostgreSQL and Redis on 127.0.0.1, runs
+# installs the packages the tests need, starts real PostgreSQL and Redis on 127.0.0.1, checks
+# formatting and clippy lints (warnings are errors), runs
 # every cargo test (unit, storage suite, routes, differential against the real Java server,
 # in-process clusters, event bus, mirrors), the real Selenium Grid end to end with a leader
 # kill, the fault tier (full disk, slow clients, big requests, an idle leader, a late duplicate
@@ -22,6 +23,10 @@ section "installing test dependencies"
 scripts/install-test-deps.sh
 section "starting PostgreSQL and Redis"
 eval "$(scripts/start-test-services.sh)"
+
+section "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
 
 section "cargo test"
 cargo build --locked --all-targets
