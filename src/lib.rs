@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`session`], [`json`]: the Grid's session type, its parsing and Selenium-exact JSON output.
-//! - [`raft`]: openraft type config, the sled log store and state machine, the peer network.
+//! - [`raft`]: openraft type config, the log store (segment files, sled for the vote), the state
+//!   machine and its snapshots, the peer network.
 //! - [`cluster`]: serving on any member: forwarding writes, ReadIndex reads, bootstrap, membership.
 //! - [`events`]: the Selenium Grid event-bus subscriber (libzmq), decoding and de-duplication.
 //! - [`api`]: the public Grid listener and the secret-guarded peer listener, served with their

@@ -1,8 +1,9 @@
-//! Everything openraft: the type configuration, the replicated commands, the sled-backed log
-//! store and state machine, and the HTTP network between members.
+//! Everything openraft: the type configuration, the replicated commands, the log store (entries
+//! in segment files, the vote and purge point in sled), the state machine with its snapshot
+//! files, and the HTTP network between members.
 //!
-//! Nothing outside this module touches sled. The rest of the crate sees a [`RaftHandle`]-free
-//! surface: [`Proposal`] to write, [`SessionMapReader`] to read.
+//! Nothing outside this module touches sled or the log's files. The rest of the crate sees
+//! [`Proposal`] to write and [`SessionMapReader`] to read.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
