@@ -302,7 +302,7 @@ pub struct MirrorArgs {
     /// How long a sync-mode write waits for the Postgres mirror (default 2s).
     #[arg(long, env = "GRIDRAFT_MIRROR_POSTGRES_SYNC_TIMEOUT")]
     pub mirror_postgres_sync_timeout: Option<String>,
-    /// Redis mirror URL, redis://[:password@]host:port[/db] (prefer the file or env).
+    /// Redis mirror URL, `redis://[:password@]host:port[/db]` (prefer the file or env).
     #[arg(long, env = "GRIDRAFT_MIRROR_REDIS_URL", hide_env_values = true)]
     pub mirror_redis_url: Option<String>,
     /// File holding the Redis mirror URL.

@@ -215,7 +215,7 @@ pub fn render_uri_body(uri: &str) -> String {
     out
 }
 
-/// The inverse of [`push_nested`]: a document embedded two levels deep, back at level 0.
+/// The inverse of `push_nested`: a document embedded two levels deep, back at level 0.
 pub fn unnest(nested: &str) -> String {
     nested.replace("\n    ", "\n")
 }

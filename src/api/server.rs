@@ -1,5 +1,5 @@
 //! Serves one listener: accepts connections up to the listener's cap, runs each on hyper's
-//! HTTP/1 server with the timeouts of [`super::conn`], and stops gracefully.
+//! HTTP/1 server with the timeouts of `api::conn`, and stops gracefully.
 //!
 //! At the cap a new connection still gets a slot when some open connection is waiting for a
 //! request (fresh or kept alive): the one found first in accept order is closed in its place, as

@@ -1,6 +1,6 @@
 //! The openraft state machine: applies committed [`Proposal`](super::Proposal)s to the in-memory
 //! [`SessionMap`] and keeps its durable image, the latest snapshot, as a file (see
-//! [`snapshot_file`](super::snapshot_file)) recorded in sled.
+//! [`snapshot_file`]) recorded in sled.
 //!
 //! The map is rebuilt on start from that snapshot plus the log entries after it, which openraft
 //! replays. A snapshot is an O(1) clone of the persistent map taken on the apply path; encoding
