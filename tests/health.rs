@@ -28,18 +28,6 @@ async fn add_sessions(c: &TestCluster, via: &[u64], tag: &str, n: usize) -> Vec<
     ids
 }
 
-async fn peer_metrics(c: &TestCluster, id: u64) -> String {
-    c.http
-        .get(format!("http://{}/metrics", c.members[&id].peer))
-        .bearer_auth(common::SECRET)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Waits until Raft on member `id` reports that it stopped.
 async fn wait_raft_stopped(c: &TestCluster, id: u64) {
     let mut metrics = c.node(id).cluster.raft.metrics();
@@ -102,7 +90,7 @@ async fn a_member_whose_disk_fills_up_leaves_the_balancer_at_once() {
         message.contains("No space left on device"),
         "status: {message}"
     );
-    let metrics = peer_metrics(&c, victim).await;
+    let metrics = c.metrics_text(victim).await;
     assert!(
         metrics.contains("gridraft_raft_stopped 1"),
         "gridraft_raft_stopped missing or 0"
@@ -210,10 +198,8 @@ async fn low_disk_leaves_the_balancer_and_a_low_quorum_refuses_adds_until_space_
     assert_eq!(get(&c, 2, "/readyz").await.0, 204);
     assert_eq!(get(&c, 3, "/readyz").await.0, 204);
     let more = add_sessions(&c, &[2, 3], "one-low", 4).await;
-    assert!(peer_metrics(&c, 1).await.contains("gridraft_disk_low 1"));
-    assert!(peer_metrics(&c, 2)
-        .await
-        .contains("gridraft_nospace_alarm 0"));
+    assert!(c.metrics_text(1).await.contains("gridraft_disk_low 1"));
+    assert!(c.metrics_text(2).await.contains("gridraft_nospace_alarm 0"));
 
     tracing::info!("phase 2: two low members: adds refused, lookups and removals served");
     set_low(&c, 2, true).await;
@@ -237,7 +223,7 @@ async fn low_disk_leaves_the_balancer_and_a_low_quorum_refuses_adds_until_space_
     assert_eq!(c.delete(1, &acked[0]).await, 200);
     assert_eq!(c.get_status(3, &acked[0]).await, 404);
     eventually(Duration::from_secs(5), "the alarm metric", || async {
-        peer_metrics(&c, 3)
+        c.metrics_text(3)
             .await
             .contains("gridraft_nospace_alarm 1")
             .then_some(())

@@ -35,6 +35,23 @@ fn restarted(event: Uuid, added_by: u64) -> Proposal {
     }
 }
 
+/// Applies `n` `session-closed` copies of other events at `at`, from entry 4 on: more than the
+/// de-duplication window, so earlier event ids leave it.
+fn other_events(m: &mut SessionMap, at: i64, n: u64) {
+    for i in 0..n {
+        let closed = Proposal {
+            at,
+            event_id: Some(Uuid::new_v4()),
+            op: Op::RemoveAddedBy {
+                id: format!("other-{i}"),
+                reason: RemovalReason::QuitCommand,
+                added_by: 3 + i,
+            },
+        };
+        m.apply_entry(4 + i, &closed);
+    }
+}
+
 fn live(m: &SessionMap, id: &str) -> bool {
     matches!(m.get(id), Lookup::Found(_))
 }
@@ -56,18 +73,7 @@ fn a_late_duplicate_node_restarted_spares_a_session_added_since() {
     assert_eq!(m.apply_entry(2, &copy).changed, 1);
     m.apply_entry(3, &add("new", NODE));
     // More events than the map remembers, so the event id is forgotten.
-    for i in 0..(MAX_EVENT_IDS as u64 + 10) {
-        let closed = Proposal {
-            at: 3,
-            event_id: Some(Uuid::new_v4()),
-            op: Op::RemoveAddedBy {
-                id: format!("other-{i}"),
-                reason: RemovalReason::QuitCommand,
-                added_by: 3 + i,
-            },
-        };
-        m.apply_entry(4 + i, &closed);
-    }
+    other_events(&mut m, 3, MAX_EVENT_IDS as u64 + 10);
     assert!(!m.events.contains_key(&event));
     let late = m.apply_entry(5000, &copy);
     assert_eq!((late.changed, late.duplicate), (0, false));
@@ -81,18 +87,7 @@ fn the_bus_delivering_an_event_again_after_many_others_spares_sessions_added_sin
     let event = Uuid::new_v4();
     assert_eq!(m.apply_entry(2, &restarted(event, 1)).changed, 1);
     m.apply_entry(3, &add("new", NODE));
-    for i in 0..(MAX_EVENT_IDS as u64 + 100) {
-        let closed = Proposal {
-            at: 3,
-            event_id: Some(Uuid::new_v4()),
-            op: Op::RemoveAddedBy {
-                id: format!("other-{i}"),
-                reason: RemovalReason::QuitCommand,
-                added_by: 3 + i,
-            },
-        };
-        m.apply_entry(4 + i, &closed);
-    }
+    other_events(&mut m, 3, MAX_EVENT_IDS as u64 + 100);
     // Received again as if new, long after: its member had applied everything, "new" included.
     let redelivered = m.apply_entry(5000, &restarted(event, 4999));
     assert_eq!(redelivered.changed, 0);
@@ -122,18 +117,7 @@ fn an_event_bound_is_forgotten_after_its_time() {
     );
     // An hour later, and past the de-duplication window too, a copy is a new event.
     let after = EVENT_BOUND_TTL_NANOS + 10;
-    for i in 0..(MAX_EVENT_IDS as u64 + 10) {
-        let closed = Proposal {
-            at: after,
-            event_id: Some(Uuid::new_v4()),
-            op: Op::RemoveAddedBy {
-                id: format!("other-{i}"),
-                reason: RemovalReason::QuitCommand,
-                added_by: 3 + i,
-            },
-        };
-        m.apply_entry(4 + i, &closed);
-    }
+    other_events(&mut m, after, MAX_EVENT_IDS as u64 + 10);
     assert!(!m.event_bounds.contains_key(&event));
     assert_eq!(m.apply_entry(5000, &later(after, 4999)).changed, 1);
 }

@@ -1,0 +1,182 @@
+//! Settings: defaults, precedence, validation and every problem reported at once.
+
+use super::*;
+
+#[test]
+fn defaults_are_a_valid_single_member() {
+    let r = Settings::default().validate().unwrap();
+    assert!(r.members.is_empty());
+    assert_eq!(r.listen.port(), 5556);
+    assert_eq!(r.advertise_peer, "127.0.0.1:7556");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let s = Settings {
+        listen: "nope".into(),
+        members: "1=a:1,2=b:2".into(),
+        id: 3,
+        worker_threads: MAX_WORKER_THREADS + 1,
+        grid: GridSettings {
+            read_mode: "sometimes".into(),
+            write_timeout: "soon".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ConfigError::Invalid(problems) = s.validate().unwrap_err() else {
+        panic!("expected Invalid");
+    };
+    let text = problems.join("\n");
+    for needle in [
+        "listen",
+        "id: member 3",
+        "read-mode",
+        "write-timeout",
+        "cluster-secret",
+        "worker-threads",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from {text}");
+    }
+}
+
+#[test]
+fn the_body_limit_is_bounded_on_both_sides() {
+    for (bytes, ok) in [
+        (65_535, false),
+        (65_536, true),
+        (16 << 20, true),
+        ((16 << 20) + 1, false),
+    ] {
+        let s = Settings {
+            grid: GridSettings {
+                max_body_bytes: bytes,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(s.validate().is_ok(), ok, "max-body-bytes = {bytes}");
+    }
+}
+
+#[test]
+fn the_other_input_limits_are_bounded() {
+    let grid = |f: fn(&mut GridSettings)| {
+        let mut g = GridSettings::default();
+        f(&mut g);
+        Settings {
+            grid: g,
+            ..Default::default()
+        }
+        .validate()
+    };
+    let r = grid(|_| {}).unwrap();
+    assert_eq!(r.max_body_bytes, 1 << 20);
+    assert_eq!(r.session_limits.max_session_id_bytes, 1024);
+    assert_eq!(r.session_limits.max_node_uri_bytes, 4096);
+    assert_eq!(r.session_limits.max_record_bytes, 1 << 20);
+    assert!(grid(|g| g.max_record_bytes = 8 << 20).is_ok());
+    for (bad, key) in [
+        (
+            grid(|g| g.max_record_bytes = (8 << 20) + 1),
+            "max-record-bytes",
+        ),
+        (grid(|g| g.max_session_id_bytes = 0), "max-session-id-bytes"),
+        (
+            grid(|g| g.max_node_uri_bytes = 1 << 20),
+            "max-node-uri-bytes",
+        ),
+    ] {
+        let Err(ConfigError::Invalid(problems)) = bad else {
+            panic!("{key} out of range was accepted");
+        };
+        assert!(problems.join("\n").contains(key), "{problems:?}");
+    }
+}
+
+#[test]
+fn http_timeouts_and_caps_are_checked() {
+    let s: Settings = toml::from_str(
+        "[http]\nheader-read-timeout = \"0s\"\nidle-timeout = \"soon\"\nmax-connections = 0\n",
+    )
+    .unwrap();
+    let ConfigError::Invalid(problems) = s.validate().unwrap_err() else {
+        panic!("expected Invalid");
+    };
+    let text = problems.join("\n");
+    for needle in [
+        "http.header-read-timeout: must be above zero",
+        "http.idle-timeout",
+        "http.max-connections: must be at least 1",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from {text}");
+    }
+    let r = Settings::default().validate().unwrap();
+    assert_eq!(r.http.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(r.http.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(r.http.idle_timeout, Duration::from_secs(120));
+    assert_eq!(
+        (r.http.max_connections, r.http.peer_max_connections),
+        (10_000, 1024)
+    );
+}
+
+#[test]
+fn members_and_durations_parse() {
+    let m = parse_members("1=127.0.0.1:7556, 2=host:7557").unwrap();
+    assert_eq!(m[&2], "host:7557");
+    assert!(parse_members("1=x").is_err());
+    assert!(parse_members("1=a:1,1=b:2").is_err());
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("1h").is_err());
+}
+
+#[test]
+fn toml_keys_are_kebab_case_and_unknown_keys_fail() {
+    let s: Settings = toml::from_str(
+        "id = 2\npeer-listen = \"127.0.0.1:7557\"\n[grid]\nread-mode = \"leader\"\n",
+    )
+    .unwrap();
+    assert_eq!(s.id, 2);
+    assert!(s.validate().unwrap().read_from_leader);
+    let s: Settings = toml::from_str("worker-threads = 1\n").unwrap();
+    assert_eq!(s.validate().unwrap().worker_threads, 1);
+    assert!(toml::from_str::<Settings>("bogus = 1").is_err());
+}
+
+#[test]
+fn event_bus_limits_default_and_are_validated() {
+    let s: Settings =
+        toml::from_str("[events]\npublish-events = \"tcp://bus:4442\"\nreceive-hwm = 50\n")
+            .unwrap();
+    let events = s.validate().unwrap().events.unwrap();
+    assert_eq!(events.max_frame_bytes, 1 << 20);
+    assert_eq!(events.receive_hwm, 50);
+    for (frame, hwm) in [
+        (65_535, 1),
+        ((16 << 20) + 1, 1),
+        (1 << 20, 0),
+        (1 << 20, 100_001),
+    ] {
+        let mut s = Settings::default();
+        s.events.max_frame_bytes = frame;
+        s.events.receive_hwm = hwm;
+        let ConfigError::Invalid(problems) = s.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("events."), "{problems:?}");
+    }
+}
+
+#[test]
+fn print_config_redacts_the_secret() {
+    let s = Settings {
+        cluster_secret: Some("hunter2".into()),
+        ..Default::default()
+    };
+    let text = s.to_redacted_toml();
+    assert!(!text.contains("hunter2"));
+    assert!(text.contains("<redacted>"));
+}
