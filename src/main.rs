@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use gridraft::cli::{Cli, ClusterAction, ClusterArgs, Command, ProbeArgs, ServeArgs};
-use gridraft::client::{AddMember, PeerClient, RemoveMember};
-use gridraft::{node, telemetry};
+use gridraft::peer::{AddMember, PeerClient, RemoveMember};
+use gridraft::{member, telemetry};
 use tokio::net::TcpListener;
 
 /// jemalloc rather than glibc's allocator: on the write path glibc's `malloc` and `free` took a
@@ -69,7 +69,7 @@ async fn run_member(cfg: gridraft::config::Resolved) -> Result<()> {
     let peer = TcpListener::bind(cfg.peer_listen)
         .await
         .with_context(|| format!("bind the peer listener on {}", cfg.peer_listen))?;
-    let member = node::start(&cfg, public, peer).await?;
+    let member = member::start(&cfg, public, peer).await?;
     let mut fatal = member.fatal();
     let health = &cfg.health;
     tokio::select! {

@@ -281,11 +281,11 @@ async fn a_member_is_added_and_the_leader_removed_under_load() {
     let (handles, acked, failed) = spawn_load(&c, vec![1, 2, 3], 4, stop.clone(), "m");
     tracing::info!("phase: add member 4");
     c.spawn_new_member(4).await;
-    let peers = gridraft::client::PeerClient::new(
+    let peers = gridraft::peer::PeerClient::new(
         reqwest::Client::new(),
         std::sync::Arc::from(common::SECRET),
     );
-    let add = gridraft::client::AddMember {
+    let add = gridraft::peer::AddMember {
         id: 4,
         addr: c.members[&4].peer.to_string(),
     };
@@ -318,7 +318,7 @@ async fn a_member_is_added_and_the_leader_removed_under_load() {
             &c.members[&via].peer.to_string(),
             reqwest::Method::POST,
             "/admin/remove",
-            Some(&gridraft::client::RemoveMember { id: leader }),
+            Some(&gridraft::peer::RemoveMember { id: leader }),
         )
         .await
         .expect("remove the leader");
@@ -412,7 +412,7 @@ async fn readyz(c: &TestCluster, id: u64) -> u16 {
 /// index covers every acknowledged write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_followers_read_index_request_confirms_the_leader_only_with_the_leaders_vote() {
-    use gridraft::client::ReadIndexFrom;
+    use gridraft::peer::ReadIndexFrom;
 
     let c = TestCluster::start(3).await;
     let leader = c.leader().await;

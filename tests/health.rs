@@ -130,7 +130,7 @@ async fn a_member_restarted_after_its_raft_stopped_has_every_acknowledged_sessio
         assert!(
             matches!(
                 c.node(victim).cluster.reader.get(id),
-                gridraft::raft::Lookup::Found(_)
+                gridraft::map::Lookup::Found(_)
             ),
             "{id} missing on the restarted member"
         );

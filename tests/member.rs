@@ -78,7 +78,7 @@ async fn the_peer_port_refuses_requests_without_the_cluster_secret_and_changes_n
 }
 
 /// Starts a member, retrying while the previous one's database handle is still being released.
-async fn try_start(settings: Settings) -> Result<gridraft::node::Node, String> {
+async fn try_start(settings: Settings) -> Result<gridraft::member::Member, String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match start_once(settings.clone()).await {
@@ -92,11 +92,11 @@ async fn try_start(settings: Settings) -> Result<gridraft::node::Node, String> {
     }
 }
 
-async fn start_once(settings: Settings) -> Result<gridraft::node::Node, String> {
+async fn start_once(settings: Settings) -> Result<gridraft::member::Member, String> {
     let cfg = settings.validate().map_err(|e| e.to_string())?;
     let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    gridraft::node::start(&cfg, public, peer)
+    gridraft::member::start(&cfg, public, peer)
         .await
         .map_err(|e| e.to_string())
 }

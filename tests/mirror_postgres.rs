@@ -65,7 +65,7 @@ async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_
             "start is a quoted instant"
         );
         let record = match truth.get(id) {
-            gridraft::raft::Lookup::Found(r) => r,
+            gridraft::map::Lookup::Found(r) => r,
             other => panic!("{id} is not live: {other:?}"),
         };
         assert_eq!(record.session().capabilities, *caps);
@@ -74,7 +74,7 @@ async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_
     let removed = truth
         .tombstones()
         .map(|(id, _)| id.to_owned())
-        .find(|id| !matches!(truth.get(id), gridraft::raft::Lookup::Found(_)))
+        .find(|id| !matches!(truth.get(id), gridraft::map::Lookup::Found(_)))
         .expect("the load removed sessions");
     let none = sqlx::query("select * from sessions_map where session_ids = $1")
         .bind(&removed)

@@ -1,10 +1,10 @@
 //! openraft's own storage test suite, run against the log store (segment files and sled) and
 //! the state machine, and what the suite does not do: closing the store and opening it again.
 
-use gridraft::raft::durable::DataIdentity;
 use gridraft::raft::log_store::LogStore;
 use gridraft::raft::state_machine::StateMachine;
 use gridraft::raft::{open_storage, StorageError, TypeConfig};
+use gridraft::store::durable::DataIdentity;
 use openraft::testing::{StoreBuilder, Suite};
 
 struct SledBuilder;
@@ -43,7 +43,7 @@ fn identity() -> DataIdentity {
 /// Opens the storage again once the previous instance's fsync thread has let go of sled.
 async fn reopen(
     dir: &std::path::Path,
-) -> (gridraft::raft::durable::Storage, LogStore, StateMachine) {
+) -> (gridraft::store::durable::Storage, LogStore, StateMachine) {
     for _ in 0..250 {
         match open_storage(dir, &identity()) {
             Ok(s) => return s,
@@ -134,10 +134,10 @@ fn big(index: u64, bytes: usize) -> gridraft::raft::Entry {
     };
     gridraft::raft::Entry {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-        payload: openraft::EntryPayload::Normal(gridraft::raft::Proposal {
+        payload: openraft::EntryPayload::Normal(gridraft::map::Proposal {
             at: 0,
             event_id: None,
-            op: gridraft::raft::Op::Add(session),
+            op: gridraft::map::Op::Add(session),
         }),
     }
 }

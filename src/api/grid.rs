@@ -22,9 +22,9 @@ use percent_encoding::percent_decode_str;
 
 use super::error::{ok, ApiError};
 use super::AppState;
-use crate::client::{LookupKind, PeerLookup};
-use crate::raft::session_map::{Tombstone, TOMBSTONE_TTL_NANOS};
-use crate::raft::{now_nanos, Op, Proposal};
+use crate::map::{now_nanos, Op, Proposal};
+use crate::map::{Tombstone, TOMBSTONE_TTL_NANOS};
+use crate::peer::{LookupKind, PeerLookup};
 use crate::session::{
     not_found_message, parse_add_body_within, AddError, Limit, Refused, RemovalReason,
 };

@@ -19,22 +19,23 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::AppState;
-use crate::client::{self, AddMember, LookupKind, PeerInfo, ReadIndexFrom, Reject, RemoveMember};
 use crate::cluster::membership::{ADD_PATH, REMOVE_PATH};
 use crate::cluster::Leader;
+use crate::map::Proposal;
+use crate::peer::{self, AddMember, LookupKind, PeerInfo, ReadIndexFrom, Reject, RemoveMember};
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
-use crate::raft::{NodeId, Proposal, TypeConfig};
+use crate::raft::{MemberId, TypeConfig};
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(APPEND_PATH, post(append))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(snapshot))
-        .route(client::WRITE_PATH, post(write))
-        .route(client::READ_INDEX_PATH, post(read_index))
-        .route(client::LOOKUP_PATH, post(lookup))
-        .route(client::TIMEOUT_NOW_PATH, post(timeout_now))
-        .route(client::INFO_PATH, get(info))
+        .route(peer::WRITE_PATH, post(write))
+        .route(peer::READ_INDEX_PATH, post(read_index))
+        .route(peer::LOOKUP_PATH, post(lookup))
+        .route(peer::TIMEOUT_NOW_PATH, post(timeout_now))
+        .route(peer::INFO_PATH, get(info))
         .route("/admin/status", get(status))
         .route("/admin/init", post(init))
         .route(ADD_PATH, post(add_member))
@@ -97,8 +98,8 @@ async fn append(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     if s.cluster.health.stopped().is_some() {
         // The answer openraft gives, without the error line it logs for every request (every
         // heartbeat) that reaches a stopped core.
-        let stopped: Result<AppendEntriesResponse<NodeId>, _> =
-            Err(RaftError::<NodeId>::Fatal(Fatal::Stopped));
+        let stopped: Result<AppendEntriesResponse<MemberId>, _> =
+            Err(RaftError::<MemberId>::Fatal(Fatal::Stopped));
         return encode(&stopped);
     }
     encode(&s.cluster.raft.append_entries(req).await)

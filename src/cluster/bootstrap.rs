@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use openraft::BasicNode;
 
 use super::Cluster;
-use crate::raft::NodeId;
+use crate::raft::MemberId;
 
 /// Runs once at start: initialises the group when this member is the one to do it.
 pub async fn bootstrap(cluster: &Cluster) {
@@ -47,7 +47,7 @@ pub async fn bootstrap(cluster: &Cluster) {
 /// Initialises the group with the static member list, or this member alone.
 pub async fn initialize(cluster: &Cluster) -> Result<(), String> {
     let members = &cluster.settings.members;
-    let nodes: BTreeMap<NodeId, BasicNode> = if members.is_empty() {
+    let nodes: BTreeMap<MemberId, BasicNode> = if members.is_empty() {
         BTreeMap::from([(
             cluster.id(),
             BasicNode::new(&cluster.settings.advertise_peer),

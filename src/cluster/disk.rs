@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
-use crate::raft::{now_nanos, NodeId, Op, Proposal};
+use crate::map::{now_nanos, Op, Proposal};
+use crate::raft::MemberId;
 
 /// Free and total bytes of the filesystem holding a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,15 +82,16 @@ pub struct DiskWatch {
 
 impl Cluster {
     /// The low voters, when they are a quorum: the cluster then refuses new sessions.
-    pub fn nospace_alarm(&self) -> Option<Vec<NodeId>> {
+    pub fn nospace_alarm(&self) -> Option<Vec<MemberId>> {
         let low = self.reader.low_disk_members();
         if low.is_empty() {
             return None;
         }
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
-        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
-        let low_voters: Vec<NodeId> = voters.iter().copied().filter(|v| low.contains(v)).collect();
+        let voters: Vec<MemberId> = metrics.membership_config.membership().voter_ids().collect();
+        let low_voters: Vec<MemberId> =
+            voters.iter().copied().filter(|v| low.contains(v)).collect();
         (low_voters.len() * 2 > voters.len()).then_some(low_voters)
     }
 }
@@ -121,7 +123,7 @@ struct Watcher {
     cluster: Arc<Cluster>,
     watch: DiskWatch,
     measured: Option<bool>,
-    alarm: Option<Vec<NodeId>>,
+    alarm: Option<Vec<MemberId>>,
     probe_failed: bool,
     propose_failed: bool,
 }
@@ -205,7 +207,7 @@ impl Watcher {
     }
 }
 
-fn log_change(member: NodeId, low: bool, space: FreeSpace, limit: u64) {
+fn log_change(member: MemberId, low: bool, space: FreeSpace, limit: u64) {
     if low {
         tracing::warn!(
             member,

@@ -4,7 +4,7 @@
 //! takes effect while the leader is down or changing. Each proposal carries the event's id and
 //! this member's applied log index when the subscriber received the event; `apply()` removes
 //! only sessions added by then, so the up to three copies of an event, and any retry however
-//! late, remove what the event meant and never a session added after it (`raft::session_map`).
+//! late, remove what the event meant and never a session added after it (`map`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::Cluster;
 use crate::events::{GridEvent, Received};
-use crate::raft::{now_nanos, Op, Proposal};
+use crate::map::{now_nanos, Op, Proposal};
 use crate::session::RemovalReason;
 use crate::telemetry::repeat::Repeated;
 
@@ -139,7 +139,7 @@ async fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::session_map::{Lookup, SessionMap};
+    use crate::map::{Lookup, SessionMap};
     use crate::session::Session;
 
     /// A map fed one log entry at a time, as the state machine does.

@@ -8,7 +8,7 @@ use openraft::{BasicNode, ChangeMembers};
 use serde_json::{json, Value};
 
 use super::{Cluster, Leader};
-use crate::client::{AddMember, RemoveMember};
+use crate::peer::{AddMember, RemoveMember};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
@@ -17,7 +17,7 @@ pub enum MembershipError {
     #[error("{0}")]
     Raft(String),
     #[error("forward to the leader: {0}")]
-    Forward(#[from] crate::client::ClientError),
+    Forward(#[from] crate::peer::ClientError),
 }
 
 pub const ADD_PATH: &str = "/admin/add";

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::watch;
 
-use crate::client::{ClientError, LookupKind, PeerClient, PeerLookup, ReadIndexFrom, Reject};
+use crate::map::{Applied, Lookup, Proposal, SessionMapReader};
+use crate::peer::{ClientError, LookupKind, PeerClient, PeerLookup, ReadIndexFrom, Reject};
 use crate::raft::network::Contacts;
-use crate::raft::{Applied, Lookup, NodeId, Proposal, Raft, SessionMapReader};
+use crate::raft::{MemberId, Raft};
 use crate::telemetry::repeat::Repeated;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,19 +50,19 @@ pub enum ProxyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leader {
     Me,
-    Other { id: NodeId, addr: String },
+    Other { id: MemberId, addr: String },
     Unknown,
 }
 
 pub struct ClusterSettings {
-    pub id: NodeId,
+    pub id: MemberId,
     pub write_timeout: Duration,
     pub read_timeout: Duration,
     pub read_from_leader: bool,
     pub ready_grace: Duration,
     pub election_timeout_max: Duration,
     /// The static member list (peer addresses); empty for a single member.
-    pub members: std::collections::BTreeMap<NodeId, String>,
+    pub members: std::collections::BTreeMap<MemberId, String>,
     /// This member's own peer address.
     pub advertise_peer: String,
     /// Writes waiting to join a batch on the leader (`grid.max-pending-writes`).
@@ -138,7 +139,7 @@ impl Cluster {
         })
     }
 
-    pub fn id(&self) -> NodeId {
+    pub fn id(&self) -> MemberId {
         self.settings.id
     }
 
@@ -162,8 +163,8 @@ impl Cluster {
     /// Every operation is idempotent, so a retry after an unknown outcome is harmless.
     pub async fn write(&self, p: Proposal) -> Result<Applied, ProxyError> {
         self.check_running()?;
-        if let Some(bytes) = crate::raft::oversized(&p) {
-            let limit = crate::raft::MAX_PROPOSAL_BYTES;
+        if let Some(bytes) = crate::map::oversized(&p) {
+            let limit = crate::map::MAX_PROPOSAL_BYTES;
             return Err(ProxyError::TooLarge { bytes, limit });
         }
         let timeout = self.settings.write_timeout;
@@ -220,8 +221,8 @@ impl Cluster {
     /// Grid adds and removes share a log entry with the writes waiting at the same moment
     /// (group commit, see [`write_batch`]).
     pub async fn write_here(&self, p: Proposal, timeout: Duration) -> Result<Applied, Reject> {
-        if let Some(bytes) = crate::raft::oversized(&p) {
-            let limit = crate::raft::MAX_PROPOSAL_BYTES;
+        if let Some(bytes) = crate::map::oversized(&p) {
+            let limit = crate::map::MAX_PROPOSAL_BYTES;
             return Err(Reject::Failed(
                 ProxyError::TooLarge { bytes, limit }.to_string(),
             ));
@@ -411,7 +412,7 @@ impl Cluster {
     /// up is safe: the old leader can no longer commit, and every operation is idempotent.
     pub(crate) async fn unless_leader_changes<T>(
         &self,
-        leader: NodeId,
+        leader: MemberId,
         call: impl std::future::Future<Output = T>,
     ) -> Option<T> {
         let mut metrics = self.raft.metrics();
@@ -483,7 +484,7 @@ impl Cluster {
             seen != u64::MAX
                 && now_ms.saturating_sub(seen) < self.settings.ready_grace.as_millis() as u64
         };
-        let voter_ids: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let voter_ids: Vec<MemberId> = m.membership_config.membership().voter_ids().collect();
         let voters = voter_ids.len();
         // A member without a leader that has heard from no quorum lately (counting itself) is
         // cut off: it can neither commit nor read, and no election will bring a leader to it

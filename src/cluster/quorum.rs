@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use super::Cluster;
-use crate::raft::NodeId;
+use crate::raft::MemberId;
 
 impl Cluster {
     /// This member leads, no quorum has confirmed it within an election timeout, and the last
@@ -56,7 +56,7 @@ impl Cluster {
     }
 
     /// The voters other than this member.
-    fn voter_peers(&self) -> Vec<NodeId> {
+    fn voter_peers(&self) -> Vec<MemberId> {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.membership_config

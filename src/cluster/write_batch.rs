@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 
 use super::Cluster;
-use crate::client::Reject;
-use crate::raft::{Applied, Op, Proposal};
+use crate::map::{Applied, Op, Proposal};
+use crate::peer::Reject;
 
 /// Batches proposed at once; two let one batch be appended while the previous one replicates.
 pub const IN_FLIGHT: usize = 2;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::{redact_url, MirrorConfig, MirrorKind, MirrorMode};
-use crate::raft::session_map::SessionMap;
+use crate::map::SessionMap;
 use crate::telemetry::Metrics;
 
 /// Every mirror configured on this member (empty when none is).

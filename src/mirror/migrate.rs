@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::postgres::PostgresMirror;
 use super::redis::RedisMirror;
 use super::{redact_url, Mirror, MirrorBatch, MirrorError, MirrorKind, StoredSession};
-use crate::client::PeerClient;
+use crate::peer::PeerClient;
 use crate::session::{parse_add_body, AddError, Session};
 
 /// Peer route listing every live session (JSON `{"applied_index": n, "sessions": [...]}`).
@@ -28,7 +28,7 @@ pub enum MigrateError {
     #[error(transparent)]
     Store(#[from] MirrorError),
     #[error("list the cluster's sessions: {0}")]
-    Cluster(#[from] crate::client::ClientError),
+    Cluster(#[from] crate::peer::ClientError),
     #[error("the cluster's session list is malformed: {0}")]
     Listing(String),
 }

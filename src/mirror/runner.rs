@@ -23,9 +23,10 @@ use super::postgres::PostgresMirror;
 use super::redis::RedisMirror;
 use super::shadow::UriIndex;
 use super::{Mirror, MirrorBatch, MirrorConfig, MirrorError, MirrorKind};
+use crate::map::SessionMap;
+use crate::map::{now_nanos, Lookup, Op, Proposal, SessionMapReader};
 use crate::raft::log_store::LogStore;
-use crate::raft::session_map::SessionMap;
-use crate::raft::{now_nanos, Entry, Lookup, Op, Proposal, Raft, SessionMapReader};
+use crate::raft::{Entry, Raft};
 
 /// Entries read and written per batch.
 const BATCH_ENTRIES: u64 = 1000;

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::raft::session_map::{SessionMap, MAX_TOMBSTONES, TOMBSTONE_TTL_NANOS};
+use crate::map::{SessionMap, MAX_TOMBSTONES, TOMBSTONE_TTL_NANOS};
 
 #[derive(Debug, Default)]
 pub struct UriIndex {

@@ -16,8 +16,8 @@ use openraft::{
 };
 
 use super::durable::Storage;
-use super::segment_log::SegmentLog;
-use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use super::{Entry, LogId, MemberId, StorageError, TypeConfig};
+use crate::store::segment_log::SegmentLog;
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -38,7 +38,7 @@ pub struct LogStore {
 }
 
 fn io(
-    subject: ErrorSubject<NodeId>,
+    subject: ErrorSubject<MemberId>,
     verb: ErrorVerb,
     e: impl std::error::Error + 'static,
 ) -> StorageError {
@@ -118,7 +118,7 @@ impl LogStore {
         Ok(())
     }
 
-    async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
+    async fn flush(&self, subject: ErrorSubject<MemberId>) -> Result<(), StorageError> {
         self.storage
             .flusher
             .flush()
@@ -174,13 +174,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote<MemberId>) -> Result<(), StorageError> {
         self.put_meta(VOTE, vote)
             .map_err(|e| io(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         self.flush(ErrorSubject::Vote).await
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+    async fn read_vote(&mut self) -> Result<Option<Vote<MemberId>>, StorageError> {
         self.get_meta(VOTE)
     }
 

@@ -27,7 +27,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{NodeId, TypeConfig};
+use super::{MemberId, TypeConfig};
 use crate::telemetry::repeat::{RepeatState, REPEAT_EVERY};
 
 /// Paths of the Raft RPC routes on the peer port.
@@ -42,7 +42,7 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 /// cannot answer.
 #[derive(Debug, Default)]
 pub struct Contacts {
-    peers: Mutex<HashMap<NodeId, Peer>>,
+    peers: Mutex<HashMap<MemberId, Peer>>,
 }
 
 #[derive(Debug, Default)]
@@ -56,12 +56,12 @@ struct Peer {
 }
 
 impl Contacts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Peer>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MemberId, Peer>> {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `id` answered a request or sent one: it is reachable.
-    pub fn note(&self, id: NodeId) {
+    pub fn note(&self, id: MemberId) {
         let recovered = {
             let mut peers = self.lock();
             let peer = peers.entry(id).or_default();
@@ -77,7 +77,7 @@ impl Contacts {
     /// A request to `id` failed without an answer (`refused`: its connection was refused).
     /// Returns whether `id` now counts as unreachable. Logged once and then every
     /// [`REPEAT_EVERY`] with a count, whatever the retry rate.
-    pub fn failed(&self, id: NodeId, refused: bool, error: &str) -> bool {
+    pub fn failed(&self, id: MemberId, refused: bool, error: &str) -> bool {
         let (report, unreachable) = {
             let mut peers = self.lock();
             let peer = peers.entry(id).or_default();
@@ -94,7 +94,7 @@ impl Contacts {
     /// How many of `members` were heard from within `window`.
     pub fn heard_within(
         &self,
-        members: impl IntoIterator<Item = NodeId>,
+        members: impl IntoIterator<Item = MemberId>,
         window: Duration,
     ) -> usize {
         let peers = self.lock();
@@ -111,7 +111,7 @@ impl Contacts {
 
     /// How many of `members` are unreachable: their connection was refused, or they have not
     /// answered several requests in a row, and they have not been heard from since.
-    pub fn unreachable(&self, members: impl IntoIterator<Item = NodeId>) -> usize {
+    pub fn unreachable(&self, members: impl IntoIterator<Item = MemberId>) -> usize {
         let peers = self.lock();
         members
             .into_iter()
@@ -196,7 +196,7 @@ impl Network {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+    async fn new_client(&mut self, target: MemberId, node: &BasicNode) -> Connection {
         Connection {
             client: self.client.clone(),
             secret: self.secret.clone(),
@@ -212,7 +212,7 @@ pub struct Connection {
     client: reqwest::Client,
     secret: Arc<str>,
     base: String,
-    target: NodeId,
+    target: MemberId,
     contacts: Arc<Contacts>,
     retry: RetrySettings,
 }
@@ -222,7 +222,7 @@ pub struct Connection {
 /// answer under load is not that.
 const TIMEOUTS_BEFORE_UNREACHABLE: u64 = 3;
 
-type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+type RpcResult<T, E> = Result<T, RPCError<MemberId, BasicNode, RaftError<MemberId, E>>>;
 
 impl Connection {
     /// Sends `req`; `entries` is how many log entries it carries (an `AppendEntries`), which
@@ -269,7 +269,7 @@ impl Connection {
             }
             return Err(RPCError::Network(NetworkError::new(&e)));
         }
-        let result: Result<Resp, RaftError<NodeId, E>> =
+        let result: Result<Resp, RaftError<MemberId, E>> =
             bincode::deserialize(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -280,7 +280,7 @@ impl Connection {
     fn send_failed<E: std::error::Error>(
         &self,
         e: &reqwest::Error,
-    ) -> RPCError<NodeId, BasicNode, E> {
+    ) -> RPCError<MemberId, BasicNode, E> {
         let error = std::io::Error::other(format!("{}: {}", self.base, root_cause(e)));
         let unreachable = self
             .contacts
@@ -311,7 +311,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+    ) -> RpcResult<AppendEntriesResponse<MemberId>, openraft::error::Infallible> {
         let entries = rpc.entries.len();
         self.call(APPEND_PATH, &rpc, option.hard_ttl(), Some(entries))
             .await
@@ -321,16 +321,16 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+    ) -> RpcResult<InstallSnapshotResponse<MemberId>, InstallSnapshotError> {
         self.call(SNAPSHOT_PATH, &rpc, option.hard_ttl(), None)
             .await
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<MemberId>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+    ) -> RpcResult<VoteResponse<MemberId>, openraft::error::Infallible> {
         self.call(VOTE_PATH, &rpc, option.hard_ttl(), None).await
     }
 

@@ -19,12 +19,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 
 use super::durable::Storage;
-use super::session_map::{SessionMap, SessionMapReader};
 use super::snapshot_file::{self, SnapshotFile, SNAPSHOT_DIR};
-use super::{Applied, Entry, LogId, NodeId, StorageError, TypeConfig};
+use super::{Applied, Entry, LogId, MemberId, StorageError, TypeConfig};
+use crate::map::{SessionMap, SessionMapReader};
 
-type Membership = StoredMembership<NodeId, BasicNode>;
-type Meta = SnapshotMeta<NodeId, BasicNode>;
+type Membership = StoredMembership<MemberId, BasicNode>;
+type Meta = SnapshotMeta<MemberId, BasicNode>;
 
 /// sled key of the current snapshot's [`SnapshotRecord`].
 const CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use gridraft::config::{GridSettings, Settings};
-use gridraft::node::{self, Node};
+use gridraft::member::{self, Member as RunningMember};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -20,7 +20,7 @@ pub struct SingleMember {
     pub addr: SocketAddr,
     /// The peer port (Raft, admin, `/metrics`), guarded by the secret in the data directory.
     pub peer: SocketAddr,
-    node: Option<Node>,
+    node: Option<RunningMember>,
     _dir: tempfile::TempDir,
 }
 
@@ -49,7 +49,7 @@ impl SingleMember {
         }
         .validate()
         .expect("valid test settings");
-        let node = node::start(&cfg, public, peer)
+        let node = member::start(&cfg, public, peer)
             .await
             .expect("start the member");
         wait_ready(addr, Duration::from_secs(30)).await;

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use gridraft::config::{EventSettings, GridSettings, HttpSettings, RaftSettings, Settings};
-use gridraft::node::{self, Node};
+use gridraft::member::{self, Member as RunningMember};
 use tokio::net::TcpListener;
 
 pub const SECRET: &str = "test-cluster-secret";
@@ -23,7 +23,7 @@ pub struct Member {
     pub public: SocketAddr,
     pub peer: SocketAddr,
     pub dir: PathBuf,
-    pub node: Option<Node>,
+    pub node: Option<RunningMember>,
 }
 
 pub struct TestCluster {
@@ -151,7 +151,7 @@ impl TestCluster {
         };
         for (id, public, peer) in listeners {
             let cfg = cluster.settings(id);
-            let node = node::start(&cfg, public, peer).await.unwrap();
+            let node = member::start(&cfg, public, peer).await.unwrap();
             cluster.members.get_mut(&id).unwrap().node = Some(node);
         }
         cluster.wait_for_leader(Duration::from_secs(20)).await;
@@ -207,7 +207,7 @@ impl TestCluster {
             .unwrap()
     }
 
-    pub fn node(&self, id: u64) -> &Node {
+    pub fn node(&self, id: u64) -> &RunningMember {
         self.members[&id].node.as_ref().expect("member is running")
     }
 
@@ -272,7 +272,7 @@ impl TestCluster {
             async move {
                 let p = TcpListener::bind(public).await.ok()?;
                 let q = TcpListener::bind(peer).await.ok()?;
-                node::start(&cfg, p, q)
+                member::start(&cfg, p, q)
                     .await
                     .map_err(|e| tracing::warn!(member = id, error = %e, "restart failed"))
                     .ok()
@@ -298,7 +298,7 @@ impl TestCluster {
             },
         );
         let cfg = self.settings(id);
-        let node = node::start(&cfg, public, peer).await.unwrap();
+        let node = member::start(&cfg, public, peer).await.unwrap();
         self.members.get_mut(&id).unwrap().node = Some(node);
     }
 

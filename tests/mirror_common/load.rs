@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use gridraft::raft::session_map::SessionMap;
-use gridraft::raft::{now_nanos, Op, Proposal};
+use gridraft::map::SessionMap;
+use gridraft::map::{now_nanos, Op, Proposal};
 use gridraft::session::RemovalReason;
 
 use super::MirrorCluster;

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gridraft::config::{GridSettings, RaftSettings, Settings};
+use gridraft::map::SessionMap;
+use gridraft::member::{self, Member as RunningMember};
 use gridraft::mirror::{MirrorConfig, MirrorHandle, MirrorKind, MirrorMode};
-use gridraft::node::{self, Node};
-use gridraft::raft::session_map::SessionMap;
 use tokio::net::TcpListener;
 
 pub const SECRET: &str = "mirror-test-secret";
@@ -76,7 +76,7 @@ pub struct Member {
     pub public: SocketAddr,
     pub peer: SocketAddr,
     pub dir: PathBuf,
-    pub node: Option<Node>,
+    pub node: Option<RunningMember>,
 }
 
 /// Members on 127.0.0.1:0 listeners with temporary data directories, all mirroring.
@@ -118,7 +118,7 @@ impl MirrorCluster {
         };
         for (id, public, peer) in listeners {
             let cfg = cluster.settings(id);
-            let node = node::start(&cfg, public, peer)
+            let node = member::start(&cfg, public, peer)
                 .await
                 .expect("start a member");
             cluster.members.get_mut(&id).unwrap().node = Some(node);
@@ -164,7 +164,7 @@ impl MirrorCluster {
         cfg
     }
 
-    pub fn node(&self, id: u64) -> &Node {
+    pub fn node(&self, id: u64) -> &RunningMember {
         self.members[&id].node.as_ref().expect("member is running")
     }
 

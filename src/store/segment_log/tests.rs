@@ -290,10 +290,10 @@ fn big_entry(index: u64, bytes: usize) -> Entry {
     };
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(crate::raft::Proposal {
+        payload: EntryPayload::Normal(crate::map::Proposal {
             at: 1,
             event_id: None,
-            op: crate::raft::Op::Add(session),
+            op: crate::map::Op::Add(session),
         }),
     }
 }

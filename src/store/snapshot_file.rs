@@ -1,5 +1,5 @@
 //! Snapshots as files: the state machine's snapshot lives in `<data-dir>/snapshots/` as one
-//! file written by [`SessionMap::encode`](super::session_map::SessionMap::encode), never as a
+//! file written by [`SessionMap::encode`](crate::map::SessionMap::encode), never as a
 //! value in sled, and openraft streams it to a follower straight from that file.
 //!
 //! A file is written under a temporary name, fsynced, renamed and its directory fsynced before

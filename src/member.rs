@@ -12,19 +12,19 @@ use tracing::Instrument;
 
 use crate::api::server::{ConnectionMetrics, ListenerSettings};
 use crate::api::{self, fd_budget, AppState};
-use crate::client::PeerClient;
 use crate::cluster::disk::{self, DiskWatch};
 use crate::cluster::health::{self, FatalHandle};
 use crate::cluster::{bootstrap, event_sink, Cluster, ClusterSettings, Leader};
 use crate::config::Resolved;
 use crate::events::{spawn_subscriber, EventBusSettings, EventMetrics};
-use crate::raft::durable::{DataIdentity, LogStats, Storage};
+use crate::peer::PeerClient;
 use crate::raft::network::{Contacts, Network, RetrySettings, RETRY_CAP_WITHOUT_QUORUM};
 use crate::raft::{open_storage, OpenStorageError, Raft};
+use crate::store::durable::{DataIdentity, LogStats, Storage};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
-pub enum NodeError {
+pub enum MemberError {
     #[error(transparent)]
     Storage(#[from] OpenStorageError),
     #[error("invalid raft settings: {0}")]
@@ -39,7 +39,7 @@ pub enum NodeError {
 }
 
 /// A running member.
-pub struct Node {
+pub struct Member {
     pub cluster: Arc<Cluster>,
     storage: Storage,
     public_stop: CancellationToken,
@@ -54,7 +54,7 @@ pub async fn start(
     cfg: &Resolved,
     public: TcpListener,
     peer: TcpListener,
-) -> Result<Node, NodeError> {
+) -> Result<Member, MemberError> {
     let span = tracing::info_span!("member", id = cfg.id);
     start_inner(cfg, public, peer).instrument(span).await
 }
@@ -63,7 +63,7 @@ async fn start_inner(
     cfg: &Resolved,
     public: TcpListener,
     peer: TcpListener,
-) -> Result<Node, NodeError> {
+) -> Result<Member, MemberError> {
     let secret: Arc<str> = Arc::from(cluster_secret(cfg)?);
     let identity = DataIdentity {
         cluster: cfg.cluster_name.clone(),
@@ -90,7 +90,7 @@ async fn start_inner(
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        .map_err(|e| MemberError::Raft(e.to_string()))?;
     let contacts = Arc::new(Contacts::default());
     let retry = RetrySettings {
         first: cfg.heartbeat_interval,
@@ -106,7 +106,7 @@ async fn start_inner(
         state_machine,
     )
     .await
-    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    .map_err(|e| MemberError::Raft(e.to_string()))?;
     let cluster = Cluster::new(
         ClusterSettings {
             id: cfg.id,
@@ -235,7 +235,7 @@ async fn start_inner(
         worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "member started"
     );
-    Ok(Node {
+    Ok(Member {
         cluster,
         storage,
         public_stop,
@@ -248,12 +248,12 @@ async fn start_inner(
 
 /// The configured secret, or for a single member without one, a random secret kept in the
 /// data directory (so `gridraft cluster` can use it via `--cluster-secret-file`).
-fn cluster_secret(cfg: &Resolved) -> Result<String, NodeError> {
+fn cluster_secret(cfg: &Resolved) -> Result<String, MemberError> {
     if let Some(s) = &cfg.cluster_secret {
         return Ok(s.clone());
     }
     let path = cfg.data_dir.join("cluster-secret");
-    let err = |source| NodeError::Secret {
+    let err = |source| MemberError::Secret {
         path: path.clone(),
         source,
     };
@@ -336,7 +336,7 @@ const STOP_SNAPSHOT_MIN_ENTRIES: u64 = 1_000;
 /// The longest a stop waits for that snapshot.
 const STOP_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15);
 
-impl Node {
+impl Member {
     /// Fault injection for in-process tests: while `on`, this member's log appends fail as on
     /// a full disk (`ENOSPC`), which stops its Raft.
     #[doc(hidden)]
@@ -461,7 +461,7 @@ impl Node {
         let mut refused = 0;
         for addr in &others {
             let wait = self.cluster.settings.election_timeout_max / 4;
-            if let Ok(Err(crate::client::ClientError::Http { source, .. })) =
+            if let Ok(Err(crate::peer::ClientError::Http { source, .. })) =
                 tokio::time::timeout(wait, self.cluster.peers.info(addr)).await
             {
                 refused += usize::from(source.is_connect());

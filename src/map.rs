@@ -23,8 +23,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Applied, NodeId, Op, Proposal};
+use crate::raft::MemberId;
 use crate::session::{RemovalReason, Session};
+
+pub use command::{now_nanos, oversized, Applied, Op, Proposal, MAX_PROPOSAL_BYTES};
 
 /// How long a removal is remembered for the 404 message (Selenium's `LocalSessionMap`: 60 min).
 pub const TOMBSTONE_TTL_NANOS: i64 = 60 * 60 * 1_000_000_000;
@@ -217,7 +219,7 @@ pub struct SessionMap {
     /// Last log index each write-through mirror has confirmed (see `crate::mirror`).
     mirror_progress: imbl::OrdMap<Arc<str>, u64>,
     /// Members whose data directory is low on free space (see `crate::cluster::disk`).
-    low_disk: imbl::OrdSet<NodeId>,
+    low_disk: imbl::OrdSet<MemberId>,
 }
 
 impl SessionMap {
@@ -331,7 +333,7 @@ impl SessionMap {
     }
 
     /// Members whose data directory is low on free space, by their own last report.
-    pub fn low_disk_members(&self) -> Vec<NodeId> {
+    pub fn low_disk_members(&self) -> Vec<MemberId> {
         self.low_disk.iter().copied().collect()
     }
 
@@ -515,7 +517,7 @@ impl SessionMapReader {
     }
 
     /// Members whose data directory is low on free space (see `crate::cluster::disk`).
-    pub fn low_disk_members(&self) -> Vec<NodeId> {
+    pub fn low_disk_members(&self) -> Vec<MemberId> {
         self.read().low_disk_members()
     }
 
@@ -530,6 +532,7 @@ impl SessionMapReader {
     }
 }
 
+pub mod command;
 mod image;
 
 pub use image::ImageError;

@@ -1,7 +1,7 @@
 use std::io::{BufReader, BufWriter, Seek, Write};
 
 use super::*;
-use crate::raft::session_map::Lookup;
+use crate::map::Lookup;
 use crate::session::RemovalReason;
 
 /// A map holding only the given tombstones, oldest first, inserted directly (past any cap that

@@ -5,29 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::raft::session_map::Tombstone;
-use crate::raft::{Applied, NodeId, Proposal};
-
-pub const WRITE_PATH: &str = "/peer/write";
-pub const READ_INDEX_PATH: &str = "/peer/read-index";
-pub const LOOKUP_PATH: &str = "/peer/lookup";
-pub const INFO_PATH: &str = "/peer/info";
-pub const TIMEOUT_NOW_PATH: &str = "/peer/timeout-now";
-
-/// Why a member refused a forwarded request.
-#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
-pub enum Reject {
-    #[error("member is not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
-    #[error("{0}")]
-    Failed(String),
-    /// The leader's write queue is full (`grid.max-pending-writes`). Last, so that the other
-    /// variants keep their bincode tags: a member without it reads a decode error and retries.
-    #[error("the leader's write queue is full ({limit} pending writes, grid.max-pending-writes)")]
-    QueueFull { limit: u64 },
-}
+use super::*;
+use crate::map::{Applied, Proposal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -46,61 +27,6 @@ pub enum ClientError {
     Decode { addr: String, detail: String },
     #[error(transparent)]
     Rejected(#[from] Reject),
-}
-
-/// A lookup's answer, here or from the leader (read mode `leader`). `Found` holds the
-/// pre-rendered body itself (a reference-counted `Bytes`), so a local lookup copies nothing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum PeerLookup {
-    Found(#[serde(with = "bytes_as_vec")] bytes::Bytes),
-    Removed(Tombstone),
-    Missing,
-}
-
-/// `Bytes` on the wire exactly as the `Vec<u8>` it replaced (bincode: length, then the bytes).
-mod bytes_as_vec {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(b: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(b)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
-        Vec::<u8>::deserialize(d).map(bytes::Bytes::from)
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub enum LookupKind {
-    Session,
-    Uri,
-}
-
-/// Who asks a leader for a read index, and the vote it held when it asked. An empty request
-/// body (a member of an earlier version) asks for a full heartbeat round.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReadIndexFrom {
-    pub id: NodeId,
-    pub vote: openraft::Vote<NodeId>,
-}
-
-/// What `GET /peer/info` says about a member.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerInfo {
-    pub node_id: NodeId,
-    pub cluster: String,
-    pub initialized: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AddMember {
-    pub id: NodeId,
-    pub addr: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RemoveMember {
-    pub id: NodeId,
 }
 
 #[derive(Clone)]
