@@ -1,8 +1,9 @@
 //! Selenium's `Json` writer (`org.openqa.selenium.json.JsonOutput`), byte for byte.
 //!
 //! The Java Grid stores capabilities in Redis and Postgres as the exact text its writer produces,
-//! and gridraft mirrors into those stores, so this module reproduces that text (grid-protocol.md
-//! §2.10): the pretty and compact layouts, Java's string escaping and Java's number text.
+//! and gridraft mirrors into those stores, so this module reproduces that text
+//! (docs/compatibility.md#seleniums-json-text): the pretty and compact layouts, Java's string
+//! escaping and Java's number text.
 //! Numbers are normalised once, when a document is parsed ([`normalise_numbers`]); the writers
 //! then print each number's stored text (spelling only the exponent Java's way), which is why a
 //! `Value` handed to a writer must have been normalised first. This module owns no I/O and knows nothing about sessions.
@@ -103,7 +104,8 @@ pub fn to_pretty_string_within(value: &Value, limit: usize) -> Result<String, To
     Ok(out)
 }
 
-/// Appends `s` as a JSON string literal with Java's escaping (grid-protocol.md §2.10).
+/// Appends `s` as a JSON string literal with Java's escaping
+/// (docs/compatibility.md#seleniums-json-text).
 ///
 /// `/`, `<` and `&` are escaped because Selenium guards against HTML/script injection; U+2028 is
 /// escaped because JavaScript treats it as a line break, but U+2029 is not (Selenium's table

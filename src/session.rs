@@ -1,6 +1,7 @@
 //! The session record of the session map and everything about its wire form: parsing the body
 //! of `POST /se/grid/session`, normalising it the way the Java `LocalSessionMap` does, and
-//! rendering the exact bytes Java answers with (grid-protocol.md §2.3–§2.6, §2.9).
+//! rendering the exact bytes Java answers with (docs/compatibility.md: "The session record",
+//! "Routes", "Errors").
 //!
 //! A [`Session`] is stored already rendered: capabilities and stereotype as Selenium's pretty
 //! JSON text, `start` as `Instant.toString()`. That makes the Raft log entry small and
@@ -43,7 +44,7 @@ pub enum AddError {
     /// The body is the JSON literal `null`.
     #[error("Session to add must be set")]
     NullBody,
-    /// Anything else that is not a valid session (§2.3); the API message quotes the raw body.
+    /// Anything else that is not a valid session; the API message quotes the raw body.
     #[error("Unable to parse")]
     Unparsable,
     /// Over one of the input limits; the message names it.
@@ -267,7 +268,7 @@ pub enum RemovalReason {
 }
 
 impl RemovalReason {
-    /// The reason text shown in the 404 message after removal (§2.9).
+    /// The reason text shown in the 404 message after removal (docs/compatibility.md#errors).
     pub fn text(&self) -> &'static str {
         match self {
             RemovalReason::QuitCommand => "session closed normally (QUIT command)",
@@ -300,7 +301,7 @@ impl RemovalReason {
     }
 }
 
-/// The 404 message for an id, with or without removal info (see §2.9 "Removal memory"):
+/// The 404 message for an id, with or without removal info (docs/compatibility.md#errors):
 /// `Unable to find session with ID: <id>` or `Unable to find session with ID: <id>. Session was
 /// removed at <instant> (<n> seconds ago), reason: <text>, node: <uri>` ("1 second ago" when
 /// n == 1).

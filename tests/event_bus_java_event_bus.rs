@@ -51,7 +51,8 @@ async fn long_run_real_java_bus_delivers_past_zmtp_pings_and_across_a_bus_restar
         "subscriber connected (the bus PINGs it at +60 s and +120 s)",
     );
 
-    // The component side of §4.1: a PUB connected to the bus's XSUB.
+    // The component side of the bus (docs/compatibility.md#sockets): a PUB connected to the
+    // bus's XSUB.
     let context = zmq::Context::new();
     let publisher = context.socket(zmq::PUB).unwrap();
     publisher.set_linger(0).unwrap();

@@ -20,7 +20,7 @@
 //!
 //! Normalisations before comparing (all in `scenario::normalise_message`):
 //! * Java's `\nBuild info: ...\nSystem info: ...\nDriver info: ...` suffix is cut from a 404
-//!   message (grid-protocol.md §2.9 lets gridraft omit it);
+//!   message (gridraft omits it; docs/compatibility.md#errors);
 //! * in a removal message, the removal instant becomes `<instant>` and `(<n> seconds ago)`
 //!   becomes `(<age>)`, after checking each side's instant is a valid `Instant.toString()` and
 //!   its age has the right form: the two servers remove at different instants;
@@ -590,7 +590,7 @@ async fn documented_divergences_from_java_stay_as_documented() {
     );
 
     // 2. An incomplete NodeStatus (only externalUri). Java's strict decoder drops it; gridraft
-    //    needs only externalUri (grid-protocol.md §4.4: it MAY be more lenient).
+    //    needs only externalUri (docs/compatibility.md#where-events-differ-from-java).
     let incomplete = s.id("incomplete-node-status");
     s.add(&incomplete, "http://10.7.0.2:5555").await;
     s.publish(
@@ -609,7 +609,7 @@ async fn documented_divergences_from_java_stay_as_documented() {
     );
 
     // 3. URIs equal for java.net.URI but not as text (scheme and host case, escape case). Java
-    //    removes, quoting the event's URI; gridraft compares the text exactly (§4.4: an
+    //    removes, quoting the event's URI; gridraft compares the text exactly (an
     //    acceptable approximation; a node reports the same string it registered with).
     for (name, stored, event) in [
         (

@@ -1,6 +1,6 @@
 //! Contract tests of the public Grid routes against one in-process member, over raw HTTP/1.1 so
-//! that status lines, headers and body bytes are checked exactly as grid-protocol.md §2 and §7
-//! state them.
+//! that status lines, headers and body bytes are checked exactly as docs/compatibility.md states
+//! them.
 
 mod common;
 

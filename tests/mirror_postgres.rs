@@ -44,7 +44,7 @@ async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_
     );
     let rows = wait_rows_equal(&url, &truth, Duration::from_secs(60)).await;
 
-    tracing::info!("phase: Selenium's JdbcBackedSessionMap queries (grid-protocol.md §5.2)");
+    tracing::info!("phase: Selenium's JdbcBackedSessionMap queries");
     let mut con = connect_pg(&url).await;
     for (id, (uri, stereotype, caps, start)) in &rows {
         // The JDBC statement verbatim, with Postgres's placeholder for JDBC's `?`.

@@ -1,5 +1,5 @@
 //! The only place that knows HTTP status codes and the W3C error body, exactly as Selenium's
-//! `LocalSessionMap` server sends them (grid-protocol.md §2.9).
+//! `LocalSessionMap` server sends them (docs/compatibility.md#errors).
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, StatusCode};

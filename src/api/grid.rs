@@ -1,5 +1,6 @@
 //! The public listener: Selenium's SessionMap routes plus `/status`, `/readyz` and `/healthz`,
-//! answered exactly as Java's `LocalSessionMap` server answers them (grid-protocol.md §2).
+//! answered exactly as Java's `LocalSessionMap` server answers them (docs/compatibility.md,
+//! "HTTP" and "Routes").
 //!
 //! Routing is done by hand rather than with axum's router because the contract's rules are
 //! unusual: the whole path is percent-decoded before matching (so `%2F` splits segments), HEAD

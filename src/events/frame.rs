@@ -1,10 +1,10 @@
-//! Decoding one bus message (§4.2–4.4) into a [`Decoded`] outcome.
+//! Decoding one bus message (docs/compatibility.md#event-bus) into a [`Decoded`] outcome.
 //!
 //! Pure: no I/O, no logging, no clock. The order of the checks is the contract, because it
 //! decides which ids get burned and how much work an unauthenticated message costs: name, secret
 //! frame, id frame, recently-seen, secret (a wrongly signed message burns its id and is dropped
 //! here, its data never parsed), data JSON, remember the id, then the payload. This is Java's
-//! order (`UnboundZmqEventBus.PollingRunnable`, §4.3) except that Java parses the data before
+//! order (`UnboundZmqEventBus.PollingRunnable`) except that Java parses the data before
 //! it checks the secret; docs/grid.md lists the two cases where that shows.
 
 use serde_json::Value;
@@ -17,7 +17,7 @@ pub(super) const SESSION_CLOSED: &str = "session-closed";
 pub(super) const NODE_REMOVED: &str = "node-removed";
 pub(super) const NODE_RESTARTED: &str = "node-restarted";
 
-/// Names Selenium 4.48.0 fires that the session map ignores (§4.4). They become `kind` labels
+/// Names Selenium 4.48.0 fires that the session map ignores. They become `kind` labels
 /// as they are; any other name is counted as `other`, so a noisy or hostile publisher cannot
 /// create unbounded metric series.
 const KNOWN_IGNORED: &[&str] = &[
@@ -41,7 +41,7 @@ pub enum Decoded {
     /// An event the session map does not listen to; carries a bounded label (`other` for
     /// unknown names). Normal traffic, never an error, and its id is not remembered.
     Ignored(&'static str),
-    /// A repeat of an id among the recently seen: dropped silently (§4.3 rule 4).
+    /// A repeat of an id among the recently seen: dropped silently.
     Duplicate(Uuid),
     /// Malformed or wrongly signed: dropped, counted and logged by [`Rejection::kind`].
     Rejected(Rejection),
@@ -98,7 +98,8 @@ enum Handled {
     NodeRestarted,
 }
 
-/// Parses one multipart message (frames as received, exact count) following §4.3.
+/// Parses one multipart message (frames as received, exact count) following the receiving
+/// rules of docs/compatibility.md#receiving-rules.
 ///
 /// `seen` is updated as Java does: ids of handled messages are remembered even when the secret
 /// is wrong or the payload is unusable, but not when a correctly signed frame 4 is not JSON.
@@ -122,7 +123,7 @@ pub fn decode(frames: &[Vec<u8>], secret: &str, seen: &mut RecentIds) -> Decoded
         return Decoded::Duplicate(event_id);
     }
     if !ours {
-        // A wrongly signed copy burns the id as in Java (§4.3 rule 6), but costs no parse.
+        // A wrongly signed copy burns the id as in Java, but costs no parse.
         seen.remember(event_id);
         return Decoded::Rejected(Rejection::SecretMismatch);
     }
@@ -213,7 +214,7 @@ fn session_closed(event_id: Uuid, data: Value) -> Result<GridEvent, Rejection> {
     })
 }
 
-/// `NodeStatus`: only `externalUri` matters to the session map (§4.4), so unlike Java's strict
+/// `NodeStatus`: only `externalUri` matters to the session map, so unlike Java's strict
 /// decoder the rest of the object is not validated.
 fn node_uri(name: &'static str, data: Value) -> Result<String, Rejection> {
     match data {

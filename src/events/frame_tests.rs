@@ -1,4 +1,5 @@
-//! Unit tests of `decode`: every receiving rule of grid-protocol.md §4.3 and payload of §4.4.
+//! Unit tests of `decode`: every receiving rule and event payload of docs/compatibility.md
+//! ("Event bus").
 
 use super::*;
 

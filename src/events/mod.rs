@@ -1,11 +1,11 @@
-//! The Selenium Grid event-bus subscriber (grid-protocol.md §4).
+//! The Selenium Grid event-bus subscriber (docs/compatibility.md#event-bus).
 //!
 //! Every member connects one ZeroMQ SUB socket to the bus's XPUB (`--publish-events`), turns the
 //! three events the session map cares about (`session-closed`, `node-removed`,
 //! `node-restarted`) into [`GridEvent`]s and hands them to the caller over a channel. It owns the
-//! socket, the receiving rules of §4.3 and the bus metrics; it must not touch Raft or session
-//! state: mapping events to commands (and making them idempotent by `event_id`, §4.5) is the
-//! caller's job.
+//! socket, the receiving rules (docs/compatibility.md#receiving-rules) and the bus metrics; it
+//! must not touch Raft or session state: mapping events to commands (and making them idempotent
+//! by `event_id`) is the caller's job.
 //!
 //! Layout:
 //! * `frame`: [`decode`], the pure parser of one 4-frame message (tests in `frame_tests.rs`).
@@ -46,7 +46,8 @@ pub struct EventBusSettings {
     /// e.g. `tcp://127.0.0.1:4442`.
     pub publish_events: String,
     /// Selenium's `--subscribe-events` (the bus's XSUB). Optional and unused: the session map
-    /// only receives (§4.1), but operators pass both flags to every component.
+    /// only receives (docs/compatibility.md#sockets), but operators pass both flags to every
+    /// component.
     pub subscribe_events: Option<String>,
     /// Selenium's registration secret; default `""`.
     pub registration_secret: String,

@@ -1,12 +1,13 @@
-//! The recently-seen event ids (§4.3 rule 4): a FIFO by count with no time limit, like Java's
+//! The recently-seen event ids (docs/compatibility.md#receiving-rules): a FIFO by count with no
+//! time limit, like Java's
 //! `EvictingQueue`. It only filters repeats the bus delivers to this member; it is not the
-//! replicated idempotency set of §4.5.
+//! replicated idempotency set kept by the session map (`map`).
 
 use std::collections::{HashSet, VecDeque};
 
 use uuid::Uuid;
 
-/// How many ids a member remembers (§4.3 asks for at least 128). Java keeps 128; more is harmless and covers a burst of
+/// How many ids a member remembers (at least Java's 128). More is harmless and covers a burst of
 /// re-sent events during a reconnect.
 pub const RECENT_IDS: usize = 1024;
 const _: () = assert!(RECENT_IDS >= 128);

@@ -1,5 +1,5 @@
 //! Java's number text: what Selenium's reader turns a JSON number into, and how `Long.toString`
-//! and `Double.toString` then print it (grid-protocol.md §2.3).
+//! and `Double.toString` then print it (docs/compatibility.md, "The session record").
 //!
 //! Selenium reads an integer literal as a `Long` and anything with a fraction or exponent as a
 //! `Double`, but prints a double with an integral value as an integer. The digits come from

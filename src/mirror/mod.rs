@@ -1,7 +1,7 @@
 //! Write-through mirrors: an optional copy of the session map in Postgres (`sessions_map`, as
 //! Selenium's `JdbcBackedSessionMap` lays it out) and/or Redis (the keys of
 //! `RedisBackedSessionMap`), so tools that read those stores keep working and a team can migrate
-//! to gridraft and back (grid-protocol.md §5, §6).
+//! to gridraft and back (docs/compatibility.md#postgres-layout, #redis-layout).
 //!
 //! The Raft log is the truth and mirrors follow it: only the leader writes, in log order, from
 //! the progress index replicated in the session map ([`runner`]). A batch is built from log

@@ -1,6 +1,6 @@
-//! The Postgres mirror: Selenium's `sessions_map` table (grid-protocol.md §5), written the way
-//! §5.3 says: an upsert is `DELETE` then `INSERT` in one transaction (one row per id, which the
-//! Java reader handles), removals are the Java deletes.
+//! The Postgres mirror: Selenium's `sessions_map` table (docs/compatibility.md#postgres-layout),
+//! written as that section says: an upsert is `DELETE` then `INSERT` in one transaction (one
+//! row per id, which the Java reader handles), removals are the Java deletes.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 use super::{redact_url, Mirror, MirrorBatch, MirrorError, StoredSession};
 use crate::session::Session;
 
-/// §5.1, verbatim.
+/// Selenium's DDL, verbatim (docs/compatibility.md#postgres-layout).
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS sessions_map(
     session_ids varchar(256),
     session_caps text,

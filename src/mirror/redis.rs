@@ -1,7 +1,7 @@
 //! The Redis mirror: the four string keys per session that Selenium's `RedisBackedSessionMap`
-//! writes (grid-protocol.md §6), with the exact value bytes: an upsert is one `MSET` of the four
-//! keys, a removal one `DEL` of them. Removal by node URI is resolved by the runner from
-//! gridraft's own state (never `KEYS`). No TTL is ever set.
+//! writes (docs/compatibility.md#redis-layout), with the exact value bytes: an upsert is one
+//! `MSET` of the four keys, a removal one `DEL` of them. Removal by node URI is resolved by the
+//! runner from gridraft's own state (never `KEYS`). No TTL is ever set.
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! `java.time.Instant` as Selenium reads and prints it: `Instant.toString()` and the `start`
-//! coercion of `grid.data.Session` (grid-protocol.md §2.3, the `start` table).
+//! coercion of `grid.data.Session` (docs/compatibility.md#the-session-record, the `start` table).
 //!
 //! Times are nanoseconds since the Unix epoch in an `i128`, which holds Java's whole `Instant`
 //! range. Only the proleptic Gregorian calendar in UTC is needed; no time-zone database.

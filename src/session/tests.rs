@@ -5,7 +5,8 @@ use super::instant::parse_iso_instant;
 use super::uri::is_java_uri;
 use super::*;
 
-/// The body behind the §2.5 example: POSTed with an extra top-level null capability, unsorted.
+/// The body behind the GET example of docs/compatibility.md: POSTed with an extra top-level
+/// null capability, unsorted.
 const EXAMPLE_POST: &str = r#"{
   "uri": "http:\u002f\u002f10.0.0.5:5555",
   "stereotype": {"se:noVncPort": 7900, "browserName": "chrome"},
@@ -20,7 +21,8 @@ const EXAMPLE_POST: &str = r#"{
   "extra": {"ignored": 1e999}
 }"#;
 
-/// §2.5, byte for byte (content-length 451).
+/// The GET example of docs/compatibility.md ("Reading a session"), byte for byte
+/// (content-length 451).
 const EXAMPLE_GET: &str = "{\n  \"value\": {\n    \"capabilities\": {\n      \"browserName\": \"chrome\",\n      \"goog:chromeOptions\": {\n        \"args\": [\n        ],\n        \"x\": null\n      },\n      \"timeouts\": {\n        \"pageLoad\": 300000\n      }\n    },\n    \"sessionId\": \"4c1b6d2e-0000-4000-8000-00000000a001\",\n    \"start\": \"2024-05-01T10:20:30.123400Z\",\n    \"stereotype\": {\n      \"browserName\": \"chrome\",\n      \"se:noVncPort\": 7900\n    },\n    \"uri\": \"http:\\u002f\\u002f10.0.0.5:5555\"\n  }\n}";
 
 fn example() -> Session {

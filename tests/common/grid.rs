@@ -402,10 +402,11 @@ pub fn encode_id(id: &str) -> String {
 pub const ADDED: &str = "{\n  \"value\": true\n}";
 pub const JSON_UTF8: &str = "application/json; charset=utf-8";
 
-/// The session POSTed in grid-protocol.md §2.5 (with the extra top-level null that is dropped).
+/// The session behind the GET example of docs/compatibility.md (with the extra top-level null
+/// that is dropped).
 pub const EXAMPLE_BODY: &str = r#"{"capabilities": {"acceptInsecureCerts": null, "timeouts": {"pageLoad": 300000}, "browserName": "chrome", "goog:chromeOptions": {"args": [], "x": null}}, "sessionId": "4c1b6d2e-0000-4000-8000-00000000a001", "start": "2024-05-01T10:20:30.123400Z", "stereotype": {"se:noVncPort": 7900, "browserName": "chrome"}, "uri": "http:\u002f\u002f10.0.0.5:5555"}"#;
 pub const EXAMPLE_ID: &str = "4c1b6d2e-0000-4000-8000-00000000a001";
-/// The 451 bytes of the §2.5 answer.
+/// The 451 bytes of that GET answer.
 pub const EXAMPLE_GET: &str = "{\n  \"value\": {\n    \"capabilities\": {\n      \"browserName\": \"chrome\",\n      \"goog:chromeOptions\": {\n        \"args\": [\n        ],\n        \"x\": null\n      },\n      \"timeouts\": {\n        \"pageLoad\": 300000\n      }\n    },\n    \"sessionId\": \"4c1b6d2e-0000-4000-8000-00000000a001\",\n    \"start\": \"2024-05-01T10:20:30.123400Z\",\n    \"stereotype\": {\n      \"browserName\": \"chrome\",\n      \"se:noVncPort\": 7900\n    },\n    \"uri\": \"http:\\u002f\\u002f10.0.0.5:5555\"\n  }\n}";
 
 pub fn session_path(id: &str) -> String {

@@ -1,5 +1,6 @@
-//! Helpers shared by the event-bus integration tests: a zmq publisher that speaks §4.2, a guard
-//! around the real Java event bus, and waiting with timeouts instead of fixed sleeps.
+//! Helpers shared by the event-bus integration tests: a zmq publisher that speaks the bus's
+//! four-frame messages, a guard around the real Java event bus, and waiting with timeouts
+//! instead of fixed sleeps.
 
 #![allow(dead_code)] // each test binary uses a different subset
 

@@ -1,5 +1,6 @@
-//! Event payloads built like the ones a real 4.48.0 Grid sends (grid-protocol.md §4.4), and the
-//! four frames of a message (§4.2).
+//! Event payloads built like the ones a real 4.48.0 Grid sends
+//! (docs/compatibility.md#events-consumed), and the four frames of a message
+//! (docs/compatibility.md#message-framing).
 
 use serde_json::json;
 use uuid::Uuid;
@@ -20,7 +21,8 @@ pub fn closed(session: &str, reason: &str, node_uri: &str) -> String {
 
 /// A complete `NodeStatus` (Java drops incomplete ones): UUID node and slot ids, one idle slot
 /// and one busy slot per listed session. A listed session's `uri` is the node's local driver
-/// service, as in a real node's own `node-removed` (§4.4: never match on it).
+/// service, as in a real node's own `node-removed` (docs/compatibility.md#events-consumed:
+/// never match on it).
 pub fn node_status(external_uri: &str, listed: &[&str]) -> String {
     let node_id = Uuid::new_v4().to_string();
     let stereotype = json!({"browserName": "chrome", "platformName": "linux", "se:webDriverExecutable": "/usr/bin/chromedriver"});
