@@ -5,8 +5,8 @@
 //! "At once" means: a leader refuses once no quorum has confirmed it for an election timeout
 //! (`raft.election-timeout-max`, the same test that takes it out of the balancer); a member
 //! without a leader refuses once it has heard from no quorum (counting itself) for two election
-//! timeouts. During an election the members hear each other's vote requests, so requests keep
-//! waiting for the new leader as before.
+//! timeouts. During an election the members hear each other's vote requests, so neither holds:
+//! requests wait for the new leader.
 
 use std::sync::atomic::Ordering;
 

@@ -120,11 +120,11 @@ impl ReadIndexBatcher {
 }
 
 /// Rounds run at once. One: a read that arrives during a round waits for it to end and goes in
-/// the next, with everything else that arrived meanwhile. Two in flight (the next round starting
-/// at once) answered a lone read sooner when an earlier build kept the CPU idle between rounds,
-/// but once a follower's request confirms the leader by itself (see
-/// `Cluster::follower_read_index`) rounds are short, and the second slot only made them smaller
-/// and more numerous: measured in docs/benchmarks.md.
+/// the next, with everything else that arrived meanwhile. A second round in flight (the next one
+/// starting at once) would answer a lone read sooner only while rounds are long; since a
+/// follower's request confirms the leader by itself (see `Cluster::follower_read_index`), rounds
+/// are short, and a second slot would only make them smaller and more numerous: measured in
+/// docs/benchmarks.md.
 const ROUNDS_IN_FLIGHT: usize = 1;
 
 async fn run(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<Request>, stats: Arc<RoundStats>) {

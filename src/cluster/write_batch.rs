@@ -24,10 +24,12 @@ use crate::peer::Reject;
 pub const IN_FLIGHT: usize = 2;
 /// Upper bound on writes in one entry.
 pub const MAX_BATCH: usize = 512;
-/// Upper bound on a batch's (estimated) encoded size. sled stores a value larger than a quarter
-/// of its 512 KiB segment as a separate blob file, which costs a file creation and two more
-/// fsyncs (the file and its directory) per flush; staying under it keeps a flush at one
-/// `fdatasync` (docs/decisions/0002-durability-sled.md).
+/// Upper bound on a batch's (estimated) encoded size: a batch stops growing once it passes this,
+/// so it is at most this plus one write. What must hold is that a batch fits one log record:
+/// `cluster` refuses a proposal over `map::MAX_PROPOSAL_BYTES` (16 MiB, a quarter of the
+/// segment log's `MAX_RECORD`), and one write is at most `grid.max-record-bytes` (8 MiB at
+/// most). Kept far below that, a batch is also a small part of a replication request (at most
+/// 1 MiB of entries, `raft::log_store::MAX_APPEND_BYTES`), so a request carries several.
 pub const MAX_BATCH_BYTES: usize = 96 * 1024;
 
 type Reply = oneshot::Sender<Result<Applied, Reject>>;

@@ -265,7 +265,7 @@ fn log_entries_written_before_bounded_removals_still_decode() {
         ]),
     };
     assert_eq!(p, &expected);
-    // And this version writes those variants exactly as before.
+    // And those variants are written back to the same bytes.
     assert_eq!(bincode::serialize(&entry).unwrap(), bytes);
 }
 

@@ -39,7 +39,8 @@ pub enum PeerLookup {
     Missing,
 }
 
-/// `Bytes` on the wire exactly as the `Vec<u8>` it replaced (bincode: length, then the bytes).
+/// `Bytes` on the wire exactly as bincode writes a `Vec<u8>` (length, then the bytes), so the
+/// encoding does not depend on the in-memory type.
 mod bytes_as_vec {
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -4,8 +4,8 @@
 //! An append is reported to openraft only after the [`Flusher`](super::durable::Flusher) has
 //! fsynced it, and a vote is saved the same way before `save_vote` returns.
 //!
-//! Entries used to be a sled tree, `raft_log` (keys big-endian indexes); the first start of this
-//! version moves them into segments and empties the tree.
+//! A data directory written before decision 0004 holds its entries in a sled tree, `raft_log`
+//! (keys big-endian indexes); opening it moves them into segments and empties the tree.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};

@@ -280,13 +280,14 @@ impl LogStats {
     }
 }
 
-/// sled's page cache. sled's default (1 GiB) mostly caches Raft log entries that were applied
-/// long ago; the map itself lives in memory outside sled, so a small cache costs no lookups.
+/// sled's page cache. sled holds only small records (the vote, the purge point, the snapshot
+/// record, the identity): the log is in segment files and the map in memory, so a cache far
+/// below sled's default (1 GiB) costs no lookups.
 const SLED_CACHE_BYTES: u64 = 64 << 20;
-/// sled's segment size. sled writes anything larger than a quarter segment (a batched entry, or
-/// a tree node holding several) to a file of its own in `blobs/`, which then needs its own fsync
-/// and makes every flush list and stat that directory; sled's default of 512 KiB turned most
-/// batched entries into blobs (profiled: 11 % of the write path's CPU in that directory scan).
+/// sled's segment size. sled writes anything larger than a quarter segment to a file of its own
+/// in `blobs/`, which then needs its own fsync and makes every flush list and stat that
+/// directory. The records sled keeps, and a tree node holding several of them, are far smaller
+/// than a quarter of 8 MiB, so none becomes a blob.
 const SLED_SEGMENT_BYTES: usize = 8 << 20;
 
 impl Storage {

@@ -38,7 +38,8 @@
 //! each other without a gap; a gap left by a crash during a truncation ends the log there.
 //! docs/decisions/0005-log-damage-versus-torn-tail.md has the reasoning.
 //!
-//! The log used to live in a sled tree; [`SegmentLog::open`] moves such a log here once.
+//! A data directory written before decision 0004 keeps its log in a sled tree;
+//! [`SegmentLog::open`] moves such a log here once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
