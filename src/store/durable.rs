@@ -259,7 +259,7 @@ pub struct Storage {
     pub log_sync: Arc<LogSync>,
 }
 
-/// Byte counts that drive snapshots by log size (see `crate::node`): the log written since the
+/// Byte counts that drive snapshots by log size (see `crate::member`): the log written since the
 /// last snapshot is disk, and the replay of the next start.
 #[derive(Debug, Default)]
 pub struct LogStats {
