@@ -438,7 +438,7 @@ impl Cluster {
         let mut metrics = self.raft.metrics();
         let leader = metrics.borrow_and_update().current_leader;
         // Wake early when the leader changes, and only then: openraft's metrics also change on
-        // every failed heartbeat round, and waking on those turned a retry into a busy loop.
+        // every failed heartbeat round, and waking on those turns a retry into a busy loop.
         let changed = metrics.wait_for(|m| m.current_leader != leader);
         let _ = tokio::time::timeout_at(until.into(), changed).await;
     }

@@ -1,7 +1,6 @@
 //! The recently-seen event ids (docs/compatibility.md#receiving-rules): a FIFO by count with no
-//! time limit, like Java's
-//! `EvictingQueue`. It only filters repeats the bus delivers to this member; it is not the
-//! replicated idempotency set kept by the session map (`map`).
+//! time limit, like Java's `EvictingQueue`. It only filters repeats the bus delivers to this
+//! member; it is not the replicated idempotency set kept by the session map (`map`).
 
 use std::collections::{HashSet, VecDeque};
 
