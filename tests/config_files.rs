@@ -17,8 +17,8 @@ fn the_example_and_the_local_three_member_configs_are_valid() {
     for i in 1..=3 {
         let s = Settings::from_file(&root.join(format!("config/local-3/member-{i}.toml"))).unwrap();
         let r = s.validate().unwrap();
-        assert_eq!(r.id, i);
-        assert_eq!(r.members.len(), 3);
+        assert_eq!(r.cluster.id, i);
+        assert_eq!(r.cluster.members.len(), 3);
         assert!(r.cluster_secret.is_some());
     }
 }

@@ -5,9 +5,9 @@ use super::*;
 #[test]
 fn defaults_are_a_valid_single_member() {
     let r = Settings::default().validate().unwrap();
-    assert!(r.members.is_empty());
+    assert!(r.cluster.members.is_empty());
     assert_eq!(r.listen.port(), 5556);
-    assert_eq!(r.advertise_peer, "127.0.0.1:7556");
+    assert_eq!(r.cluster.advertise_peer, "127.0.0.1:7556");
 }
 
 #[test]
@@ -71,10 +71,10 @@ fn the_other_input_limits_are_bounded() {
         .validate()
     };
     let r = grid(|_| {}).unwrap();
-    assert_eq!(r.max_body_bytes, 1 << 20);
-    assert_eq!(r.session_limits.max_session_id_bytes, 1024);
-    assert_eq!(r.session_limits.max_node_uri_bytes, 4096);
-    assert_eq!(r.session_limits.max_record_bytes, 1 << 20);
+    assert_eq!(r.grid.max_body_bytes, 1 << 20);
+    assert_eq!(r.grid.session_limits.max_session_id_bytes, 1024);
+    assert_eq!(r.grid.session_limits.max_node_uri_bytes, 4096);
+    assert_eq!(r.grid.session_limits.max_record_bytes, 1 << 20);
     assert!(grid(|g| g.max_record_bytes = 8 << 20).is_ok());
     for (bad, key) in [
         (
@@ -139,7 +139,7 @@ fn toml_keys_are_kebab_case_and_unknown_keys_fail() {
     )
     .unwrap();
     assert_eq!(s.id, 2);
-    assert!(s.validate().unwrap().read_from_leader);
+    assert!(s.validate().unwrap().cluster.read_from_leader);
     let s: Settings = toml::from_str("worker-threads = 1\n").unwrap();
     assert_eq!(s.validate().unwrap().worker_threads, 1);
     assert!(toml::from_str::<Settings>("bogus = 1").is_err());
