@@ -1,5 +1,8 @@
 //! gridraft's settings: defaults, then the TOML file, then `GRIDRAFT_*` environment variables,
-//! then command-line flags. [`Settings::validate`] reports every problem at once.
+//! then command-line flags (`crate::cli::ServeArgs::load`, one line per flag).
+//! [`Settings`] is the file's shape; [`Settings::validate`] reports every problem at once and
+//! returns [`Resolved`], made of the settings types the parts take as they are. Each section and
+//! its checks live in a submodule named after it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
