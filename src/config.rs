@@ -1,5 +1,8 @@
 //! gridraft's settings: defaults, then the TOML file, then `GRIDRAFT_*` environment variables,
-//! then command-line flags. [`Settings::validate`] reports every problem at once.
+//! then command-line flags (`crate::cli::ServeArgs::load`, one line per flag).
+//! [`Settings`] is the file's shape; [`Settings::validate`] reports every problem at once and
+//! returns [`Resolved`], made of the settings types the parts take as they are. Each section and
+//! its checks live in a submodule named after it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,10 +11,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod cluster;
+mod events;
+mod grid;
 mod health;
 mod http;
+mod mirror;
+mod raft;
+pub use cluster::ClusterSettings;
+pub use events::{EventSettings, EVENTS_FRAME_BYTES, EVENTS_RECEIVE_HWM};
+pub use grid::{GridSettings, InputLimits};
 pub use health::{DiskSettings, HealthSettings, ResolvedHealth};
 pub use http::{HttpLimits, HttpSettings};
+pub use mirror::{MirrorSettings, MirrorsSettings};
+pub use raft::{RaftSettings, RaftTuning};
 
 /// Upper bound on `worker-threads`.
 pub const MAX_WORKER_THREADS: usize = 1024;
@@ -56,120 +69,6 @@ pub struct Settings {
     pub disk: DiskSettings,
 }
 
-/// `[mirror.postgres]` and `[mirror.redis]` (see `docs/mirrors.md`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct MirrorsSettings {
-    pub postgres: MirrorSettings,
-    pub redis: MirrorSettings,
-}
-
-/// One mirror; it is enabled when `url` or `url-file` is set.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct MirrorSettings {
-    /// Connection URL (`postgres://...`, `redis://...`). It may carry a password: prefer
-    /// `url-file` or the environment.
-    pub url: Option<String>,
-    /// File holding the URL.
-    pub url_file: Option<PathBuf>,
-    /// `async` (Grid writes never wait) or `sync` (the leader waits up to `sync-timeout`).
-    pub mode: String,
-    pub sync_timeout: String,
-}
-
-impl Default for MirrorSettings {
-    fn default() -> Self {
-        MirrorSettings {
-            url: None,
-            url_file: None,
-            mode: "async".into(),
-            sync_timeout: "2s".into(),
-        }
-    }
-}
-
-/// The Selenium Grid event bus, named as Selenium names it (`[events]` in Selenium's TOML).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct EventSettings {
-    /// The bus's publish address (its XPUB), e.g. `tcp://bus:4442`; members subscribe here.
-    /// Unset: no event bus (sessions then leave the map only by DELETE).
-    pub publish_events: Option<String>,
-    /// The bus's subscribe address (its XSUB), e.g. `tcp://bus:4443`.
-    pub subscribe_events: Option<String>,
-    /// Selenium's registration secret; events signed with another are dropped.
-    pub registration_secret: Option<String>,
-    pub registration_secret_file: Option<PathBuf>,
-    /// Largest frame accepted from the bus, in bytes; a larger one costs the publisher its
-    /// connection (libzmq `ZMQ_MAXMSGSIZE`).
-    pub max_frame_bytes: usize,
-    /// Bus messages queued for this member before libzmq stops reading (`ZMQ_RCVHWM`).
-    pub receive_hwm: u32,
-}
-
-/// Bounds of `events.max-frame-bytes`: room for any real event, and no more than the largest
-/// frame earlier versions accepted.
-pub const EVENTS_FRAME_BYTES: std::ops::RangeInclusive<usize> = 65_536..=16 << 20;
-/// Bounds of `events.receive-hwm` (0 would mean no limit to libzmq).
-pub const EVENTS_RECEIVE_HWM: std::ops::RangeInclusive<u32> = 1..=100_000;
-
-impl Default for EventSettings {
-    fn default() -> Self {
-        EventSettings {
-            publish_events: None,
-            subscribe_events: None,
-            registration_secret: None,
-            registration_secret_file: None,
-            max_frame_bytes: crate::events::DEFAULT_MAX_FRAME_BYTES,
-            receive_hwm: crate::events::DEFAULT_RECEIVE_HWM,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct RaftSettings {
-    pub heartbeat_interval: String,
-    pub election_timeout_min: String,
-    pub election_timeout_max: String,
-    /// Build a snapshot after this many entries since the last one.
-    pub snapshot_after_entries: u64,
-    /// Also build one once the log written since the last grew past this many bytes (or a
-    /// sixteenth of the last snapshot's size, if larger); 0 turns the byte rule off.
-    pub snapshot_after_bytes: u64,
-    /// Log entries kept behind a snapshot for slow followers.
-    pub keep_entries_after_snapshot: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct GridSettings {
-    /// How long a write may wait for a leader and a commit before the Grid gets a 500.
-    pub write_timeout: String,
-    /// How long a read may wait for its ReadIndex round and for this member to catch up.
-    pub read_timeout: String,
-    /// `follower`: a member answers reads itself once it has applied the leader's read index.
-    /// `leader`: a member forwards each read to the leader.
-    pub read_mode: String,
-    /// How long after losing its leader a member still reports ready (an election is short).
-    pub ready_grace: String,
-    /// Largest accepted request body, in bytes.
-    pub max_body_bytes: usize,
-    /// Longest accepted session id (in a body or a path), in bytes.
-    pub max_session_id_bytes: usize,
-    /// Longest accepted node URI, in bytes.
-    pub max_node_uri_bytes: usize,
-    /// Largest session record (id, node URI, start, capabilities and stereotype as rendered)
-    /// that may enter the log, in bytes.
-    pub max_record_bytes: usize,
-
-    /// Writes waiting on the leader to join a log entry; more are refused at once.
-    pub max_pending_writes: usize,
-    /// Reads waiting for a ReadIndex round on a member; more are refused at once.
-    pub max_pending_reads: usize,
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -195,72 +94,6 @@ impl Default for Settings {
     }
 }
 
-impl Default for RaftSettings {
-    fn default() -> Self {
-        RaftSettings {
-            heartbeat_interval: "100ms".into(),
-            election_timeout_min: "500ms".into(),
-            election_timeout_max: "1000ms".into(),
-            snapshot_after_entries: 10_000,
-            snapshot_after_bytes: 128 << 20,
-            keep_entries_after_snapshot: 1_000,
-        }
-    }
-}
-
-impl Default for GridSettings {
-    fn default() -> Self {
-        GridSettings {
-            write_timeout: "10s".into(),
-            read_timeout: "10s".into(),
-            read_mode: "follower".into(),
-            ready_grace: "5s".into(),
-            max_body_bytes: 1 << 20,
-            max_session_id_bytes: 1024,
-            max_node_uri_bytes: 4096,
-            max_record_bytes: 1 << 20,
-            max_pending_writes: 10_000,
-            max_pending_reads: 100_000,
-        }
-    }
-}
-
-/// `(key, value, lowest, highest)` of each input limit (docs/api.md "Limits"). The record
-/// limit's top stays far below what the log reader accepts and what replicates in one request.
-fn input_limits(g: &GridSettings) -> [(&'static str, usize, usize, usize); 4] {
-    [
-        ("grid.max-body-bytes", g.max_body_bytes, 64 << 10, 16 << 20),
-        (
-            "grid.max-session-id-bytes",
-            g.max_session_id_bytes,
-            64,
-            64 << 10,
-        ),
-        (
-            "grid.max-node-uri-bytes",
-            g.max_node_uri_bytes,
-            256,
-            64 << 10,
-        ),
-        (
-            "grid.max-record-bytes",
-            g.max_record_bytes,
-            4 << 10,
-            8 << 20,
-        ),
-    ]
-}
-
-impl GridSettings {
-    fn check_limits(&self, problems: &mut Vec<String>) {
-        for (key, value, lowest, highest) in input_limits(self) {
-            if !(lowest..=highest).contains(&value) {
-                problems.push(format!("{key}: {value} is not within {lowest}..={highest}"));
-            }
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("read config file {path}: {source}")]
@@ -277,51 +110,33 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// Settings after validation, with parsed values.
+/// Settings after validation: the parts' own settings types, each built once here and handed
+/// over whole by `crate::member` (and `main` for the listeners, logging and threads).
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    pub id: u64,
     pub listen: SocketAddr,
     pub peer_listen: SocketAddr,
-    pub advertise_peer: String,
     pub data_dir: PathBuf,
-    /// Empty for a single member.
-    pub members: BTreeMap<u64, String>,
     pub cluster_name: String,
     /// `None` for a single member without a configured secret (a random one is used).
     pub cluster_secret: Option<String>,
     pub log_format: String,
     /// Async worker threads; 0 means one per CPU core.
     pub worker_threads: usize,
-    pub heartbeat_interval: Duration,
-    pub election_timeout: (Duration, Duration),
-    pub snapshot_after_entries: u64,
-    pub snapshot_after_bytes: u64,
-    pub keep_entries_after_snapshot: u64,
-    pub write_timeout: Duration,
-    pub read_timeout: Duration,
-    pub read_from_leader: bool,
-    pub ready_grace: Duration,
-    pub max_body_bytes: usize,
-    pub session_limits: crate::session::SessionLimits,
-
-    pub max_pending_writes: usize,
-    pub max_pending_reads: usize,
-    pub events: Option<ResolvedEvents>,
+    /// The member list, this member's id and address, the `[grid]` timeouts and queues.
+    pub cluster: ClusterSettings,
+    /// `[raft]`, for openraft, the replication backoff and the size-based snapshot trigger.
+    pub raft: RaftTuning,
+    /// The `[grid]` input limits.
+    pub grid: InputLimits,
+    /// `[http]`, for both listeners.
     pub http: HttpLimits,
+    /// `[events]`; `None` without an event bus.
+    pub events: Option<crate::events::EventBusSettings>,
     /// Configured write-through mirrors (URLs unredacted: never log them).
     pub mirrors: Vec<crate::mirror::MirrorConfig>,
     /// `[health]` and `[disk]`.
     pub health: ResolvedHealth,
-}
-
-#[derive(Debug, Clone)]
-pub struct ResolvedEvents {
-    pub publish_events: String,
-    pub subscribe_events: Option<String>,
-    pub registration_secret: String,
-    pub max_frame_bytes: usize,
-    pub receive_hwm: u32,
 }
 
 impl Settings {
@@ -395,8 +210,7 @@ impl Settings {
                 self.log_format
             ));
         }
-        self.grid.check_limits(&mut problems);
-
+        let grid = self.grid.check_limits(&mut problems);
         for (key, value) in [
             ("grid.max-pending-writes", self.grid.max_pending_writes),
             ("grid.max-pending-reads", self.grid.max_pending_reads),
@@ -416,8 +230,8 @@ impl Settings {
         }
         let http = self.http.resolve(&mut problems);
         let cluster_secret = self.secret(&mut problems);
-        let events = self.resolve_events(&mut problems);
-        let mirrors = self.resolve_mirrors(&mut problems);
+        let events = self.events.resolve(&mut problems);
+        let mirrors = self.mirror.resolve(&mut problems);
         let health = health::resolve(&self.health, &self.disk, &mut problems);
         if members.len() > 1 && cluster_secret.is_none() {
             problems.push("cluster-secret-file (or GRIDRAFT_CLUSTER_SECRET) is required when members lists more than one member".into());
@@ -431,98 +245,34 @@ impl Settings {
             .or_else(|| members.get(&self.id).cloned())
             .unwrap_or_else(|| self.peer_listen.clone());
         Ok(Resolved {
-            id: self.id,
             listen,
             peer_listen,
-            advertise_peer,
             data_dir: self.data_dir.clone(),
-            members,
             cluster_name: self.cluster_name.clone(),
             cluster_secret,
             log_format: self.log_format.clone(),
             worker_threads: self.worker_threads,
-            heartbeat_interval,
-            election_timeout: (emin, emax),
-            snapshot_after_entries: self.raft.snapshot_after_entries,
-            snapshot_after_bytes: self.raft.snapshot_after_bytes,
-            keep_entries_after_snapshot: self.raft.keep_entries_after_snapshot,
-            write_timeout,
-            read_timeout,
-            read_from_leader,
-            ready_grace,
-            max_body_bytes: self.grid.max_body_bytes,
-            session_limits: crate::session::SessionLimits {
-                max_session_id_bytes: self.grid.max_session_id_bytes,
-                max_node_uri_bytes: self.grid.max_node_uri_bytes,
-                max_record_bytes: self.grid.max_record_bytes,
+            cluster: ClusterSettings {
+                id: self.id,
+                write_timeout,
+                read_timeout,
+                read_from_leader,
+                ready_grace,
+                election_timeout_max: emax,
+                members,
+                advertise_peer,
+                max_pending_writes: self.grid.max_pending_writes,
+                max_pending_reads: self.grid.max_pending_reads,
             },
-
-            max_pending_writes: self.grid.max_pending_writes,
-            max_pending_reads: self.grid.max_pending_reads,
-            events,
+            raft: self
+                .raft
+                .tuning(&self.cluster_name, heartbeat_interval, (emin, emax)),
+            grid,
             http,
+            events,
             mirrors,
             health,
         })
-    }
-
-    fn resolve_mirrors(&self, problems: &mut Vec<String>) -> Vec<crate::mirror::MirrorConfig> {
-        use crate::mirror::{MirrorConfig, MirrorKind, MirrorMode};
-        let mut out = Vec::new();
-        for (kind, m) in [
-            (MirrorKind::Postgres, &self.mirror.postgres),
-            (MirrorKind::Redis, &self.mirror.redis),
-        ] {
-            let key = format!("mirror.{}", kind.name());
-            let url = match (&m.url, &m.url_file) {
-                (Some(u), _) => Some(u.trim().to_owned()),
-                (None, Some(path)) => match std::fs::read_to_string(path) {
-                    Ok(u) if !u.trim().is_empty() => Some(u.trim().to_owned()),
-                    Ok(_) => {
-                        problems.push(format!("{key}.url-file: {} is empty", path.display()));
-                        None
-                    }
-                    Err(e) => {
-                        problems.push(format!("{key}.url-file: read {}: {e}", path.display()));
-                        None
-                    }
-                },
-                (None, None) => None,
-            };
-            let mode = match m.mode.as_str() {
-                "async" => MirrorMode::Async,
-                "sync" => MirrorMode::Sync,
-                other => {
-                    problems.push(format!(
-                        "{key}.mode: {other:?} is neither \"async\" nor \"sync\""
-                    ));
-                    MirrorMode::Async
-                }
-            };
-            let sync_timeout = parse_duration(&m.sync_timeout).unwrap_or_else(|e| {
-                problems.push(format!("{key}.sync-timeout: {e}"));
-                Duration::ZERO
-            });
-            let Some(url) = url else { continue };
-            if MirrorKind::from_url(&url) != Some(kind) {
-                // The URL is not echoed: it may carry a password.
-                problems.push(format!(
-                    "{key}.url: must start with {}",
-                    match kind {
-                        MirrorKind::Postgres => "postgres:// or postgresql://",
-                        MirrorKind::Redis => "redis://",
-                    }
-                ));
-                continue;
-            }
-            out.push(MirrorConfig {
-                kind,
-                url,
-                mode,
-                sync_timeout,
-            });
-        }
-        out
     }
 
     fn secret(&self, problems: &mut Vec<String>) -> Option<String> {
@@ -541,63 +291,6 @@ impl Settings {
                 None
             }
         }
-    }
-
-    fn resolve_events(&self, problems: &mut Vec<String>) -> Option<ResolvedEvents> {
-        let e = &self.events;
-        for (key, value) in [
-            ("events.publish-events", &e.publish_events),
-            ("events.subscribe-events", &e.subscribe_events),
-        ] {
-            if let Some(v) = value {
-                if !v.starts_with("tcp://")
-                    && !v.starts_with("ipc://")
-                    && !v.starts_with("inproc://")
-                {
-                    problems.push(format!(
-                        "{key}: {v:?} is not a ZeroMQ address such as tcp://host:4442"
-                    ));
-                }
-            }
-        }
-        let secret = match (&e.registration_secret, &e.registration_secret_file) {
-            (Some(s), _) => s.clone(),
-            (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(s) => s.trim_end_matches(['\n', '\r']).to_owned(),
-                Err(err) => {
-                    problems.push(format!(
-                        "events.registration-secret-file: read {}: {err}",
-                        path.display()
-                    ));
-                    String::new()
-                }
-            },
-            (None, None) => String::new(),
-        };
-        if !EVENTS_FRAME_BYTES.contains(&e.max_frame_bytes) {
-            problems.push(format!(
-                "events.max-frame-bytes: {} is outside {}..={}",
-                e.max_frame_bytes,
-                EVENTS_FRAME_BYTES.start(),
-                EVENTS_FRAME_BYTES.end()
-            ));
-        }
-        if !EVENTS_RECEIVE_HWM.contains(&e.receive_hwm) {
-            problems.push(format!(
-                "events.receive-hwm: {} is outside {}..={}",
-                e.receive_hwm,
-                EVENTS_RECEIVE_HWM.start(),
-                EVENTS_RECEIVE_HWM.end()
-            ));
-        }
-        let publish_events = e.publish_events.clone()?;
-        Some(ResolvedEvents {
-            publish_events,
-            subscribe_events: e.subscribe_events.clone(),
-            registration_secret: secret,
-            max_frame_bytes: e.max_frame_bytes,
-            receive_hwm: e.receive_hwm,
-        })
     }
 
     /// The settings as TOML, with secrets replaced by `"<redacted>"`.

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -12,13 +11,13 @@ use tracing::Instrument;
 
 use crate::api::server::{ConnectionMetrics, ListenerSettings};
 use crate::api::{self, fd_budget, AppState};
-use crate::cluster::disk::{self, DiskWatch};
+use crate::cluster::disk;
 use crate::cluster::health::{self, FatalHandle};
-use crate::cluster::{bootstrap, event_sink, Cluster, ClusterSettings, Leader};
+use crate::cluster::{bootstrap, event_sink, Cluster, Leader};
 use crate::config::Resolved;
-use crate::events::{spawn_subscriber, EventBusSettings, EventMetrics};
+use crate::events::{spawn_subscriber, EventMetrics};
 use crate::peer::PeerClient;
-use crate::raft::network::{Contacts, Network, RetrySettings, RETRY_CAP_WITHOUT_QUORUM};
+use crate::raft::network::{Contacts, Network};
 use crate::raft::{open_storage, OpenStorageError, Raft};
 use crate::store::durable::{DataIdentity, LogStats, Storage};
 use crate::telemetry::Metrics;
@@ -55,7 +54,7 @@ pub async fn start(
     public: TcpListener,
     peer: TcpListener,
 ) -> Result<Member, MemberError> {
-    let span = tracing::info_span!("member", id = cfg.id);
+    let span = tracing::info_span!("member", id = cfg.cluster.id);
     start_inner(cfg, public, peer).instrument(span).await
 }
 
@@ -67,7 +66,7 @@ async fn start_inner(
     let secret: Arc<str> = Arc::from(cluster_secret(cfg)?);
     let identity = DataIdentity {
         cluster: cfg.cluster_name.clone(),
-        node_id: cfg.id,
+        node_id: cfg.cluster.id,
     };
     let (storage, log_store, state_machine) = open_storage(&cfg.data_dir, &identity)?;
     let reader = state_machine.reader();
@@ -75,31 +74,21 @@ async fn start_inner(
     let mirror_applied = state_machine.applied_index();
     let events_applied = state_machine.applied_index();
     let mirror_log = log_store.clone();
-    let raft_config = openraft::Config {
-        cluster_name: cfg.cluster_name.clone(),
-        heartbeat_interval: cfg.heartbeat_interval.as_millis() as u64,
-        election_timeout_min: cfg.election_timeout.0.as_millis() as u64,
-        election_timeout_max: cfg.election_timeout.1.as_millis() as u64,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_after_entries),
-        max_in_snapshot_log_to_keep: cfg.keep_entries_after_snapshot,
-        install_snapshot_timeout: 10_000,
-        ..Default::default()
-    }
-    .validate()?;
+    let raft_config = cfg.raft.openraft.clone().validate()?;
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| MemberError::Raft(e.to_string()))?;
     let contacts = Arc::new(Contacts::default());
-    let retry = RetrySettings {
-        first: cfg.heartbeat_interval,
-        cap: cfg.election_timeout.0,
-        cap_alone: RETRY_CAP_WITHOUT_QUORUM,
-    };
-    let network = Network::new(http.clone(), secret.clone(), contacts.clone(), retry);
+    let network = Network::new(
+        http.clone(),
+        secret.clone(),
+        contacts.clone(),
+        cfg.raft.retry,
+    );
     let raft = Raft::new(
-        cfg.id,
+        cfg.cluster.id,
         Arc::new(raft_config),
         network,
         log_store,
@@ -108,18 +97,7 @@ async fn start_inner(
     .await
     .map_err(|e| MemberError::Raft(e.to_string()))?;
     let cluster = Cluster::new(
-        ClusterSettings {
-            id: cfg.id,
-            write_timeout: cfg.write_timeout,
-            read_timeout: cfg.read_timeout,
-            read_from_leader: cfg.read_from_leader,
-            ready_grace: cfg.ready_grace,
-            election_timeout_max: cfg.election_timeout.1,
-            members: cfg.members.clone(),
-            advertise_peer: cfg.advertise_peer.clone(),
-            max_pending_writes: cfg.max_pending_writes,
-            max_pending_reads: cfg.max_pending_reads,
-        },
+        cfg.cluster.clone(),
         raft,
         reader,
         applied,
@@ -136,8 +114,8 @@ async fn start_inner(
     let state = Arc::new(AppState {
         cluster: cluster.clone(),
         metrics,
-        max_body_bytes: cfg.max_body_bytes,
-        session_limits: cfg.session_limits,
+        max_body_bytes: cfg.grid.max_body_bytes,
+        session_limits: cfg.grid.session_limits,
         secret,
         cluster_name: cfg.cluster_name.clone(),
     });
@@ -187,16 +165,9 @@ async fn start_inner(
     );
     if let Some(events) = &cfg.events {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        let settings = EventBusSettings {
-            publish_events: events.publish_events.clone(),
-            subscribe_events: events.subscribe_events.clone(),
-            registration_secret: events.registration_secret.clone(),
-            max_frame_bytes: events.max_frame_bytes,
-            receive_hwm: events.receive_hwm,
-        };
         // Events are stamped with the applied index when received (see `event_sink`).
         spawn_subscriber(
-            settings,
+            events.clone(),
             tx,
             events_applied,
             tasks_stop.clone(),
@@ -211,18 +182,13 @@ async fn start_inner(
             .in_current_span(),
     );
     tokio::spawn(health::watch_raft(cluster.clone(), tasks_stop.clone()).in_current_span());
-    let disk = DiskWatch {
-        dir: cfg.data_dir.clone(),
-        threshold: cfg.health.disk_threshold,
-        interval: cfg.health.disk_check_interval,
-        probe: cfg.health.disk_probe.clone(),
-    };
+    let disk = cfg.health.disk_watch(cfg.data_dir.clone());
     tokio::spawn(disk::watch_disk(cluster.clone(), disk, tasks_stop.clone()).in_current_span());
     tokio::spawn(
         snapshot_by_size(
             cluster.raft.clone(),
             storage.stats.clone(),
-            cfg.snapshot_after_bytes,
+            cfg.raft.snapshot_after_bytes,
             tasks_stop.clone(),
         )
         .in_current_span(),

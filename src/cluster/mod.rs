@@ -54,22 +54,7 @@ pub enum Leader {
     Unknown,
 }
 
-pub struct ClusterSettings {
-    pub id: MemberId,
-    pub write_timeout: Duration,
-    pub read_timeout: Duration,
-    pub read_from_leader: bool,
-    pub ready_grace: Duration,
-    pub election_timeout_max: Duration,
-    /// The static member list (peer addresses); empty for a single member.
-    pub members: std::collections::BTreeMap<MemberId, String>,
-    /// This member's own peer address.
-    pub advertise_peer: String,
-    /// Writes waiting to join a batch on the leader (`grid.max-pending-writes`).
-    pub max_pending_writes: usize,
-    /// Reads waiting for a ReadIndex round (`grid.max-pending-reads`).
-    pub max_pending_reads: usize,
-}
+pub use crate::config::ClusterSettings;
 
 /// A member's view of the cluster, shared by all request handlers.
 pub struct Cluster {

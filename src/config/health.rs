@@ -1,13 +1,14 @@
 //! `[health]` (what a member does when its Raft stops) and `[disk]` (when its data directory
 //! counts as low on free space; see `crate::cluster::disk`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::parse_duration;
-use crate::cluster::disk::{FreeSpaceProbe, Statvfs, Threshold};
+use crate::cluster::disk::{DiskWatch, FreeSpaceProbe, Statvfs, Threshold};
 
 /// Longest accepted `fatal-drain`: the balancer needs a few seconds, a restart should not wait.
 const MAX_FATAL_DRAIN: Duration = Duration::from_secs(60);
@@ -61,6 +62,18 @@ pub struct ResolvedHealth {
     pub disk_check_interval: Duration,
     /// Where free space is read: `statvfs` of the data directory; tests put a fake here.
     pub disk_probe: Arc<dyn FreeSpaceProbe>,
+}
+
+impl ResolvedHealth {
+    /// What the disk watcher of the member whose data is in `dir` needs.
+    pub fn disk_watch(&self, dir: PathBuf) -> DiskWatch {
+        DiskWatch {
+            dir,
+            threshold: self.disk_threshold,
+            interval: self.disk_check_interval,
+            probe: self.disk_probe.clone(),
+        }
+    }
 }
 
 pub(super) fn resolve(

@@ -5,9 +5,9 @@ use super::*;
 #[test]
 fn defaults_are_a_valid_single_member() {
     let r = Settings::default().validate().unwrap();
-    assert!(r.members.is_empty());
+    assert!(r.cluster.members.is_empty());
     assert_eq!(r.listen.port(), 5556);
-    assert_eq!(r.advertise_peer, "127.0.0.1:7556");
+    assert_eq!(r.cluster.advertise_peer, "127.0.0.1:7556");
 }
 
 #[test]
@@ -71,10 +71,10 @@ fn the_other_input_limits_are_bounded() {
         .validate()
     };
     let r = grid(|_| {}).unwrap();
-    assert_eq!(r.max_body_bytes, 1 << 20);
-    assert_eq!(r.session_limits.max_session_id_bytes, 1024);
-    assert_eq!(r.session_limits.max_node_uri_bytes, 4096);
-    assert_eq!(r.session_limits.max_record_bytes, 1 << 20);
+    assert_eq!(r.grid.max_body_bytes, 1 << 20);
+    assert_eq!(r.grid.session_limits.max_session_id_bytes, 1024);
+    assert_eq!(r.grid.session_limits.max_node_uri_bytes, 4096);
+    assert_eq!(r.grid.session_limits.max_record_bytes, 1 << 20);
     assert!(grid(|g| g.max_record_bytes = 8 << 20).is_ok());
     for (bad, key) in [
         (
@@ -139,7 +139,7 @@ fn toml_keys_are_kebab_case_and_unknown_keys_fail() {
     )
     .unwrap();
     assert_eq!(s.id, 2);
-    assert!(s.validate().unwrap().read_from_leader);
+    assert!(s.validate().unwrap().cluster.read_from_leader);
     let s: Settings = toml::from_str("worker-threads = 1\n").unwrap();
     assert_eq!(s.validate().unwrap().worker_threads, 1);
     assert!(toml::from_str::<Settings>("bogus = 1").is_err());
@@ -179,4 +179,57 @@ fn print_config_redacts_the_secret() {
     let text = s.to_redacted_toml();
     assert!(!text.contains("hunter2"));
     assert!(text.contains("<redacted>"));
+}
+
+#[test]
+fn each_part_gets_its_settings_from_its_section() {
+    let s: Settings = toml::from_str(
+        "id = 2\nmembers = \"1=a:1,2=b:2\"\ncluster-secret = \"s\"\ncluster-name = \"c\"\n\
+         [raft]\nheartbeat-interval = \"50ms\"\nelection-timeout-min = \"300ms\"\n\
+         election-timeout-max = \"600ms\"\nsnapshot-after-entries = 7\nsnapshot-after-bytes = 9\n\
+         keep-entries-after-snapshot = 8\n\
+         [grid]\nwrite-timeout = \"3s\"\nread-mode = \"leader\"\nmax-pending-reads = 5\n\
+         max-body-bytes = 70000\n\
+         [events]\npublish-events = \"tcp://bus:4442\"\nregistration-secret = \"r\"\n\
+         [http]\nmax-connections = 3\n\
+         [mirror.redis]\nurl = \"redis://cache\"\nmode = \"sync\"\n",
+    )
+    .unwrap();
+    let r = s.validate().unwrap();
+    let c = &r.cluster;
+    assert_eq!((c.id, c.advertise_peer.as_str()), (2, "b:2"));
+    assert_eq!(c.write_timeout, Duration::from_secs(3));
+    assert!(c.read_from_leader);
+    assert_eq!((c.max_pending_reads, c.max_pending_writes), (5, 10_000));
+    assert_eq!(c.election_timeout_max, Duration::from_millis(600));
+    let raft = &r.raft.openraft;
+    assert_eq!(raft.cluster_name, "c");
+    assert_eq!(
+        (
+            raft.heartbeat_interval,
+            raft.election_timeout_min,
+            raft.election_timeout_max
+        ),
+        (50, 300, 600)
+    );
+    assert_eq!(
+        raft.snapshot_policy,
+        openraft::SnapshotPolicy::LogsSinceLast(7)
+    );
+    assert_eq!(raft.max_in_snapshot_log_to_keep, 8);
+    raft.clone().validate().unwrap();
+    assert_eq!(r.raft.retry.first, Duration::from_millis(50));
+    assert_eq!(r.raft.retry.cap, Duration::from_millis(300));
+    assert_eq!(r.raft.snapshot_after_bytes, 9);
+    assert_eq!(r.grid.max_body_bytes, 70_000);
+    assert_eq!(r.http.max_connections, 3);
+    let events = r.events.as_ref().unwrap();
+    assert_eq!(events.publish_events, "tcp://bus:4442");
+    assert_eq!(events.registration_secret, "r");
+    assert_eq!(r.mirrors.len(), 1);
+    assert_eq!(r.mirrors[0].mode, crate::mirror::MirrorMode::Sync);
+    assert!(
+        !format!("{r:?}").contains("\"r\""),
+        "the event secret is redacted"
+    );
 }

@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn mirror_settings_resolve_redact_and_follow_precedence() {
-        use crate::cli::{MirrorArgs, ServeArgs};
+        use crate::cli::ServeArgs;
         use crate::config::{ConfigError, Settings};
         let file =
             std::env::temp_dir().join(format!("gridraft-mirror-url-{}", uuid::Uuid::new_v4()));
@@ -239,13 +239,10 @@ mod tests {
         )
         .unwrap();
         let flags = ServeArgs {
-            mirror: MirrorArgs {
-                mirror_redis_url_file: Some(file.clone()),
-                ..Default::default()
-            },
+            mirror_redis_url_file: Some(file.clone()),
             ..Default::default()
         };
-        flags.mirror.overlay(&mut s);
+        flags.apply(&mut s);
         let r = s.validate().unwrap();
         assert_eq!(r.mirrors.len(), 2);
         assert_eq!(r.mirrors[0].mode, MirrorMode::Sync);
