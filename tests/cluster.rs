@@ -422,10 +422,10 @@ async fn a_followers_read_index_request_confirms_the_leader_only_with_the_leader
     let written = l.raft.metrics().borrow().last_applied.unwrap().index;
     let by_request = || l.read_stats().by_request.get();
 
-    let from = c.node(follower).cluster.read_index_from().await.unwrap();
+    let from = c.node(follower).cluster.read_index_request().await.unwrap();
     assert_eq!(from.vote.leader_id().voted_for(), Some(leader));
     let before = by_request();
-    let index = l.follower_read_index(from.clone()).await.unwrap();
+    let index = l.answer_read_index(Some(from.clone())).await.unwrap();
     assert!(
         index >= written,
         "index {index} below the write at {written}"
@@ -452,7 +452,7 @@ async fn a_followers_read_index_request_confirms_the_leader_only_with_the_leader
         },
     ];
     for f in refused {
-        let index = l.follower_read_index(f.clone()).await.unwrap();
+        let index = l.answer_read_index(Some(f.clone())).await.unwrap();
         assert!(index >= written, "{f:?}: index {index} below {written}");
         assert_eq!(by_request(), before + 1, "{f:?} took a full round");
     }
