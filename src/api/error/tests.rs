@@ -7,7 +7,11 @@ use tracing_subscriber::fmt::MakeWriter;
 use super::*;
 use crate::cluster::error::{Op, Queue, Stopped};
 
-async fn parts(resp: Response<Body>) -> (u16, Vec<(String, String)>, String) {
+type Headers = Vec<(String, String)>;
+/// Status, headers and body of an answer.
+type Parts = (u16, Headers, String);
+
+async fn parts(resp: Response<Body>) -> Parts {
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -20,7 +24,7 @@ async fn parts(resp: Response<Body>) -> (u16, Vec<(String, String)>, String) {
     (status, headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
-fn w3c_headers() -> Vec<(String, String)> {
+fn w3c_headers() -> Headers {
     vec![
         (
             "content-type".into(),
@@ -41,7 +45,7 @@ async fn every_public_error_has_its_status_headers_and_w3c_body() {
         after: Duration::from_secs(5),
         last: Some(Box::new(cluster::Error::NoQuorum)),
     };
-    let cases: Vec<(ApiError, u16, Vec<(String, String)>, String)> = vec![
+    let cases: Vec<(ApiError, u16, Headers, String)> = vec![
         (
             ApiError::NoSuchSession("Unable to find session with ID: a".into()),
             404,
