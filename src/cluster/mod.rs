@@ -7,22 +7,22 @@
 //! # The write path, in order
 //! 1. [`Cluster::propose`] (`write.rs`): a Grid handler or the event sink; refuses at once on
 //!    a stopped Raft or a proposal too large for one entry.
-//! 2. [`Cluster::at_leader`] (`forward.rs`): who leads? Retries across leader changes until
+//! 2. `Cluster::at_leader` (`forward.rs`): who leads? Retries across leader changes until
 //!    `grid.write-timeout`, refuses at once without a quorum.
 //! 3. Here: [`Cluster::commit`] (`write.rs`). Elsewhere: `PeerClient::forward_write`
 //!    (`peer/client.rs`) to `/peer/write`, whose handler (`api/peer.rs`, `forward_write`)
 //!    calls `commit` on the leader.
 //! 4. `commit` joins the group-commit queue (`WriteBatcher::join`, `write_batch.rs`); one task
-//!    proposes each batch with [`Cluster::client_write`] (`write.rs`), which returns once the
+//!    proposes each batch with `Cluster::client_write` (`write.rs`), which returns once the
 //!    entry is committed and applied here.
 //!
 //! # The read path, in order
-//! 1. [`Cluster::lookup`] (`read.rs`); in read mode `leader`, first [`Cluster::at_leader`] with
+//! 1. [`Cluster::lookup`] (`read.rs`); in read mode `leader`, first `Cluster::at_leader` with
 //!    `PeerClient::lookup` to the leader's `/peer/lookup`, whose handler runs steps 2-5 there.
 //! 2. [`Cluster::read_barrier`] (`read.rs`) joins the batch of reads (`ReadBatcher::join`,
 //!    `read_batch.rs`); one task runs a round for every read waiting.
-//! 3. The round goes through [`Cluster::at_leader`]: on the leader a heartbeat round
-//!    (`confirm_leadership`, `read_batch.rs`); on a follower [`Cluster::ask_read_index`]
+//! 3. The round goes through `Cluster::at_leader`: on the leader a heartbeat round
+//!    (`confirm_leadership`, `read_batch.rs`); on a follower `Cluster::ask_read_index`
 //!    (`read.rs`, `PeerClient::ask_read_index`) to `/peer/read-index`.
 //! 4. The leader's handler (`api/peer.rs`, `answer_read_index`) calls
 //!    [`Cluster::answer_read_index`] (`read.rs`): at once when the follower's vote confirms it

@@ -5,8 +5,8 @@
 //! runs one round, and answers all of them with the same index, or the round's error. Reads
 //! that arrive during a round wait for the next one, so each read's round starts after the
 //! read itself did: that is what makes the answer linearizable. A round goes through
-//! [`Cluster::at_leader`]: on the leader it is a heartbeat round (`Raft::get_read_log_id`), on
-//! a follower [`Cluster::ask_read_index`], one request to the leader carrying the follower's
+//! `Cluster::at_leader`: on the leader it is a heartbeat round (`Raft::get_read_log_id`), on
+//! a follower `Cluster::ask_read_index`, one request to the leader carrying the follower's
 //! vote, which the leader may answer at once ([`Cluster::answer_read_index`]).
 
 use std::sync::{Arc, Weak};
