@@ -100,7 +100,8 @@ pub struct Cluster {
     reads: read_batch::ReadBatcher,
     writes: write_batch::WriteBatcher,
     started: Instant,
-    /// Milliseconds since `started` when a leader was last known; `u64::MAX` if never.
+    /// Milliseconds since `started` when this member was last seen serving (or first seen not
+    /// serving after it did), by `watch_leader`; `u64::MAX` if never. The grace runs from it.
     leader_seen_ms: AtomicU64,
     /// Set by an orderly stop once this leader hands over: its probe rounds would send the
     /// heartbeats it has stopped, and keep the others from electing a successor.
