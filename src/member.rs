@@ -118,6 +118,7 @@ async fn start_inner(
         session_limits: cfg.grid.session_limits,
         secret,
         cluster_name: cfg.cluster_name.clone(),
+        failures: Default::default(),
     });
 
     let caps = fd_budget::connection_caps(fd_budget::raise_open_file_limit(), &cfg.http);

@@ -422,10 +422,10 @@ async fn a_followers_read_index_request_confirms_the_leader_only_with_the_leader
     let written = l.raft.metrics().borrow().last_applied.unwrap().index;
     let by_request = || l.read_stats().by_request.get();
 
-    let from = c.node(follower).cluster.read_index_from().await.unwrap();
+    let from = c.node(follower).cluster.read_index_request().await.unwrap();
     assert_eq!(from.vote.leader_id().voted_for(), Some(leader));
     let before = by_request();
-    let index = l.follower_read_index(from.clone()).await.unwrap();
+    let index = l.answer_read_index(Some(from.clone())).await.unwrap();
     assert!(
         index >= written,
         "index {index} below the write at {written}"
@@ -452,9 +452,58 @@ async fn a_followers_read_index_request_confirms_the_leader_only_with_the_leader
         },
     ];
     for f in refused {
-        let index = l.follower_read_index(f.clone()).await.unwrap();
+        let index = l.answer_read_index(Some(f.clone())).await.unwrap();
         assert!(index >= written, "{f:?}: index {index} below {written}");
         assert_eq!(by_request(), before + 1, "{f:?} took a full round");
     }
+    c.shutdown().await;
+}
+
+/// A membership change on a member that knows no leader is refused with 503 (try again after
+/// the election), not with the 409 of a change the cluster refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_membership_change_without_a_leader_is_refused_with_503() {
+    let mut c = TestCluster::start(3).await;
+    let leader = c.leader().await;
+    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+
+    tracing::info!("phase: one follower alone, until it no longer names a leader");
+    for id in (1..=3).filter(|id| *id != survivor) {
+        c.kill(id).await;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the survivor to know no leader",
+        || async {
+            let leader = c
+                .node(survivor)
+                .cluster
+                .raft
+                .metrics()
+                .borrow()
+                .current_leader;
+            leader.is_none().then_some(())
+        },
+    )
+    .await;
+
+    tracing::info!("phase: ask it to add a member");
+    let resp = c
+        .http
+        .post(format!("http://{}/admin/add", c.members[&survivor].peer))
+        .bearer_auth(common::SECRET)
+        .json(&gridraft::peer::AddMember {
+            id: 4,
+            addr: "127.0.0.1:9".into(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["error"], "no leader is known; try again after the election",
+        "{body}"
+    );
     c.shutdown().await;
 }

@@ -16,12 +16,13 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Response};
+use axum::response::IntoResponse;
 use axum::Router;
 use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 
-use super::error::{ok, ApiError};
+use super::error::{no_content, ok, Action, ApiError};
 use super::AppState;
 use crate::map::{now_nanos, Op, Proposal};
 use crate::map::{Tombstone, TOMBSTONE_TTL_NANOS};
@@ -134,18 +135,14 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
         _ => route_to(&state, route, req).await,
     };
     if let Err(ApiError::Refused(refused)) = &response {
-        tracing::debug!(
-            route = label,
-            limit = refused.limit.label(),
-            "request refused"
-        );
         state
             .metrics
             .refused_requests
             .with_label_values(&[refused.limit.label()])
             .inc();
     }
-    let response = response.unwrap_or_else(ApiError::into_response);
+    // The one place a public-port error becomes an answer (and a 5xx a log line).
+    let response = response.unwrap_or_else(|e| state.failures.respond(label, e));
     state
         .metrics
         .requests
@@ -170,26 +167,19 @@ async fn route_to(
         Route::GetUri(id) => lookup(state, &id, LookupKind::Uri).await,
         Route::Delete(id) => delete(state, id).await,
         Route::Status => Ok(status(state)),
-        Route::Readyz => Ok(readyz(state)),
-        Route::Healthz => Ok(healthz(state)),
+        Route::Readyz => readyz(state),
+        Route::Healthz => healthz(state),
     }
 }
 
 async fn add(state: &AppState, req: Request) -> Result<Response<Body>, ApiError> {
     if let Some(low) = state.cluster.nospace_alarm() {
-        let members = low
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(ApiError::Unknown(format!(
-            "Unable to add session: the session map refuses new sessions while a quorum of its members is low on disk space (members {members}); lookups and removals still work"
-        )));
+        return Err(ApiError::NoSpace(low));
     }
     let body = read_body(req, state.max_body_bytes).await?;
     let session = parse_add_body_within(&body, &state.session_limits).map_err(|e| match e {
         AddError::Refused(refused) => ApiError::Refused(refused),
-        other => ApiError::Unknown(other.message(&body)),
+        other => ApiError::Unparsable(other.message(&body)),
     })?;
     drop(body);
     let proposal = Proposal {
@@ -199,9 +189,12 @@ async fn add(state: &AppState, req: Request) -> Result<Response<Body>, ApiError>
     };
     state
         .cluster
-        .write(proposal)
+        .propose(proposal)
         .await
-        .map_err(|e| ApiError::Unknown(format!("Unable to add session: {e}")))?;
+        .map_err(|source| ApiError::Cluster {
+            action: Action::Add,
+            source,
+        })?;
     Ok(ok(ADDED))
 }
 
@@ -221,7 +214,7 @@ async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::with_capacity(announced.unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ApiError::Unknown(format!("Unable to parse: request body unreadable ({e})"))
+            ApiError::Unparsable(format!("Unable to parse: request body unreadable ({e})"))
         })?;
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
@@ -256,9 +249,12 @@ async fn delete(state: &AppState, id: String) -> Result<Response<Body>, ApiError
     };
     state
         .cluster
-        .write(proposal)
+        .propose(proposal)
         .await
-        .map_err(|e| ApiError::Unknown(format!("Unable to remove session: {e}")))?;
+        .map_err(|source| ApiError::Cluster {
+            action: Action::Remove,
+            source,
+        })?;
     Ok(ok(Body::empty()))
 }
 
@@ -267,7 +263,10 @@ async fn lookup(state: &AppState, id: &str, kind: LookupKind) -> Result<Response
         .cluster
         .lookup(id, kind)
         .await
-        .map_err(|e| ApiError::Unknown(format!("Unable to look up session {id}: {e}")))?;
+        .map_err(|source| ApiError::Cluster {
+            action: Action::LookUp(id.to_owned()),
+            source,
+        })?;
     match found {
         PeerLookup::Found(body) => Ok(ok(body)),
         PeerLookup::Removed(t) => Err(ApiError::NoSuchSession(removed_message(id, &t))),
@@ -308,27 +307,18 @@ fn status(state: &AppState) -> Response<Body> {
 
 /// Liveness: 503 once Raft has stopped on this member (it serves nothing any more and must be
 /// restarted), else 200 `ok`.
-fn healthz(state: &AppState) -> Response<Body> {
+fn healthz(state: &AppState) -> Result<Response<Body>, ApiError> {
     match state.cluster.health.stopped() {
-        None => ok("ok"),
-        Some(cause) => {
-            let mut resp = ok(format!("raft has stopped: {cause}"));
-            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            resp
-        }
+        None => Ok(ok("ok")),
+        Some(cause) => Err(ApiError::RaftStopped(cause)),
     }
 }
 
-fn readyz(state: &AppState) -> Response<Body> {
-    let ready = state.cluster.is_ready();
-    state.metrics.ready.set(i64::from(ready));
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = if ready {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    resp
+fn readyz(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let readiness = state.cluster.readiness();
+    state.metrics.ready.set(i64::from(readiness.is_ok()));
+    readiness.map_err(ApiError::NotReady)?;
+    Ok(no_content())
 }
 
 #[cfg(test)]

@@ -21,4 +21,6 @@ pub struct AppState {
     pub session_limits: crate::session::SessionLimits,
     pub secret: Arc<str>,
     pub cluster_name: String,
+    /// The public port's 5xx answers, logged once per run (see [`error::FailureLog`]).
+    pub failures: error::FailureLog,
 }

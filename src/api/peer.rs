@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,21 +18,23 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::error::{Chain, PeerError};
 use super::AppState;
+use crate::cluster::error::Queue;
 use crate::cluster::membership::{ADD_PATH, REMOVE_PATH};
-use crate::cluster::Leader;
+use crate::cluster::{self};
 use crate::map::Proposal;
 use crate::peer::{self, AddMember, LookupKind, PeerInfo, ReadIndexFrom, Reject, RemoveMember};
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
-use crate::raft::{MemberId, TypeConfig};
+use crate::raft::{internals, MemberId, TypeConfig};
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(APPEND_PATH, post(append))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(snapshot))
-        .route(peer::WRITE_PATH, post(write))
-        .route(peer::READ_INDEX_PATH, post(read_index))
+        .route(peer::WRITE_PATH, post(forward_write))
+        .route(peer::READ_INDEX_PATH, post(answer_read_index))
         .route(peer::LOOKUP_PATH, post(lookup))
         .route(peer::TIMEOUT_NOW_PATH, post(timeout_now))
         .route(peer::INFO_PATH, get(info))
@@ -58,7 +60,7 @@ async fn require_secret(State(state): State<Arc<AppState>>, req: Request, next: 
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(p) if constant_time_eq(p.as_bytes(), state.secret.as_bytes()) => next.run(req).await,
-        _ => (StatusCode::UNAUTHORIZED, "the cluster secret is required\n").into_response(),
+        _ => PeerError::Unauthorized.into_response(),
     }
 }
 
@@ -66,32 +68,33 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    bincode::deserialize(body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("undecodable request: {e}\n"),
-        )
-            .into_response()
-    })
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, PeerError> {
+    bincode::deserialize(body).map_err(PeerError::Undecodable)
 }
 
-fn encode<T: Serialize>(value: &T) -> Response {
-    match bincode::serialize(value) {
-        Ok(bytes) => Body::from(bytes).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encode answer: {e}\n"),
-        )
-            .into_response(),
+fn encode<T: Serialize>(value: &T) -> Result<Response, PeerError> {
+    let bytes = bincode::serialize(value).map_err(PeerError::Encode)?;
+    Ok(Body::from(bytes).into_response())
+}
+
+/// The wire form of a cluster error answered to a forwarded request (the peer client converts
+/// it back, see `cluster::Error::from_peer`). `Reject`'s variants keep their order: members of
+/// two versions talk during a rolling upgrade.
+fn reject(e: cluster::Error) -> Reject {
+    match e {
+        cluster::Error::NotLeader { leader } => Reject::NotLeader { leader },
+        cluster::Error::QueueFull {
+            queue: Queue::Write,
+            limit,
+        } => Reject::QueueFull {
+            limit: limit as u64,
+        },
+        other => Reject::Failed(Chain(&other).to_string()),
     }
 }
 
-async fn append(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+async fn append(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, PeerError> {
+    let req: AppendEntriesRequest<TypeConfig> = decode(&body)?;
     if let Some(from) = req.vote.leader_id().voted_for() {
         s.cluster.contacts.note(from);
     }
@@ -105,93 +108,71 @@ async fn append(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     encode(&s.cluster.raft.append_entries(req).await)
 }
 
-async fn vote(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: VoteRequest<u64> = match decode(&body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+async fn vote(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, PeerError> {
+    let req: VoteRequest<u64> = decode(&body)?;
     if let Some(from) = req.vote.leader_id().voted_for() {
         s.cluster.contacts.note(from);
     }
     encode(&s.cluster.raft.vote(req).await)
 }
 
-async fn snapshot(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+async fn snapshot(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, PeerError> {
+    let req: InstallSnapshotRequest<TypeConfig> = decode(&body)?;
     if let Some(from) = req.vote.leader_id().voted_for() {
         s.cluster.contacts.note(from);
     }
     encode(&s.cluster.raft.install_snapshot(req).await)
 }
 
-async fn write(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    let p: Proposal = match decode(&body) {
-        Ok(p) => p,
-        Err(resp) => return resp,
+/// A follower's forwarded write: committed here, on the leader.
+async fn forward_write(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, PeerError> {
+    let p: Proposal = decode(&body)?;
+    let result = match s.cluster.check_leader() {
+        Ok(()) => s.cluster.commit(p, s.cluster.settings.write_timeout).await,
+        Err(e) => Err(e),
     };
-    let result = match s.cluster.leader() {
-        Leader::Me => {
-            s.cluster
-                .write_here(p, s.cluster.settings.write_timeout)
-                .await
-        }
-        _ => Err(Reject::NotLeader {
-            leader: s.cluster.raft.current_leader().await,
-        }),
-    };
-    encode(&result)
+    encode(&result.map_err(reject))
 }
 
-async fn read_index(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+/// A follower's ReadIndex request, answered by the leader.
+async fn answer_read_index(
+    State(s): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, PeerError> {
     let from: Option<ReadIndexFrom> = if body.is_empty() {
         None
     } else {
-        match decode(&body) {
-            Ok(f) => Some(f),
-            Err(resp) => return resp,
-        }
+        Some(decode(&body)?)
     };
-    let result = match s.cluster.leader() {
-        Leader::Me => match from {
-            Some(f) => s.cluster.follower_read_index(f).await,
-            None => s.cluster.leader_read_index().await,
-        }
-        .map_err(|e| Reject::Failed(e.to_string())),
-        _ => Err(Reject::NotLeader {
-            leader: s.cluster.raft.current_leader().await,
-        }),
+    let result = match s.cluster.check_leader() {
+        Ok(()) => s.cluster.answer_read_index(from).await,
+        Err(e) => Err(e),
     };
-    encode(&result)
+    encode(&result.map_err(reject))
 }
 
-async fn lookup(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    let (id, kind): (String, LookupKind) = match decode(&body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
+/// A lookup forwarded in read mode `leader`: a read barrier here, then the local map.
+async fn lookup(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, PeerError> {
+    let (id, kind): (String, LookupKind) = decode(&body)?;
+    let result = match s.cluster.check_leader() {
+        Ok(()) => s.cluster.read_barrier().await,
+        Err(e) => Err(e),
     };
-    let result = match s.cluster.leader() {
-        Leader::Me => match s.cluster.read_barrier().await {
-            Ok(()) => Ok(s.cluster.lookup_here(&id, kind)),
-            Err(e) => Err(Reject::Failed(e.to_string())),
-        },
-        _ => Err(Reject::NotLeader {
-            leader: s.cluster.raft.current_leader().await,
-        }),
-    };
-    encode(&result)
+    encode(
+        &result
+            .map(|()| s.cluster.lookup_here(&id, kind))
+            .map_err(reject),
+    )
 }
 
-async fn timeout_now(State(s): State<Arc<AppState>>) -> Response {
+async fn timeout_now(State(s): State<Arc<AppState>>) -> Result<Response, PeerError> {
     let result: Result<(), Reject> = s
         .cluster
         .raft
         .trigger()
         .elect()
         .await
-        .map_err(|e| Reject::Failed(e.to_string()));
+        .map_err(|e| Reject::Failed(Chain(&e).to_string()));
     encode(&result)
 }
 
@@ -208,62 +189,47 @@ async fn status(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
 }
 
 /// Every live session, read after a read barrier (for `gridraft export`).
-async fn sessions(State(s): State<Arc<AppState>>) -> Response {
-    if let Err(e) = s.cluster.read_barrier().await {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"error": e.to_string()})),
-        )
-            .into_response();
-    }
+async fn sessions(State(s): State<Arc<AppState>>) -> Result<Response, PeerError> {
+    s.cluster
+        .read_barrier()
+        .await
+        .map_err(PeerError::Unavailable)?;
     let map = s.cluster.reader.snapshot();
     let sessions: Vec<_> = map.sessions().collect();
-    Json(serde_json::json!({ "live_sessions": sessions.len(), "sessions": sessions }))
-        .into_response()
-}
-
-async fn init(State(s): State<Arc<AppState>>) -> Response {
-    let members = s
-        .cluster
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
-    if members.voter_ids().count() > 0 {
-        return (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({"error": "the cluster is already initialised"})),
-        )
-            .into_response();
-    }
-    match s.cluster.initialize_from_static_members().await {
-        Ok(()) => Json(s.cluster.status()).into_response(),
-        Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({"error": e}))).into_response(),
-    }
-}
-
-async fn add_member(State(s): State<Arc<AppState>>, Json(req): Json<AddMember>) -> Response {
-    match s.cluster.add_member(&req).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({"error": e.to_string()})),
-        )
+    Ok(
+        Json(serde_json::json!({ "live_sessions": sessions.len(), "sessions": sessions }))
             .into_response(),
-    }
+    )
 }
 
-async fn remove_member(State(s): State<Arc<AppState>>, Json(req): Json<RemoveMember>) -> Response {
-    match s.cluster.remove_member(&req).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({"error": e.to_string()})),
-        )
-            .into_response(),
-    }
+async fn init(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, PeerError> {
+    s.cluster
+        .initialize_from_static_members()
+        .await
+        .map_err(PeerError::Admin)?;
+    Ok(Json(s.cluster.status()))
+}
+
+async fn add_member(
+    State(s): State<Arc<AppState>>,
+    Json(req): Json<AddMember>,
+) -> Result<Json<serde_json::Value>, PeerError> {
+    s.cluster
+        .add_member(&req)
+        .await
+        .map(Json)
+        .map_err(PeerError::Admin)
+}
+
+async fn remove_member(
+    State(s): State<Arc<AppState>>,
+    Json(req): Json<RemoveMember>,
+) -> Result<Json<serde_json::Value>, PeerError> {
+    s.cluster
+        .remove_member(&req)
+        .await
+        .map(Json)
+        .map_err(PeerError::Admin)
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
@@ -276,11 +242,7 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     g.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
     g.applied_index
         .set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
-    let committed = s
-        .cluster
-        .raft
-        .with_raft_state(|st| st.committed.map(|l| l.index))
-        .await;
+    let committed = internals::committed_index(&s.cluster.raft).await;
     g.committed_index
         .set(committed.ok().flatten().unwrap_or(0) as i64);
     g.snapshot_index

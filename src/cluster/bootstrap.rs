@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use openraft::BasicNode;
 
-use super::Cluster;
+use super::{Cluster, Error};
 use crate::raft::MemberId;
 
 /// Runs once at start: initialises the group when this member is the one to do it.
@@ -45,7 +45,7 @@ pub async fn bootstrap(cluster: &Cluster) {
 }
 
 /// Initialises the group with the static member list, or this member alone.
-pub async fn initialize(cluster: &Cluster) -> Result<(), String> {
+pub async fn initialize(cluster: &Cluster) -> Result<(), Error> {
     let members = &cluster.settings.members;
     let nodes: BTreeMap<MemberId, BasicNode> = if members.is_empty() {
         BTreeMap::from([(
@@ -62,7 +62,7 @@ pub async fn initialize(cluster: &Cluster) -> Result<(), String> {
         .raft
         .initialize(nodes)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Initialize(Box::new(e)))?;
     tracing::info!(members = members.len().max(1), "cluster initialised");
     Ok(())
 }

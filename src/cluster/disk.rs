@@ -175,7 +175,7 @@ impl Watcher {
                 low,
             },
         };
-        match self.cluster.write(proposal).await {
+        match self.cluster.propose(proposal).await {
             Ok(_) => self.propose_failed = false,
             Err(e) => {
                 if !std::mem::replace(&mut self.propose_failed, true) {

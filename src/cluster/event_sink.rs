@@ -106,7 +106,7 @@ async fn commit(
     let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
     let mut backoff = RETRY_FIRST;
     loop {
-        match cluster.write(p.clone()).await {
+        match cluster.propose(p.clone()).await {
             Ok(applied) => {
                 if let Some(failed) = failures.succeeded() {
                     tracing::info!(failed, "events commit again");
@@ -114,7 +114,7 @@ async fn commit(
                 tracing::debug!(event = event.name(), id = %event.event_id(), changed = applied.changed, duplicate = applied.duplicate, "event applied");
                 return;
             }
-            Err(e @ super::ProxyError::TooLarge { .. }) => {
+            Err(e @ super::Error::TooLarge { .. }) => {
                 tracing::error!(event = event.name(), id = %event.event_id(), error = %e, "event dropped: too large for the log");
                 return;
             }

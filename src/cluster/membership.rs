@@ -7,18 +7,8 @@ use std::collections::BTreeSet;
 use openraft::{BasicNode, ChangeMembers};
 use serde_json::{json, Value};
 
-use super::{Cluster, Leader};
+use super::{Cluster, Error, Leader};
 use crate::peer::{AddMember, RemoveMember};
-
-#[derive(Debug, thiserror::Error)]
-pub enum MembershipError {
-    #[error("no leader is known; try again after the election")]
-    NoLeader,
-    #[error("{0}")]
-    Raft(String),
-    #[error("forward to the leader: {0}")]
-    Forward(#[from] crate::peer::ClientError),
-}
 
 pub const ADD_PATH: &str = "/admin/add";
 pub const REMOVE_PATH: &str = "/admin/remove";
@@ -64,48 +54,50 @@ impl Cluster {
     }
 
     /// Adds a member as a learner, waits until it has caught up, then promotes it to voter.
-    pub async fn add_member(&self, req: &AddMember) -> Result<Value, MembershipError> {
+    pub async fn add_member(&self, req: &AddMember) -> Result<Value, Error> {
         match self.leader() {
             Leader::Me => {}
-            Leader::Other { addr, .. } => {
-                return Ok(self
+            Leader::Other { id, addr } => {
+                return self
                     .peers
                     .admin(&addr, reqwest::Method::POST, ADD_PATH, Some(req))
-                    .await?);
+                    .await
+                    .map_err(|e| Error::from_peer(id, e));
             }
-            Leader::Unknown => return Err(MembershipError::NoLeader),
+            Leader::Unknown => return Err(Error::NoLeader),
         }
         tracing::info!(member = req.id, addr = %req.addr, "adding member as learner");
         self.raft
             .add_learner(req.id, BasicNode::new(&req.addr), true)
             .await
-            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            .map_err(|e| Error::Membership(Box::new(e)))?;
         tracing::info!(member = req.id, "learner caught up; promoting to voter");
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
             .await
-            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            .map_err(|e| Error::Membership(Box::new(e)))?;
         Ok(self.status())
     }
 
     /// Removes a member from the voters and the member list; the leader may remove itself.
-    pub async fn remove_member(&self, req: &RemoveMember) -> Result<Value, MembershipError> {
+    pub async fn remove_member(&self, req: &RemoveMember) -> Result<Value, Error> {
         match self.leader() {
             Leader::Me => {}
-            Leader::Other { addr, .. } => {
-                return Ok(self
+            Leader::Other { id, addr } => {
+                return self
                     .peers
                     .admin(&addr, reqwest::Method::POST, REMOVE_PATH, Some(req))
-                    .await?);
+                    .await
+                    .map_err(|e| Error::from_peer(id, e));
             }
-            Leader::Unknown => return Err(MembershipError::NoLeader),
+            Leader::Unknown => return Err(Error::NoLeader),
         }
         tracing::info!(member = req.id, "removing member");
         // `retain = false`: the removed voter leaves the member list too, not kept as a learner.
         self.raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), false)
             .await
-            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            .map_err(|e| Error::Membership(Box::new(e)))?;
         Ok(self.status())
     }
 }

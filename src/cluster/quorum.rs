@@ -47,14 +47,6 @@ impl Cluster {
         !peers.is_empty() && (reachable + 1) * 2 <= peers.len() + 1
     }
 
-    /// Records a request refused for want of a quorum; the first one, and then one every few
-    /// seconds with a count, is logged.
-    pub(crate) fn refused_without_quorum(&self) {
-        if let Some(refused) = self.no_quorum_log.failed() {
-            tracing::warn!(refused, "no quorum: refusing reads and writes");
-        }
-    }
-
     /// The voters other than this member.
     fn voter_peers(&self) -> Vec<MemberId> {
         let m = self.raft.metrics();

@@ -16,9 +16,9 @@ use prometheus::IntCounter;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 
+use super::error::{Error, Queue, Stopped};
 use super::Cluster;
 use crate::map::{Applied, Op, Proposal};
-use crate::peer::Reject;
 
 /// Batches proposed at once; two let one batch be appended while the previous one replicates.
 pub const IN_FLIGHT: usize = 2;
@@ -32,7 +32,7 @@ pub const MAX_BATCH: usize = 512;
 /// 1 MiB of entries, `raft::log_store::MAX_APPEND_BYTES`), so a request carries several.
 pub const MAX_BATCH_BYTES: usize = 96 * 1024;
 
-type Reply = oneshot::Sender<Result<Applied, Reject>>;
+type Reply = oneshot::Sender<Result<Applied, Error>>;
 
 pub struct WriteBatcher {
     /// Bounded (`grid.max-pending-writes`): writes that arrive while it is full are refused at
@@ -55,19 +55,20 @@ impl WriteBatcher {
     }
 
     /// Commits `p` together with every other write waiting now. The result is the batch's.
-    pub async fn submit(&self, p: Proposal) -> Result<Applied, Reject> {
+    pub async fn join(&self, p: Proposal) -> Result<Applied, Error> {
+        let stopped = || Error::Stopped(Stopped::Batcher(Queue::Write));
         let (reply, rx) = oneshot::channel();
         self.tx.try_send((p, reply)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 self.full.inc();
-                Reject::QueueFull {
-                    limit: self.limit as u64,
+                Error::QueueFull {
+                    queue: Queue::Write,
+                    limit: self.limit,
                 }
             }
-            mpsc::error::TrySendError::Closed(_) => Reject::Failed("write batcher stopped".into()),
+            mpsc::error::TrySendError::Closed(_) => stopped(),
         })?;
-        rx.await
-            .unwrap_or_else(|_| Err(Reject::Failed("write batcher stopped".into())))
+        rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
@@ -96,7 +97,7 @@ async fn run(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<(Proposal, Reply)>) 
         tokio::spawn(
             async move {
                 let _slot = slot;
-                commit(&cluster, batch).await;
+                commit_batch(&cluster, batch).await;
             }
             .in_current_span(),
         );
@@ -118,7 +119,7 @@ fn encoded_size(p: &Proposal) -> usize {
     }
 }
 
-async fn commit(cluster: &Cluster, batch: Vec<(Proposal, Reply)>) {
+async fn commit_batch(cluster: &Cluster, batch: Vec<(Proposal, Reply)>) {
     let (mut proposals, replies): (Vec<Proposal>, Vec<Reply>) = batch.into_iter().unzip();
     let proposal = if proposals.len() == 1 {
         proposals.pop().expect("one proposal")
@@ -130,7 +131,7 @@ async fn commit(cluster: &Cluster, batch: Vec<(Proposal, Reply)>) {
         }
     };
     let result = cluster
-        .propose(proposal, cluster.settings.write_timeout)
+        .client_write(proposal, cluster.settings.write_timeout)
         .await;
     for reply in replies {
         let _ = reply.send(result.clone());

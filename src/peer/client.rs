@@ -55,7 +55,7 @@ impl PeerClient {
     /// member's id and its vote, read after every read in the batch arrived: when the two
     /// members make a quorum, the request itself confirms the leadership and the leader answers
     /// without a heartbeat round (see [`ReadIndexFrom`]).
-    pub async fn read_index(
+    pub async fn ask_read_index(
         &self,
         addr: &str,
         from: Option<&ReadIndexFrom>,

@@ -2,9 +2,11 @@
 //! machine over the session map with its snapshot files, and the HTTP network between members.
 //!
 //! openraft's storage and network traits are implemented here and nowhere else; the storage
-//! engine is [`crate::store`], the domain is [`crate::map`]. The rest of the crate sees
+//! engine is [`crate::store`], the domain is [`crate::map`]. [`internals`] is the one place that
+//! reads openraft's internal state. The rest of the crate sees
 //! [`crate::map::Proposal`] to write and [`crate::map::SessionMapReader`] to read.
 
+pub mod internals;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

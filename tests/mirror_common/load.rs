@@ -94,7 +94,7 @@ pub async fn run_writer(
                 };
                 c.node(member)
                     .cluster
-                    .write(p.clone())
+                    .propose(p.clone())
                     .await
                     .expect("remove by uri commits");
                 model.retain(|_, u| *u != uri);
@@ -108,7 +108,7 @@ pub async fn run_writer(
                     let applied = c
                         .node(member)
                         .cluster
-                        .write(again)
+                        .propose(again)
                         .await
                         .expect("duplicate commits");
                     assert!(applied.duplicate, "a repeated event id is ignored");
