@@ -16,11 +16,20 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The serve flags of a bare `gridraft`: none on the command line, so only the environment.
+fn serve_args_from_env() -> ServeArgs {
+    match Cli::parse_from(["gridraft", "serve"]).command {
+        Some(Command::Serve(args)) => args,
+        _ => ServeArgs::default(),
+    }
+}
+
 fn main() -> ExitCode {
     use gridraft::mirror::migrate::{export_command, import_command};
     let cli = Cli::parse();
     let result = match cli.command {
-        None => serve(ServeArgs::default()),
+        // Bare `gridraft` is `gridraft serve`: the same `GRIDRAFT_*` variables apply.
+        None => serve(serve_args_from_env()),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::PrintConfig(args)) => print_config(args),
         Some(Command::Cluster(args)) => block_on(cluster(args)),

@@ -301,3 +301,48 @@ fn flags_beat_the_environment_which_beats_the_file_which_beats_the_defaults() {
     );
     assert_eq!(shown["worker-threads"].as_integer(), Some(9));
 }
+
+/// A bare `gridraft` (how `cargo run` starts it) is `gridraft serve`, environment included: it
+/// listens where `GRIDRAFT_LISTEN` says and keeps its data where `GRIDRAFT_DATA_DIR` says.
+#[test]
+fn a_bare_gridraft_reads_the_environment_like_serve() {
+    use std::io::{Read, Write};
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (public, peer) = (free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gridraft"));
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("GRIDRAFT_")) {
+        cmd.env_remove(name);
+    }
+    let mut child = cmd
+        .env("GRIDRAFT_LISTEN", &public)
+        .env("GRIDRAFT_PEER_LISTEN", &peer)
+        .env("GRIDRAFT_DATA_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Ok(mut s) = std::net::TcpStream::connect(&public) else {
+            return false;
+        };
+        let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 2")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "no ready member on GRIDRAFT_LISTEN={public}");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_some(),
+        "nothing written to GRIDRAFT_DATA_DIR"
+    );
+}
