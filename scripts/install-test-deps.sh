@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, everything the test suite needs that a fresh Debian 12
 # machine with Rust and Docker lacks: a Java 17 runtime (the real Selenium server), PostgreSQL,
-# Redis, haproxy, Chromium and its driver (the real Grid end to end), debootstrap (local images).
+# Redis, haproxy, Chromium and its driver (the real Grid end to end), debootstrap (local images),
+# promtool (the monitoring check).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 log() { echo "install-test-deps: $*" >&2; }
@@ -14,6 +15,7 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v promtool >/dev/null || need+=(prometheus)
 command -v python3 >/dev/null || need+=(python3)
 command -v c++ >/dev/null || need+=(g++)
 

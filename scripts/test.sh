@@ -3,7 +3,8 @@
 # installs the packages the tests need, starts real PostgreSQL and Redis on 127.0.0.1, checks
 # formatting and clippy lints (warnings are errors), runs
 # every cargo test (unit, storage suite, routes, differential against the real Java server,
-# in-process clusters, event bus, mirrors), the real Selenium Grid end to end with a leader
+# in-process clusters, event bus, mirrors), the monitoring check (alert rules and dashboard
+# against a running member), the real Selenium Grid end to end with a leader
 # kill, the fault tier (full disk, slow clients, big requests, an idle leader, a late duplicate
 # event against real processes behind haproxy) and the docker compose failover suite in its
 # quick mode.
@@ -11,6 +12,7 @@
 #   scripts/test.sh            everything
 #   SKIP_HARDENING=1 scripts/test.sh  everything but the fault tier
 #   SKIP_FAILOVER=1 scripts/test.sh   everything but the docker compose failover suite
+#   SKIP_MONITORING=1 scripts/test.sh everything but the monitoring check
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
@@ -31,6 +33,11 @@ cargo clippy --locked --all-targets -- -D warnings
 section "cargo test"
 cargo build --locked --all-targets
 cargo test --locked --all-targets --no-fail-fast -- --test-threads="${GRIDRAFT_TEST_THREADS:-2}"
+
+if [ -z "${SKIP_MONITORING:-}" ]; then
+  section "monitoring: alert rules, their unit tests, metric names against a running member"
+  scripts/check-monitoring.sh target/debug/gridraft
+fi
 
 section "a real Selenium Grid on a three-member gridraft, with a leader kill"
 python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft
