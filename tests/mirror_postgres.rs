@@ -2,10 +2,12 @@
 //! mixed load through every member, Selenium's own queries, an outage during the load, and an
 //! incompatible table.
 
+mod common;
 mod mirror_common;
 
 use std::time::Duration;
 
+use common::eventually;
 use gridraft::mirror::hub::RunState;
 use gridraft::mirror::MirrorKind;
 use mirror_common::load::{assert_matches_model, mixed_load, Model};
@@ -13,13 +15,16 @@ use mirror_common::servers::OwnPostgres;
 use mirror_common::stores::{
     connect_pg, expected_rows, fresh_pg_database, wait_caught_up, wait_rows_equal,
 };
-use mirror_common::{eventually, mirror, MirrorCluster};
+use mirror_common::{mirror, mirrored};
 use sqlx::Row;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_member() {
+    if common::deps::postgres().is_none() {
+        return;
+    }
     let url = fresh_pg_database("gridraft_mirror_equal").await;
-    let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Postgres, &url)]).await;
+    let c = mirrored(3, vec![mirror(MirrorKind::Postgres, &url)]).await;
     tracing::info!("phase: mixed load through members 1, 2 and 3");
     let mut model = Model::new();
     mixed_load(
@@ -91,8 +96,11 @@ async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_stopped_during_the_load_then_restarted_converges_without_losing_or_resurrecting()
 {
+    if common::deps::postgres().is_none() {
+        return;
+    }
     let pg = OwnPostgres::start();
-    let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Postgres, &pg.url())]).await;
+    let c = mirrored(3, vec![mirror(MirrorKind::Postgres, &pg.url())]).await;
     let mut model = Model::new();
     tracing::info!("phase: load with postgres up");
     mixed_load(&c, &[vec![1], vec![2], vec![3]], 60, 0, &mut model).await;
@@ -133,14 +141,17 @@ async fn postgres_stopped_during_the_load_then_restarted_converges_without_losin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_incompatible_sessions_map_table_stops_only_the_mirror() {
+    if common::deps::postgres().is_none() {
+        return;
+    }
     let url = fresh_pg_database("gridraft_mirror_incompatible").await;
     let mut con = connect_pg(&url).await;
     sqlx::query("create table sessions_map (session_ids integer, session_caps text, session_uri varchar(256), session_stereotype text)")
         .execute(&mut con)
         .await
         .unwrap();
-    let c = MirrorCluster::start(1, vec![mirror(MirrorKind::Postgres, &url)]).await;
-    let handle = c.handle(1, MirrorKind::Postgres);
+    let c = mirrored(1, vec![mirror(MirrorKind::Postgres, &url)]).await;
+    let handle = c.mirror_handle(1, MirrorKind::Postgres);
     let error = eventually(Duration::from_secs(30), "the mirror to fail", || async {
         match handle.state() {
             RunState::Failed { error } => Some(error),
@@ -173,8 +184,11 @@ async fn an_incompatible_sessions_map_table_stops_only_the_mirror() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn export_writes_the_cluster_into_a_selenium_table() {
+    if common::deps::postgres().is_none() {
+        return;
+    }
     let url = fresh_pg_database("gridraft_export").await;
-    let c = MirrorCluster::start(3, vec![]).await;
+    let c = mirrored(3, vec![]).await;
     let mut model = Model::new();
     mixed_load(&c, &[vec![1], vec![2], vec![3]], 40, 7, &mut model).await;
     assert!(c.truth().await.len() > 5);
@@ -183,7 +197,7 @@ async fn export_writes_the_cluster_into_a_selenium_table() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gridraft"))
         .args(["export", "--to", &url, "--replace", "--peer"])
         .arg(c.members[&2].peer.to_string())
-        .env("GRIDRAFT_CLUSTER_SECRET", mirror_common::SECRET)
+        .env("GRIDRAFT_CLUSTER_SECRET", common::SECRET)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

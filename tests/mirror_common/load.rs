@@ -10,7 +10,7 @@ use gridraft::map::SessionMap;
 use gridraft::map::{now_nanos, Op, Proposal};
 use gridraft::session::RemovalReason;
 
-use super::MirrorCluster;
+use crate::common::TestCluster;
 
 /// Session bodies with the escapes and numbers Selenium's writer is particular about.
 pub fn body(id: &str, uri: &str, variant: u64) -> String {
@@ -44,7 +44,7 @@ pub struct LoadReport {
 
 /// Runs `ops` operations from writer `writer`, spreading them over `via` members.
 pub async fn run_writer(
-    c: &MirrorCluster,
+    c: &TestCluster,
     writer: u64,
     via: &[u64],
     ops: usize,
@@ -92,7 +92,7 @@ pub async fn run_writer(
                         reason: RemovalReason::NodeRestarted,
                     },
                 };
-                c.node(member)
+                c.member(member)
                     .cluster
                     .write(p.clone())
                     .await
@@ -106,7 +106,7 @@ pub async fn run_writer(
                     let mut again = p.clone();
                     again.at = now_nanos();
                     let applied = c
-                        .node(member)
+                        .member(member)
                         .cluster
                         .write(again)
                         .await
@@ -123,7 +123,7 @@ pub async fn run_writer(
 
 /// Runs one writer per entry of `via_sets` concurrently and merges their models.
 pub async fn mixed_load(
-    c: &MirrorCluster,
+    c: &TestCluster,
     via_sets: &[Vec<u64>],
     ops: usize,
     round: u64,

@@ -8,11 +8,12 @@ use gridraft::map::SessionMap;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Row};
 
-use super::{eventually, require_env};
+use crate::common::deps::{env_url, POSTGRES_VAR, REDIS_VAR};
+use crate::common::{eventually, TestCluster};
 
 /// A fresh, empty database on the test Postgres, named after the test.
 pub async fn fresh_pg_database(name: &str) -> String {
-    let base = require_env("GRIDRAFT_TEST_POSTGRES_URL");
+    let base = env_url(POSTGRES_VAR);
     let mut admin = connect_pg(&base).await;
     sqlx::query(&format!("drop database if exists {name} with (force)"))
         .execute(&mut admin)
@@ -38,10 +39,7 @@ pub async fn connect_pg(url: &str) -> PgConnection {
 
 /// A Redis database (0..63) of the test Redis, emptied.
 pub async fn fresh_redis_db(db: u32) -> String {
-    let url = format!(
-        "{}/{db}",
-        require_env("GRIDRAFT_TEST_REDIS_URL").trim_end_matches('/')
-    );
+    let url = format!("{}/{db}", env_url(REDIS_VAR).trim_end_matches('/'));
     let mut con = redis_con(&url).await;
     let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
     url
@@ -214,14 +212,14 @@ pub async fn wait_keys_equal(
 }
 
 /// Waits until member `id`'s runner has written everything its member has applied.
-pub async fn wait_caught_up(c: &super::MirrorCluster, id: u64, kind: gridraft::mirror::MirrorKind) {
-    let handle = c.handle(id, kind);
+pub async fn wait_caught_up(c: &TestCluster, id: u64, kind: gridraft::mirror::MirrorKind) {
+    let handle = c.mirror_handle(id, kind);
     eventually(
         Duration::from_secs(60),
         "the mirror to catch up with the log",
         || async {
             let applied = c
-                .node(id)
+                .member(id)
                 .cluster
                 .raft
                 .metrics()
