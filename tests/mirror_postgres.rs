@@ -7,15 +7,16 @@ mod mirror_common;
 
 use std::time::Duration;
 
-use common::eventually;
-use gridraft::mirror::hub::RunState;
 use gridraft::mirror::MirrorKind;
-use mirror_common::load::{assert_matches_model, mixed_load, Model};
+use mirror_common::load::{
+    assert_matches_model, load_during_outage, load_through_every_member, mixed_load,
+    wait_mirror_down, Model,
+};
 use mirror_common::servers::OwnPostgres;
 use mirror_common::stores::{
     connect_pg, expected_rows, fresh_pg_database, wait_caught_up, wait_rows_equal,
 };
-use mirror_common::{mirror, mirrored};
+use mirror_common::{assert_still_serving, failed_mirror, mirror, mirrored};
 use sqlx::Row;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -26,17 +27,7 @@ async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_
     let url = fresh_pg_database("gridraft_mirror_equal").await;
     let c = mirrored(3, vec![mirror(MirrorKind::Postgres, &url)]).await;
     tracing::info!("phase: mixed load through members 1, 2 and 3");
-    let mut model = Model::new();
-    mixed_load(
-        &c,
-        &[vec![1, 2], vec![2, 3], vec![3, 1]],
-        120,
-        0,
-        &mut model,
-    )
-    .await;
-    let truth = c.truth().await;
-    assert_matches_model(&truth, &model);
+    let truth = load_through_every_member(&c).await;
     assert!(
         truth.len() > 10,
         "the load leaves sessions behind ({})",
@@ -108,24 +99,8 @@ async fn postgres_stopped_during_the_load_then_restarted_converges_without_losin
 
     tracing::info!("phase: postgres stopped; the Grid keeps answering, quickly");
     pg.stop();
-    let report = mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 80, 1, &mut model).await;
-    assert!(
-        report.slowest < Duration::from_secs(2),
-        "a write took {:?} during the outage",
-        report.slowest
-    );
-    let leader = c.leader().await;
-    eventually(
-        Duration::from_secs(30),
-        "the mirror to be reported down",
-        || async {
-            let s = c.status(leader).await;
-            (s["mirrors"]["postgres"]["state"] == "down"
-                && s["mirrors"]["postgres"]["lag_entries"].as_u64() > Some(0))
-            .then_some(())
-        },
-    )
-    .await;
+    load_during_outage(&c, &mut model).await;
+    let leader = wait_mirror_down(&c, "postgres", true).await;
 
     tracing::info!("phase: postgres back; the mirror converges");
     pg.restart();
@@ -150,29 +125,10 @@ async fn an_incompatible_sessions_map_table_stops_only_the_mirror() {
         .execute(&mut con)
         .await
         .unwrap();
-    let c = mirrored(1, vec![mirror(MirrorKind::Postgres, &url)]).await;
-    let handle = c.mirror_handle(1, MirrorKind::Postgres);
-    let error = eventually(Duration::from_secs(30), "the mirror to fail", || async {
-        match handle.state() {
-            RunState::Failed { error } => Some(error),
-            _ => None,
-        }
-    })
-    .await;
+    let (c, error) = failed_mirror(MirrorKind::Postgres, &url).await;
     assert!(error.contains("session_ids has type integer"), "{error}");
     assert!(error.contains("session_start is missing"), "{error}");
-    let resp = c
-        .http
-        .post(c.url(1, "/se/grid/session"))
-        .body(mirror_common::load::body(
-            "still-serving",
-            "http://n:5555",
-            1,
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "the cluster is unaffected");
+    assert_still_serving(&c).await;
     let n: i64 = sqlx::query_scalar("select count(*) from sessions_map")
         .fetch_one(&mut con)
         .await

@@ -151,6 +151,43 @@ pub async fn mixed_load(
     total
 }
 
+/// The load of the equality tests: 120 writes per writer, each writer through two members;
+/// returns the Raft state after it, checked against the model.
+pub async fn load_through_every_member(c: &TestCluster) -> SessionMap {
+    let mut model = Model::new();
+    mixed_load(c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 120, 0, &mut model).await;
+    let truth = c.truth().await;
+    assert_matches_model(&truth, &model);
+    truth
+}
+
+/// The load of the outage tests while the store is down: 80 writes per writer, each writer
+/// through two members; every write still answers within 2 s (the mirror is asynchronous).
+pub async fn load_during_outage(c: &TestCluster, model: &mut Model) {
+    let report = mixed_load(c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 80, 1, model).await;
+    assert!(
+        report.slowest < Duration::from_secs(2),
+        "a write took {:?} during the outage",
+        report.slowest
+    );
+}
+
+/// Waits until the leader reports the mirror `name` down (and, with `lagging`, behind).
+pub async fn wait_mirror_down(c: &TestCluster, name: &str, lagging: bool) -> u64 {
+    let leader = c.leader().await;
+    crate::common::eventually(
+        Duration::from_secs(30),
+        "the mirror to be reported down",
+        || async {
+            let s = &c.status(leader).await["mirrors"][name];
+            (s["state"] == "down" && (!lagging || s["lag_entries"].as_u64() > Some(0)))
+                .then_some(())
+        },
+    )
+    .await;
+    leader
+}
+
 /// The Raft state holds exactly what the model says: nothing lost, nothing resurrected.
 pub fn assert_matches_model(map: &SessionMap, model: &Model) {
     let live: Model = map

@@ -13,9 +13,10 @@ pub mod stores;
 
 use std::time::Duration;
 
+use gridraft::mirror::hub::RunState;
 use gridraft::mirror::{MirrorConfig, MirrorKind, MirrorMode};
 
-use crate::common::TestCluster;
+use crate::common::{eventually, TestCluster};
 
 /// `n` members that all write through to `mirrors`.
 pub async fn mirrored(n: u64, mirrors: Vec<MirrorConfig>) -> TestCluster {
@@ -29,4 +30,31 @@ pub fn mirror(kind: MirrorKind, url: &str) -> MirrorConfig {
         mode: MirrorMode::Async,
         sync_timeout: Duration::from_secs(2),
     }
+}
+
+/// One member mirroring to `kind` at `url`, once that mirror has stopped with an error; and
+/// the error.
+pub async fn failed_mirror(kind: MirrorKind, url: &str) -> (TestCluster, String) {
+    let c = mirrored(1, vec![mirror(kind, url)]).await;
+    let handle = c.mirror_handle(1, kind);
+    let error = eventually(Duration::from_secs(30), "the mirror to fail", || async {
+        match handle.state() {
+            RunState::Failed { error } => Some(error),
+            _ => None,
+        }
+    })
+    .await;
+    (c, error)
+}
+
+/// A stopped mirror leaves the cluster unaffected: it still takes a write.
+pub async fn assert_still_serving(c: &TestCluster) {
+    let resp = c
+        .http
+        .post(c.url(1, "/se/grid/session"))
+        .body(load::body("still-serving", "http://n:5555", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the cluster is unaffected");
 }

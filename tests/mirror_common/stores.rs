@@ -169,22 +169,7 @@ pub fn diff<V: PartialEq + std::fmt::Debug>(
 
 /// Waits until the Postgres mirror equals `map`, row by row.
 pub async fn wait_rows_equal(url: &str, map: &SessionMap, timeout: Duration) -> Rows {
-    let want = expected_rows(map);
-    let mut last = String::new();
-    let result = tokio::time::timeout(timeout, async {
-        loop {
-            match read_rows(url).await {
-                Ok(got) if got == want => return got,
-                Ok(got) => last = diff(&want, &got),
-                Err(e) => last = e,
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    result.unwrap_or_else(|_| {
-        panic!("postgres mirror never equalled the Raft state within {timeout:?}:\n{last}")
-    })
+    wait_store_equal("postgres", expected_rows(map), timeout, || read_rows(url)).await
 }
 
 /// Waits until the Redis mirror equals `map`, key by key (and holds no other key).
@@ -193,11 +178,25 @@ pub async fn wait_keys_equal(
     map: &SessionMap,
     timeout: Duration,
 ) -> BTreeMap<String, String> {
-    let want = expected_keys(map);
+    wait_store_equal("redis", expected_keys(map), timeout, || read_keys(url)).await
+}
+
+/// Reads a store every 200 ms until it equals `want`; fails with the last difference.
+async fn wait_store_equal<V, F, Fut>(
+    store: &str,
+    want: BTreeMap<String, V>,
+    timeout: Duration,
+    read: F,
+) -> BTreeMap<String, V>
+where
+    V: PartialEq + std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<BTreeMap<String, V>, String>>,
+{
     let mut last = String::new();
     let result = tokio::time::timeout(timeout, async {
         loop {
-            match read_keys(url).await {
+            match read().await {
                 Ok(got) if got == want => return got,
                 Ok(got) => last = diff(&want, &got),
                 Err(e) => last = e,
@@ -207,7 +206,7 @@ pub async fn wait_keys_equal(
     })
     .await;
     result.unwrap_or_else(|_| {
-        panic!("redis mirror never equalled the Raft state within {timeout:?}:\n{last}")
+        panic!("{store} mirror never equalled the Raft state within {timeout:?}:\n{last}")
     })
 }
 
