@@ -87,10 +87,7 @@ impl ClusterBuilder {
         let root = tempfile::tempdir().unwrap();
         let mut cluster = TestCluster {
             members: BTreeMap::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            http: reqwest::Client::new(),
             root,
             builder: self.clone(),
             disk: Default::default(),
@@ -200,7 +197,9 @@ impl TestCluster {
         (b.tune)(&mut settings);
         let mut cfg = settings.validate().expect("valid test settings");
         cfg.health.disk_probe = self.disk.clone();
-        cfg.mirrors = b.mirrors.clone();
+        if !b.mirrors.is_empty() {
+            cfg.mirrors = b.mirrors.clone();
+        }
         cfg
     }
 

@@ -37,6 +37,20 @@ fn missing(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
+/// Whether a test that takes minutes by design runs: only in the full tier
+/// (`GRIDRAFT_TEST_REQUIRE_ALL=1`, as scripts/test.sh and CI run). Otherwise it prints one
+/// SKIPPED line saying so, keeping plain `cargo test` fast even where Java is installed.
+pub fn full_tier(takes: &str) -> bool {
+    if !require_all() {
+        let test = std::thread::current().name().unwrap_or("a test").to_owned();
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: takes {takes}; runs with {REQUIRE_ALL}=1 (scripts/test.sh)"
+        );
+    }
+    require_all()
+}
+
 /// Where the Selenium server jar is, if it is there.
 pub fn selenium_jar() -> Option<PathBuf> {
     let jar = match std::env::var(JAR_VAR) {
