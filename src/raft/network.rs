@@ -461,4 +461,23 @@ mod tests {
             other => panic!("expected a network error, got {other:?}"),
         }
     }
+
+    #[tokio::test]
+    async fn a_peer_marked_unreachable_is_refused_at_once_until_cleared() {
+        // A peer that would answer every request (413), so only the fault can refuse.
+        let mut conn = refusing_peer().await;
+        conn.faults.set_unreachable(&conn.addr.clone(), true);
+        let started = Instant::now();
+        match conn.append_entries(append(1), option()).await {
+            Err(RPCError::Unreachable(e)) => assert!(e.to_string().contains("refused"), "{e}"),
+            other => panic!("expected unreachable, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(conn.contacts.unreachable([2]), 1);
+        conn.faults.set_unreachable(&conn.addr.clone(), false);
+        match conn.append_entries(append(1), option()).await {
+            Err(RPCError::Network(e)) => assert!(e.to_string().contains("413"), "{e}"),
+            other => panic!("expected the peer's 413, got {other:?}"),
+        }
+    }
 }
