@@ -14,6 +14,8 @@
 #   SKIP_FAILOVER=1 scripts/test.sh   everything but the docker compose failover suite
 #   SKIP_MONITORING=1 scripts/test.sh everything but the monitoring check
 set -euo pipefail
+# A test whose dependency (Java, the jar, PostgreSQL, Redis) is missing fails here, never skips.
+export GRIDRAFT_TEST_REQUIRE_ALL=1
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
 export GRIDRAFT_SELENIUM_JAR="${GRIDRAFT_SELENIUM_JAR:-$(cd "$repo/.." && pwd)/shared/selenium/selenium-server-4.48.0.jar}"

@@ -17,7 +17,7 @@ use crate::cluster::{bootstrap, event_sink, Cluster, Leader};
 use crate::config::Resolved;
 use crate::events::{spawn_subscriber, EventMetrics};
 use crate::peer::PeerClient;
-use crate::raft::network::{Contacts, Network};
+use crate::raft::network::{Contacts, Network, NetworkFaults};
 use crate::raft::{open_storage, OpenStorageError, Raft};
 use crate::store::durable::{DataIdentity, LogStats, Storage};
 use crate::telemetry::Metrics;
@@ -41,6 +41,7 @@ pub enum MemberError {
 pub struct Member {
     pub cluster: Arc<Cluster>,
     storage: Storage,
+    faults: NetworkFaults,
     public_stop: CancellationToken,
     peer_stop: CancellationToken,
     tasks_stop: CancellationToken,
@@ -81,12 +82,14 @@ async fn start_inner(
         .build()
         .map_err(|e| MemberError::Raft(e.to_string()))?;
     let contacts = Arc::new(Contacts::default());
+    let faults = NetworkFaults::default();
     let network = Network::new(
         http.clone(),
         secret.clone(),
         contacts.clone(),
         cfg.raft.retry,
-    );
+    )
+    .with_faults(faults.clone());
     let raft = Raft::new(
         cfg.cluster.id,
         Arc::new(raft_config),
@@ -101,7 +104,7 @@ async fn start_inner(
         raft,
         reader,
         applied,
-        PeerClient::new(http, secret.clone()),
+        PeerClient::new(http, secret.clone()).with_faults(faults.clone()),
         contacts,
     );
     let metrics = Metrics::new();
@@ -205,6 +208,7 @@ async fn start_inner(
     Ok(Member {
         cluster,
         storage,
+        faults,
         public_stop,
         peer_stop,
         tasks_stop,
@@ -309,6 +313,14 @@ impl Member {
     #[doc(hidden)]
     pub fn inject_disk_full(&self, on: bool) {
         self.storage.log_sync.inject_disk_full(on);
+    }
+
+    /// Fault injection for in-process tests: the peer addresses this member's outbound Raft
+    /// RPCs and peer requests treat as unreachable (refused at once). A test isolates a member
+    /// by marking every other member here and this member on every other one.
+    #[doc(hidden)]
+    pub fn network_faults(&self) -> &NetworkFaults {
+        &self.faults
     }
 
     /// Resolves once Raft has stopped on this member (a storage error, a panic in its core).
@@ -428,10 +440,8 @@ impl Member {
         let mut refused = 0;
         for addr in &others {
             let wait = self.cluster.settings.election_timeout_max / 4;
-            if let Ok(Err(crate::peer::ClientError::Http { source, .. })) =
-                tokio::time::timeout(wait, self.cluster.peers.info(addr)).await
-            {
-                refused += usize::from(source.is_connect());
+            if let Ok(Err(e)) = tokio::time::timeout(wait, self.cluster.peers.info(addr)).await {
+                refused += usize::from(e.is_refused());
             }
         }
         (others.len() - refused + 1) * 2 <= others.len() + 1

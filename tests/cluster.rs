@@ -145,7 +145,10 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_follower_catches_up_by_log_and_by_snapshot() {
-    let mut c = TestCluster::start_with(3, 50).await;
+    let mut c = TestCluster::builder(3)
+        .snapshot_after_entries(50)
+        .start()
+        .await;
     let leader = c.leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
 
@@ -175,7 +178,7 @@ async fn a_restarted_follower_catches_up_by_log_and_by_snapshot() {
         Duration::from_secs(20),
         "the leader to purge its log",
         || async {
-            c.node(leader)
+            c.member(leader)
                 .cluster
                 .raft
                 .metrics()
@@ -188,7 +191,7 @@ async fn a_restarted_follower_catches_up_by_log_and_by_snapshot() {
     assert!(purged > 20, "log purged up to {purged}");
     c.restart(follower).await;
     c.wait_caught_up(follower).await;
-    let snap = c.node(follower).cluster.raft.metrics().borrow().snapshot;
+    let snap = c.member(follower).cluster.raft.metrics().borrow().snapshot;
     assert!(snap.is_some(), "the follower installed a snapshot");
     for i in 0..300 {
         let want = if i < 100 { 404 } else { 200 };
@@ -235,7 +238,7 @@ async fn a_follower_behind_by_large_entries_catches_up_by_log() {
     }
     c.restart(follower).await;
     c.wait_caught_up(follower).await;
-    let metrics = c.node(follower).cluster.raft.metrics().borrow().clone();
+    let metrics = c.member(follower).cluster.raft.metrics().borrow().clone();
     assert!(metrics.snapshot.is_none(), "caught up by log, not snapshot");
     for i in [0, n / 2, n - 1] {
         assert_eq!(c.get_status(follower, &format!("big-{i}")).await, 200);
@@ -245,7 +248,10 @@ async fn a_follower_behind_by_large_entries_catches_up_by_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarting_the_whole_cluster_keeps_every_session() {
-    let mut c = TestCluster::start_with(3, 40).await;
+    let mut c = TestCluster::builder(3)
+        .snapshot_after_entries(40)
+        .start()
+        .await;
     for i in 0..100u64 {
         assert_eq!(
             c.add(1 + i % 3, &format!("r-{i}"), NODE).await.status(),
@@ -299,7 +305,7 @@ async fn a_member_is_added_and_the_leader_removed_under_load() {
         .await
         .expect("add member 4");
     let voters: BTreeSet<u64> = c
-        .node(4)
+        .member(4)
         .cluster
         .raft
         .metrics()
@@ -328,7 +334,7 @@ async fn a_member_is_added_and_the_leader_removed_under_load() {
         "a new leader among the remaining members",
         || async {
             let l = c
-                .node(remaining[0])
+                .member(remaining[0])
                 .cluster
                 .raft
                 .metrics()
@@ -380,7 +386,7 @@ async fn an_election_never_takes_every_member_out_of_the_load_balancer() {
             "every survivor left the balancer during the election: {codes:?}"
         );
         let new_leader = c
-            .node(survivors[0])
+            .member(survivors[0])
             .cluster
             .raft
             .metrics()
@@ -418,11 +424,16 @@ async fn a_followers_read_index_request_confirms_the_leader_only_with_the_leader
     let leader = c.leader().await;
     let follower = (1..=3u64).find(|id| *id != leader).unwrap();
     assert_eq!(c.add(follower, "ri-1", NODE).await.status(), 200);
-    let l = &c.node(leader).cluster;
+    let l = &c.member(leader).cluster;
     let written = l.raft.metrics().borrow().last_applied.unwrap().index;
     let by_request = || l.read_stats().by_request.get();
 
-    let from = c.node(follower).cluster.read_index_request().await.unwrap();
+    let from = c
+        .member(follower)
+        .cluster
+        .read_index_request()
+        .await
+        .unwrap();
     assert_eq!(from.vote.leader_id().voted_for(), Some(leader));
     let before = by_request();
     let index = l.answer_read_index(Some(from.clone())).await.unwrap();
@@ -476,7 +487,7 @@ async fn a_membership_change_without_a_leader_is_refused_with_503() {
         "the survivor to know no leader",
         || async {
             let leader = c
-                .node(survivor)
+                .member(survivor)
                 .cluster
                 .raft
                 .metrics()

@@ -189,7 +189,10 @@ fn normalise_message(message: &str) -> String {
 }
 
 async fn assert_same(requests: Vec<Request>) {
-    let java = JavaServer::shared().await;
+    let Some(jar) = common::deps::java() else {
+        return;
+    };
+    let java = JavaServer::shared(&jar).await;
     let member = SingleMember::start().await;
     let diffs = run(java.addr, member.addr, &requests).await;
     member.stop().await;

@@ -2,11 +2,13 @@
 //! bad input on the wire, the frame size limit, the progress mark, and the ways the thread ends.
 
 #[path = "event_bus_common/mod.rs"]
+mod bus;
 mod common;
 
 use std::time::Duration;
 
-use common::*;
+use bus::*;
+use common::{free_port, init_tracing};
 use gridraft::events::{spawn_subscriber, EventBusSettings, EventMetrics, GridEvent, Received};
 use gridraft::session::RemovalReason;
 use tokio::sync::mpsc;

@@ -18,7 +18,7 @@ use uuid::Uuid;
 const OTHER_EVENTS: usize = 1100;
 
 fn applied(cluster: &TestCluster, id: u64) -> u64 {
-    let metrics = cluster.node(id).cluster.raft.metrics();
+    let metrics = cluster.member(id).cluster.raft.metrics();
     let applied = metrics.borrow().last_applied.map_or(0, |l| l.index);
     applied
 }
@@ -42,7 +42,7 @@ async fn a_late_copy_of_node_restarted_spares_a_session_added_since_on_every_mem
     let receiver = if leader == 1 { 2 } else { 1 };
     let stop = CancellationToken::new();
     let (tx, rx) = mpsc::channel(64);
-    let sink = cluster.node(receiver).cluster.clone();
+    let sink = cluster.member(receiver).cluster.clone();
     tokio::spawn(event_sink::run(sink, rx, stop.clone()));
 
     println!("phase 1: a session on the node, then the node restarts");

@@ -30,7 +30,7 @@ async fn add_sessions(c: &TestCluster, via: &[u64], tag: &str, n: usize) -> Vec<
 
 /// Waits until Raft on member `id` reports that it stopped.
 async fn wait_raft_stopped(c: &TestCluster, id: u64) {
-    let mut metrics = c.node(id).cluster.raft.metrics();
+    let mut metrics = c.member(id).cluster.raft.metrics();
     let stopped = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if metrics.borrow_and_update().running_state.is_err() {
@@ -48,7 +48,7 @@ async fn wait_raft_stopped(c: &TestCluster, id: u64) {
 /// Fills member `victim`'s disk (its next log append fails with ENOSPC) and makes the leader
 /// replicate to it; returns once its Raft has stopped.
 async fn fill_disk_of(c: &TestCluster, victim: u64, via: u64) -> Vec<String> {
-    c.node(victim).inject_disk_full(true);
+    c.member(victim).inject_disk_full(true);
     let ids = add_sessions(c, &[via], "after-full", 3).await;
     wait_raft_stopped(c, victim).await;
     ids
@@ -62,7 +62,7 @@ async fn a_member_whose_disk_fills_up_leaves_the_balancer_at_once() {
     let leader = c.leader().await;
     let victim = (1..=3).find(|id| *id != leader).unwrap();
 
-    let mut fatal = c.node(victim).fatal();
+    let mut fatal = c.member(victim).fatal();
     assert!(fatal.get().is_none());
 
     tracing::info!(
@@ -129,7 +129,7 @@ async fn a_member_restarted_after_its_raft_stopped_has_every_acknowledged_sessio
     for id in &acked {
         assert!(
             matches!(
-                c.node(victim).cluster.reader.get(id),
+                c.member(victim).cluster.reader.get(id),
                 gridraft::map::Lookup::Found(_)
             ),
             "{id} missing on the restarted member"
@@ -177,7 +177,7 @@ async fn set_low(c: &TestCluster, id: u64, low: bool) {
         || async {
             c.running()
                 .iter()
-                .all(|m| c.node(*m).cluster.reader.low_disk_members().contains(&id) == low)
+                .all(|m| c.member(*m).cluster.reader.low_disk_members().contains(&id) == low)
                 .then_some(())
         },
     )

@@ -80,7 +80,10 @@ fn both_ports(c: &TestCluster) -> [SocketAddr; 2] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_request_is_closed_after_the_header_read_timeout_on_both_ports() {
-    let c = TestCluster::start_with_http(1, http("1s", "60s", "60s")).await;
+    let c = TestCluster::builder(1)
+        .http(http("1s", "60s", "60s"))
+        .start()
+        .await;
     for addr in both_ports(&c) {
         tracing::info!(%addr, "phase: a request header that never ends");
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -108,7 +111,10 @@ async fn a_half_sent_request_is_closed_after_the_header_read_timeout_on_both_por
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_not_the_header_one() {
-    let c = TestCluster::start_with_http(1, http("500ms", "60s", "3s")).await;
+    let c = TestCluster::builder(1)
+        .http(http("500ms", "60s", "3s"))
+        .start()
+        .await;
     for addr in both_ports(&c) {
         tracing::info!(%addr, "phase: two requests on one connection, then silence");
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -138,7 +144,10 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_not_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_is_cut_after_the_body_read_timeout_and_nothing_is_stored() {
-    let c = TestCluster::start_with_http(1, http("60s", "1s", "60s")).await;
+    let c = TestCluster::builder(1)
+        .http(http("60s", "1s", "60s"))
+        .start()
+        .await;
     let body = common::session_body("slow", "http://n:5555");
     for (addr, path) in [
         (c.members[&1].public, "/se/grid/session"),
@@ -170,15 +179,14 @@ async fn past_the_cap_idle_connections_make_room_busy_ones_refuse_and_the_peer_p
 {
     const CAP: usize = 8;
     const EXTRA: usize = 8;
-    let c = TestCluster::start_with_http(
-        1,
-        HttpSettings {
+    let c = TestCluster::builder(1)
+        .http(HttpSettings {
             max_connections: CAP,
             peer_max_connections: 4,
             ..http("30s", "30s", "60s")
-        },
-    )
-    .await;
+        })
+        .start()
+        .await;
     let public = c.members[&1].public;
     tracing::info!("phase: cap + extra connections that send nothing");
     let mut idle = Vec::new();
@@ -256,7 +264,7 @@ async fn past_the_cap_idle_connections_make_room_busy_ones_refuse_and_the_peer_p
         .unwrap();
     assert_eq!(status.status(), 200);
     assert_eq!(c.leader().await, 1);
-    let term = c.node(1).cluster.raft.metrics().borrow().current_term;
+    let term = c.member(1).cluster.raft.metrics().borrow().current_term;
     assert!(term >= 1);
 
     tracing::info!("phase: once the busy ones go, lookups are served again");

@@ -36,7 +36,7 @@ async fn the_peer_port_refuses_requests_without_the_cluster_secret_and_changes_n
         }
     }
     let voters = c
-        .node(1)
+        .member(1)
         .cluster
         .raft
         .metrics()

@@ -2,36 +2,32 @@
 //! mixed load through every member, Selenium's own queries, an outage during the load, and an
 //! incompatible table.
 
+mod common;
 mod mirror_common;
 
 use std::time::Duration;
 
-use gridraft::mirror::hub::RunState;
 use gridraft::mirror::MirrorKind;
-use mirror_common::load::{assert_matches_model, mixed_load, Model};
+use mirror_common::load::{
+    assert_matches_model, load_during_outage, load_through_every_member, mixed_load,
+    wait_mirror_down, Model,
+};
 use mirror_common::servers::OwnPostgres;
 use mirror_common::stores::{
     connect_pg, expected_rows, fresh_pg_database, wait_caught_up, wait_rows_equal,
 };
-use mirror_common::{eventually, mirror, MirrorCluster};
+use mirror_common::{assert_still_serving, failed_mirror, mirror, mirrored};
 use sqlx::Row;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_member() {
+    if common::deps::postgres().is_none() {
+        return;
+    }
     let url = fresh_pg_database("gridraft_mirror_equal").await;
-    let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Postgres, &url)]).await;
+    let c = mirrored(3, vec![mirror(MirrorKind::Postgres, &url)]).await;
     tracing::info!("phase: mixed load through members 1, 2 and 3");
-    let mut model = Model::new();
-    mixed_load(
-        &c,
-        &[vec![1, 2], vec![2, 3], vec![3, 1]],
-        120,
-        0,
-        &mut model,
-    )
-    .await;
-    let truth = c.truth().await;
-    assert_matches_model(&truth, &model);
+    let truth = load_through_every_member(&c).await;
     assert!(
         truth.len() > 10,
         "the load leaves sessions behind ({})",
@@ -91,8 +87,11 @@ async fn postgres_mirror_equals_the_raft_state_after_a_mixed_load_through_every_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_stopped_during_the_load_then_restarted_converges_without_losing_or_resurrecting()
 {
+    if common::deps::postgres().is_none() {
+        return;
+    }
     let pg = OwnPostgres::start();
-    let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Postgres, &pg.url())]).await;
+    let c = mirrored(3, vec![mirror(MirrorKind::Postgres, &pg.url())]).await;
     let mut model = Model::new();
     tracing::info!("phase: load with postgres up");
     mixed_load(&c, &[vec![1], vec![2], vec![3]], 60, 0, &mut model).await;
@@ -100,24 +99,8 @@ async fn postgres_stopped_during_the_load_then_restarted_converges_without_losin
 
     tracing::info!("phase: postgres stopped; the Grid keeps answering, quickly");
     pg.stop();
-    let report = mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 80, 1, &mut model).await;
-    assert!(
-        report.slowest < Duration::from_secs(2),
-        "a write took {:?} during the outage",
-        report.slowest
-    );
-    let leader = c.leader().await;
-    eventually(
-        Duration::from_secs(30),
-        "the mirror to be reported down",
-        || async {
-            let s = c.status(leader).await;
-            (s["mirrors"]["postgres"]["state"] == "down"
-                && s["mirrors"]["postgres"]["lag_entries"].as_u64() > Some(0))
-            .then_some(())
-        },
-    )
-    .await;
+    load_during_outage(&c, &mut model).await;
+    let leader = wait_mirror_down(&c, "postgres", true).await;
 
     tracing::info!("phase: postgres back; the mirror converges");
     pg.restart();
@@ -133,35 +116,19 @@ async fn postgres_stopped_during_the_load_then_restarted_converges_without_losin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_incompatible_sessions_map_table_stops_only_the_mirror() {
+    if common::deps::postgres().is_none() {
+        return;
+    }
     let url = fresh_pg_database("gridraft_mirror_incompatible").await;
     let mut con = connect_pg(&url).await;
     sqlx::query("create table sessions_map (session_ids integer, session_caps text, session_uri varchar(256), session_stereotype text)")
         .execute(&mut con)
         .await
         .unwrap();
-    let c = MirrorCluster::start(1, vec![mirror(MirrorKind::Postgres, &url)]).await;
-    let handle = c.handle(1, MirrorKind::Postgres);
-    let error = eventually(Duration::from_secs(30), "the mirror to fail", || async {
-        match handle.state() {
-            RunState::Failed { error } => Some(error),
-            _ => None,
-        }
-    })
-    .await;
+    let (c, error) = failed_mirror(MirrorKind::Postgres, &url).await;
     assert!(error.contains("session_ids has type integer"), "{error}");
     assert!(error.contains("session_start is missing"), "{error}");
-    let resp = c
-        .http
-        .post(c.url(1, "/se/grid/session"))
-        .body(mirror_common::load::body(
-            "still-serving",
-            "http://n:5555",
-            1,
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "the cluster is unaffected");
+    assert_still_serving(&c).await;
     let n: i64 = sqlx::query_scalar("select count(*) from sessions_map")
         .fetch_one(&mut con)
         .await
@@ -173,8 +140,11 @@ async fn an_incompatible_sessions_map_table_stops_only_the_mirror() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn export_writes_the_cluster_into_a_selenium_table() {
+    if common::deps::postgres().is_none() {
+        return;
+    }
     let url = fresh_pg_database("gridraft_export").await;
-    let c = MirrorCluster::start(3, vec![]).await;
+    let c = mirrored(3, vec![]).await;
     let mut model = Model::new();
     mixed_load(&c, &[vec![1], vec![2], vec![3]], 40, 7, &mut model).await;
     assert!(c.truth().await.len() > 5);
@@ -183,7 +153,7 @@ async fn export_writes_the_cluster_into_a_selenium_table() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gridraft"))
         .args(["export", "--to", &url, "--replace", "--peer"])
         .arg(c.members[&2].peer.to_string())
-        .env("GRIDRAFT_CLUSTER_SECRET", mirror_common::SECRET)
+        .env("GRIDRAFT_CLUSTER_SECRET", common::SECRET)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

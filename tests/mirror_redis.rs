@@ -2,33 +2,31 @@
 //! load through every member, an outage during the load, a leader killed while the mirror is
 //! behind, unreachable mirrors at start, and keys of another type.
 
+mod common;
 mod mirror_common;
 
 use std::time::{Duration, Instant};
 
+use common::eventually;
 use gridraft::mirror::hub::RunState;
 use gridraft::mirror::{MirrorKind, MirrorMode};
-use mirror_common::load::{assert_matches_model, mixed_load, Model};
+use mirror_common::load::{
+    assert_matches_model, load_during_outage, load_through_every_member, mixed_load,
+    wait_mirror_down, Model,
+};
 use mirror_common::servers::OwnRedis;
 use mirror_common::stores::{fresh_redis_db, redis_con, wait_caught_up, wait_keys_equal};
-use mirror_common::{eventually, mirror, require_env, MirrorCluster};
+use mirror_common::{assert_still_serving, failed_mirror, mirror, mirrored};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_mirror_equals_the_raft_state_after_a_mixed_load_through_every_member() {
+    if common::deps::redis().is_none() {
+        return;
+    }
     let url = fresh_redis_db(1).await;
-    let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Redis, &url)]).await;
+    let c = mirrored(3, vec![mirror(MirrorKind::Redis, &url)]).await;
     tracing::info!("phase: mixed load through members 1, 2 and 3");
-    let mut model = Model::new();
-    mixed_load(
-        &c,
-        &[vec![1, 2], vec![2, 3], vec![3, 1]],
-        120,
-        0,
-        &mut model,
-    )
-    .await;
-    let truth = c.truth().await;
-    assert_matches_model(&truth, &model);
+    let truth = load_through_every_member(&c).await;
     tracing::info!(
         sessions = truth.len(),
         "phase: the mirror equals the Raft state, key by key"
@@ -36,16 +34,7 @@ async fn redis_mirror_equals_the_raft_state_after_a_mixed_load_through_every_mem
     wait_keys_equal(&url, &truth, Duration::from_secs(60)).await;
     let leader = c.leader().await;
     wait_caught_up(&c, leader, MirrorKind::Redis).await;
-    let metrics = c
-        .http
-        .get(format!("http://{}/metrics", c.members[&leader].peer))
-        .bearer_auth(mirror_common::SECRET)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics_text(leader).await;
     for line in [
         "gridraft_mirror_up{mirror=\"redis\"} 1",
         "gridraft_mirror_lag_entries{mirror=\"redis\"} ",
@@ -61,8 +50,11 @@ async fn redis_mirror_equals_the_raft_state_after_a_mixed_load_through_every_mem
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_stopped_during_the_load_then_restarted_converges_without_losing_or_resurrecting() {
+    if common::deps::redis().is_none() {
+        return;
+    }
     let mut redis = OwnRedis::start().await;
-    let c = MirrorCluster::start(3, vec![mirror(MirrorKind::Redis, &redis.url())]).await;
+    let c = mirrored(3, vec![mirror(MirrorKind::Redis, &redis.url())]).await;
     let mut model = Model::new();
     tracing::info!("phase: load with redis up");
     mixed_load(&c, &[vec![1], vec![2], vec![3]], 60, 0, &mut model).await;
@@ -70,22 +62,8 @@ async fn redis_stopped_during_the_load_then_restarted_converges_without_losing_o
 
     tracing::info!("phase: redis killed; the Grid keeps answering, quickly");
     redis.stop();
-    let report = mixed_load(&c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 80, 1, &mut model).await;
-    assert!(
-        report.slowest < Duration::from_secs(2),
-        "a write took {:?} during the outage",
-        report.slowest
-    );
-    let leader = c.leader().await;
-    eventually(
-        Duration::from_secs(30),
-        "the mirror to be reported down",
-        || async {
-            let s = c.status(leader).await;
-            (s["mirrors"]["redis"]["state"] == "down").then_some(())
-        },
-    )
-    .await;
+    load_during_outage(&c, &mut model).await;
+    let leader = wait_mirror_down(&c, "redis", false).await;
 
     tracing::info!("phase: redis back; the mirror converges");
     redis.restart().await;
@@ -98,8 +76,11 @@ async fn redis_stopped_during_the_load_then_restarted_converges_without_losing_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_while_the_mirror_is_behind_the_new_leader_completes_it() {
+    if common::deps::redis().is_none() {
+        return;
+    }
     let mut redis = OwnRedis::start().await;
-    let mut c = MirrorCluster::start(3, vec![mirror(MirrorKind::Redis, &redis.url())]).await;
+    let mut c = mirrored(3, vec![mirror(MirrorKind::Redis, &redis.url())]).await;
     let mut model = Model::new();
     tracing::info!("phase: load with redis up, mirrored and progress replicated");
     mixed_load(&c, &[vec![1], vec![2], vec![3]], 40, 0, &mut model).await;
@@ -150,13 +131,15 @@ async fn leader_killed_while_the_mirror_is_behind_the_new_leader_completes_it() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unreachable_mirrors_at_start_do_not_stop_the_grid() {
-    require_env("GRIDRAFT_TEST_REDIS_URL");
+    if common::deps::redis().is_none() {
+        return;
+    }
     let mut pg = mirror(
         MirrorKind::Postgres,
         "postgres://sel:hunter2@127.0.0.1:1/grid",
     );
     pg.mode = MirrorMode::Sync;
-    let c = MirrorCluster::start(
+    let c = mirrored(
         3,
         vec![
             pg,
@@ -201,7 +184,7 @@ async fn unreachable_mirrors_at_start_do_not_stop_the_grid() {
         "a password leaked into the status: {status}"
     );
     assert!(
-        c.handle(leader, MirrorKind::Postgres)
+        c.mirror_handle(leader, MirrorKind::Postgres)
             .sync_timeouts
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
@@ -211,6 +194,9 @@ async fn unreachable_mirrors_at_start_do_not_stop_the_grid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_key_of_another_type_stops_only_the_mirror() {
+    if common::deps::redis().is_none() {
+        return;
+    }
     let url = fresh_redis_db(2).await;
     let mut con = redis_con(&url).await;
     let _: () = redis::cmd("HSET")
@@ -220,31 +206,12 @@ async fn a_redis_key_of_another_type_stops_only_the_mirror() {
         .query_async(&mut con)
         .await
         .unwrap();
-    let c = MirrorCluster::start(1, vec![mirror(MirrorKind::Redis, &url)]).await;
-    let handle = c.handle(1, MirrorKind::Redis);
-    let error = eventually(Duration::from_secs(30), "the mirror to fail", || async {
-        match handle.state() {
-            RunState::Failed { error } => Some(error),
-            _ => None,
-        }
-    })
-    .await;
+    let (c, error) = failed_mirror(MirrorKind::Redis, &url).await;
     assert!(
         error.contains("session:abc:uri") && error.contains("hash"),
         "{error}"
     );
-    let resp = c
-        .http
-        .post(c.url(1, "/se/grid/session"))
-        .body(mirror_common::load::body(
-            "still-serving",
-            "http://n:5555",
-            1,
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "the cluster is unaffected");
+    assert_still_serving(&c).await;
     let ty: String = redis::cmd("TYPE")
         .arg("session:abc:uri")
         .query_async(&mut con)
@@ -256,13 +223,16 @@ async fn a_redis_key_of_another_type_stops_only_the_mirror() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_sync_mode_a_session_is_in_redis_when_the_grid_gets_its_answer() {
+    if common::deps::redis().is_none() {
+        return;
+    }
     let url = fresh_redis_db(3).await;
     let mut m = mirror(MirrorKind::Redis, &url);
     m.mode = MirrorMode::Sync;
-    let c = MirrorCluster::start(3, vec![m]).await;
+    let c = mirrored(3, vec![m]).await;
     let leader = c.leader().await;
     eventually(Duration::from_secs(30), "the mirror to be up", || async {
-        (c.handle(leader, MirrorKind::Redis).state() == RunState::Up).then_some(())
+        (c.mirror_handle(leader, MirrorKind::Redis).state() == RunState::Up).then_some(())
     })
     .await;
     let mut con = redis_con(&url).await;
@@ -288,7 +258,7 @@ async fn in_sync_mode_a_session_is_in_redis_when_the_grid_gets_its_answer() {
         );
     }
     let timeouts = c
-        .handle(leader, MirrorKind::Redis)
+        .mirror_handle(leader, MirrorKind::Redis)
         .sync_timeouts
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(timeouts, 0);

@@ -280,12 +280,12 @@ async fn stopping_every_member_at_once_does_not_flood_the_log() {
     tracing::info!("phase: stop all three at once");
     counts.reset();
     let started = Instant::now();
-    let nodes: Vec<_> = c
+    let members: Vec<_> = c
         .members
         .values_mut()
-        .map(|m| m.node.take().unwrap())
+        .map(|m| m.member.take().unwrap())
         .collect();
-    futures::future::join_all(nodes.into_iter().map(|n| n.stop())).await;
+    futures::future::join_all(members.into_iter().map(|m| m.stop())).await;
     let took = started.elapsed();
     let seen = counts.snapshot();
     assert!(
@@ -312,14 +312,16 @@ async fn stopping_every_member_at_once_does_not_flood_the_log() {
 async fn a_full_write_queue_refuses_the_next_write_at_once_naming_the_limit() {
     let _turn = SERIAL.lock().await;
     counts();
-    let mut c = TestCluster::start_tuned(3, |s| {
-        s.grid.max_pending_writes = 1;
-        s.grid.write_timeout = "5s".into();
-        s.raft.heartbeat_interval = "200ms".into();
-        s.raft.election_timeout_min = "4s".into();
-        s.raft.election_timeout_max = "8s".into();
-    })
-    .await;
+    let mut c = TestCluster::builder(3)
+        .tune(|s| {
+            s.grid.max_pending_writes = 1;
+            s.grid.write_timeout = "5s".into();
+            s.raft.heartbeat_interval = "200ms".into();
+            s.raft.election_timeout_min = "4s".into();
+            s.raft.election_timeout_max = "8s".into();
+        })
+        .start()
+        .await;
     let leader = c.leader().await;
     assert_eq!(c.add(leader, "f-0", NODE).await.status(), 200);
     for id in (1..=3).filter(|id| *id != leader) {
@@ -328,7 +330,7 @@ async fn a_full_write_queue_refuses_the_next_write_at_once_naming_the_limit() {
 
     tracing::info!("phase: two batches that cannot commit take both proposal slots");
     let last_log = |c: &TestCluster| {
-        c.node(leader)
+        c.member(leader)
             .cluster
             .raft
             .metrics()
@@ -381,7 +383,7 @@ async fn a_full_write_queue_refuses_the_next_write_at_once_naming_the_limit() {
         assert!(body.contains("grid.max-pending-writes = 1"), "{body}");
         assert!(*took < Duration::from_secs(1), "refused after {took:?}");
     }
-    assert!(c.node(leader).cluster.queue_full.write.get() >= 2);
+    assert!(c.member(leader).cluster.queue_full.write.get() >= 2);
     drop(stuck);
     c.kill(leader).await;
 }

@@ -21,7 +21,10 @@ fn deep_session(id: &str, depth: usize, n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_add_too_large_for_the_log_is_refused_and_a_restart_keeps_every_acknowledged_session() {
     // The largest body the API may be set to read, so that the body is read and judged whole.
-    let mut c = TestCluster::start_tuned(1, |s| s.grid.max_body_bytes = 16 << 20).await;
+    let mut c = TestCluster::builder(1)
+        .tune(|s| s.grid.max_body_bytes = 16 << 20)
+        .start()
+        .await;
     tracing::info!("phase: a 4 MB body that renders to a record of about 74 MB");
     let big = c
         .http
@@ -59,7 +62,10 @@ async fn an_add_too_large_for_the_log_is_refused_and_a_restart_keeps_every_ackno
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_restarts_with_its_sessions_and_removals_after_churn_with_long_node_uris() {
-    let mut c = TestCluster::start_with(1, 100).await;
+    let mut c = TestCluster::builder(1)
+        .snapshot_after_entries(100)
+        .start()
+        .await;
     // Under the API's node URI limit (4096 bytes).
     let node = |i: usize| format!("http://node-{i}.example:5555/{}", "p".repeat(4000));
     tracing::info!("phase: 300 add+delete pairs and 20 live sessions with long node URIs");
@@ -74,7 +80,7 @@ async fn a_member_restarts_with_its_sessions_and_removals_after_churn_with_long_
     }
 
     tracing::info!("phase: a snapshot of all of it");
-    let raft = c.node(1).cluster.raft.clone();
+    let raft = c.member(1).cluster.raft.clone();
     let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
     raft.trigger().snapshot().await.unwrap();
     eventually(Duration::from_secs(30), "a snapshot of every write", || {

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::*;
 use crate::map::{Applied, Proposal};
+use crate::raft::network::NetworkFaults;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -27,17 +28,49 @@ pub enum ClientError {
     Decode { addr: String, detail: String },
     #[error(transparent)]
     Rejected(#[from] Reject),
+    /// A test marked `addr` unreachable ([`NetworkFaults`]): refused without a request.
+    #[error("request to {addr} failed: connection refused (injected network fault)")]
+    Unreachable { addr: String },
+}
+
+impl ClientError {
+    /// The peer refused the connection (or a test made it look so): it is down or cut off.
+    pub fn is_refused(&self) -> bool {
+        match self {
+            ClientError::Http { source, .. } => source.is_connect(),
+            ClientError::Unreachable { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
     secret: Arc<str>,
+    faults: NetworkFaults,
 }
 
 impl PeerClient {
     pub fn new(http: reqwest::Client, secret: Arc<str>) -> Self {
-        PeerClient { http, secret }
+        PeerClient {
+            http,
+            secret,
+            faults: NetworkFaults::default(),
+        }
+    }
+
+    /// Shares `faults` (a test hook): requests to an address in it fail at once as refused.
+    pub fn with_faults(mut self, faults: NetworkFaults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    fn check_reachable(&self, addr: &str) -> Result<(), ClientError> {
+        if self.faults.is_unreachable(addr) {
+            return Err(ClientError::Unreachable { addr: addr.into() });
+        }
+        Ok(())
     }
 
     /// Sends a proposal to `addr` (the leader's peer address) and returns what applying it did.
@@ -109,6 +142,7 @@ impl PeerClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
+        self.check_reachable(addr)?;
         let resp = self
             .http
             .post(format!("http://{addr}{path}"))
@@ -148,6 +182,7 @@ impl PeerClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
+        self.check_reachable(addr)?;
         let mut req = self
             .http
             .request(method, format!("http://{addr}{path}"))

@@ -10,8 +10,8 @@
 //! retrying an unsplittable request at once (what openraft does with payload-too-large) would
 //! loop without a pause.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{
@@ -129,6 +129,35 @@ impl Contacts {
     }
 }
 
+/// Test hook: peer addresses this member's outbound requests treat as unreachable, as
+/// openraft's test router does with `set_unreachable`. A request to one of them fails at once,
+/// as if its connection were refused: Raft RPCs here, and write forwarding, ReadIndex, lookups
+/// and admin calls in `peer::client`. Empty, and so without effect, unless a test fills it
+/// (through `member::Member::network_faults`); a partition is both sides marking each other.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct NetworkFaults {
+    unreachable: Arc<RwLock<HashSet<String>>>,
+}
+
+impl NetworkFaults {
+    /// Makes requests from this member to the peer address `addr` fail (`on`) or go out again.
+    pub fn set_unreachable(&self, addr: &str, on: bool) {
+        let mut set = self.unreachable.write().unwrap_or_else(|e| e.into_inner());
+        if on {
+            set.insert(addr.to_owned());
+        } else {
+            set.remove(addr);
+        }
+    }
+
+    /// Whether requests to `addr` are to fail as refused.
+    pub fn is_unreachable(&self, addr: &str) -> bool {
+        let set = self.unreachable.read().unwrap_or_else(|e| e.into_inner());
+        !set.is_empty() && set.contains(addr)
+    }
+}
+
 /// How long replication to an unreachable member waits between attempts: doubling from
 /// `first`, up to `cap` while this member still reaches a quorum and up to `cap_alone` while it
 /// does not. Reset by openraft on the first successful request.
@@ -175,6 +204,7 @@ pub struct Network {
     secret: Arc<str>,
     contacts: Arc<Contacts>,
     retry: RetrySettings,
+    faults: NetworkFaults,
 }
 
 impl Network {
@@ -189,7 +219,14 @@ impl Network {
             secret,
             contacts,
             retry,
+            faults: NetworkFaults::default(),
         }
+    }
+
+    /// Shares `faults` (a test hook) with every connection made from here on.
+    pub fn with_faults(mut self, faults: NetworkFaults) -> Self {
+        self.faults = faults;
+        self
     }
 }
 
@@ -200,10 +237,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             client: self.client.clone(),
             secret: self.secret.clone(),
+            addr: node.addr.clone(),
             base: format!("http://{}", node.addr),
             target,
             contacts: self.contacts.clone(),
             retry: self.retry,
+            faults: self.faults.clone(),
         }
     }
 }
@@ -211,10 +250,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     client: reqwest::Client,
     secret: Arc<str>,
+    addr: String,
     base: String,
     target: MemberId,
     contacts: Arc<Contacts>,
     retry: RetrySettings,
+    faults: NetworkFaults,
 }
 
 /// Failed requests in a row after which a member that does not answer in time counts as
@@ -239,6 +280,9 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if self.faults.is_unreachable(&self.addr) {
+            return Err(self.send_failed("Connection refused (injected network fault)", true));
+        }
         let body = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let resp = self
             .client
@@ -249,7 +293,7 @@ impl Connection {
             .body(body)
             .send()
             .await
-            .map_err(|e| self.send_failed(&e))?;
+            .map_err(|e| self.send_failed(&root_cause(&e), e.is_connect()))?;
         let status = resp.status();
         self.contacts.note(self.target);
         let bytes = resp
@@ -279,12 +323,13 @@ impl Connection {
     /// next attempt. The error text is short: openraft logs it at every attempt.
     fn send_failed<E: std::error::Error>(
         &self,
-        e: &reqwest::Error,
+        cause: &str,
+        refused: bool,
     ) -> RPCError<MemberId, BasicNode, E> {
-        let error = std::io::Error::other(format!("{}: {}", self.base, root_cause(e)));
+        let error = std::io::Error::other(format!("{}: {cause}", self.base));
         let unreachable = self
             .contacts
-            .failed(self.target, e.is_connect(), &error.to_string());
+            .failed(self.target, refused, &error.to_string());
         if unreachable {
             RPCError::Unreachable(Unreachable::new(&error))
         } else {
@@ -414,6 +459,25 @@ mod tests {
         match conn.append_entries(append(1), option()).await {
             Err(RPCError::Network(e)) => assert!(e.to_string().contains("413"), "{e}"),
             other => panic!("expected a network error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_marked_unreachable_is_refused_at_once_until_cleared() {
+        // A peer that would answer every request (413), so only the fault can refuse.
+        let mut conn = refusing_peer().await;
+        conn.faults.set_unreachable(&conn.addr.clone(), true);
+        let started = Instant::now();
+        match conn.append_entries(append(1), option()).await {
+            Err(RPCError::Unreachable(e)) => assert!(e.to_string().contains("refused"), "{e}"),
+            other => panic!("expected unreachable, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(conn.contacts.unreachable([2]), 1);
+        conn.faults.set_unreachable(&conn.addr.clone(), false);
+        match conn.append_entries(append(1), option()).await {
+            Err(RPCError::Network(e)) => assert!(e.to_string().contains("413"), "{e}"),
+            other => panic!("expected the peer's 413, got {other:?}"),
         }
     }
 }

@@ -5,77 +5,50 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gridraft::config::{GridSettings, Settings};
-use gridraft::member::{self, Member as RunningMember};
+use gridraft::config::GridSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use super::{eventually, init_tracing};
+use super::{eventually, TestCluster};
 
 /// How long any single request may take before a test fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One gridraft member serving alone, with its own temporary data directory.
+/// A [`TestCluster`] of one member, addressed by its two ports.
 pub struct SingleMember {
     pub addr: SocketAddr,
-    /// The peer port (Raft, admin, `/metrics`), guarded by the secret in the data directory.
+    /// The peer port (Raft, admin, `/metrics`), guarded by the cluster secret.
     pub peer: SocketAddr,
-    node: Option<RunningMember>,
-    _dir: tempfile::TempDir,
+    pub cluster: TestCluster,
 }
 
 impl SingleMember {
     pub async fn start() -> Self {
-        Self::start_with(GridSettings::default()).await
+        Self::from(TestCluster::start(1).await).await
     }
 
+    /// A member whose `[grid]` section is `grid`.
     pub async fn start_with(grid: GridSettings) -> Self {
-        init_tracing();
-        let dir = tempfile::tempdir().expect("create a temporary data directory");
-        let public = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the public port");
-        let peer = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the peer port");
-        let addr = public.local_addr().unwrap();
-        let peer_addr = peer.local_addr().unwrap();
-        let cfg = Settings {
-            listen: addr.to_string(),
-            peer_listen: peer.local_addr().unwrap().to_string(),
-            data_dir: dir.path().join("data"),
-            grid,
-            ..Default::default()
-        }
-        .validate()
-        .expect("valid test settings");
-        let node = member::start(&cfg, public, peer)
-            .await
-            .expect("start the member");
+        Self::from(TestCluster::builder(1).grid(grid).start().await).await
+    }
+
+    async fn from(cluster: TestCluster) -> Self {
+        let (addr, peer) = (cluster.members[&1].public, cluster.members[&1].peer);
         wait_ready(addr, Duration::from_secs(30)).await;
         SingleMember {
             addr,
-            peer: peer_addr,
-            node: Some(node),
-            _dir: dir,
+            peer,
+            cluster,
         }
     }
 
     /// The peer port's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        let secret = std::fs::read_to_string(self._dir.path().join("data").join("cluster-secret"))
-            .expect("read the generated cluster secret");
-        let req = Request::new("GET", "/metrics")
-            .header("Authorization", &format!("Bearer {}", secret.trim()));
-        let resp = send(self.peer, &req).await;
-        assert_eq!(resp.status, 200, "GET /metrics: {}", resp.text());
-        resp.text()
+        self.cluster.metrics_text(1).await
     }
 
-    pub async fn stop(mut self) {
-        if let Some(node) = self.node.take() {
-            node.stop().await;
-        }
+    pub async fn stop(self) {
+        self.cluster.shutdown().await;
     }
 }
 

@@ -1,125 +1,118 @@
-//! The real Selenium 4.48.0 `sessions` server (Java `LocalSessionMap`), started once per test
-//! binary for the differential tests.
+//! Java from Selenium's jar: [`JavaProcess`] starts `java -jar <jar> <args>`, waits until its
+//! HTTP port answers a readiness path, and kills it when dropped. [`JavaServer`] is the real
+//! `sessions` server (Java `LocalSessionMap`) the differential tests share.
 //!
-//! It runs under a tiny `sh` supervisor whose stdin is a pipe held by this process: when the
-//! test binary exits (statics are never dropped) or the guard is dropped, the pipe closes and the
-//! supervisor kills Java, so no JVM outlives the tests.
+//! Java runs under a tiny `sh` supervisor whose stdin is a pipe held by this process: when the
+//! guard is dropped, or the test binary exits (statics are never dropped), the pipe closes and
+//! the supervisor kills Java with SIGKILL, so no JVM outlives the tests.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
-use super::grid::{Conn, Request};
+use super::free_port;
 
-/// Where the jar is unless `GRIDRAFT_SELENIUM_JAR` says otherwise.
-const DEFAULT_JAR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/selenium/selenium-server-4.48.0.jar"
-);
-const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// Java start-up on a loaded two-core machine takes well over 10 s; be generous.
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 
-pub struct JavaServer {
-    pub addr: SocketAddr,
+/// One `java -jar` process; SIGKILLed when dropped.
+pub struct JavaProcess {
+    /// The HTTP port it was told to listen on.
+    pub port: u16,
+    /// Java's stdout and stderr.
     pub log: PathBuf,
     supervisor: Mutex<Child>,
     stdin: Mutex<Option<ChildStdin>>,
 }
 
-static SHARED: OnceCell<JavaServer> = OnceCell::const_new();
-
-impl JavaServer {
-    /// The server shared by every test of this binary, started on first use.
-    pub async fn shared() -> &'static JavaServer {
-        SHARED.get_or_init(JavaServer::start).await
-    }
-
-    /// Starts `java -jar <jar> sessions` on free ports and waits for its `/readyz`.
-    /// Panics (never skips) when Java or the jar is missing: CI installs both.
-    pub async fn start() -> JavaServer {
-        let jar = std::env::var_os("GRIDRAFT_SELENIUM_JAR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_JAR));
-        assert!(
-            jar.is_file(),
-            "the Selenium server jar is missing at {} (set GRIDRAFT_SELENIUM_JAR to its path); \
-             the differential tests need it and do not skip",
-            jar.display()
-        );
-        match Command::new("java").arg("-version").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => panic!(
-                "`java -version` failed ({}): {}; the differential tests need Java 17",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => panic!("`java` cannot be run ({e}); install Java 17: the differential tests need it and do not skip"),
-        }
-        let [http, publish, subscribe] = free_ports();
+impl JavaProcess {
+    /// Starts `java -jar jar args...` (the args include the HTTP port `port`) and waits until
+    /// `GET ready_path` on that port answers 2xx. `name` names the log file.
+    pub async fn start(
+        jar: &Path,
+        name: &str,
+        args: &[String],
+        port: u16,
+        ready_path: &str,
+    ) -> JavaProcess {
         let log = std::env::temp_dir().join(format!(
-            "gridraft-differential-java-{}-{http}.log",
+            "gridraft-java-{name}-{}-{port}.log",
             std::process::id()
         ));
-        let script = r#"java -jar "$1" sessions --port "$2" --publish-events "tcp://127.0.0.1:$3" --subscribe-events "tcp://127.0.0.1:$4" </dev/null >"$5" 2>&1 &
+        let script = r#"log="$1"; shift
+java "$@" </dev/null >"$log" 2>&1 &
 j=$!
 read _ignored
-kill "$j" 2>/dev/null
+kill -KILL "$j" 2>/dev/null
 wait "$j""#;
         let mut supervisor = Command::new("sh")
             .arg("-c")
             .arg(script)
             .arg("sh")
-            .arg(&jar)
-            .args([http, publish, subscribe].map(|p| p.to_string()))
             .arg(&log)
+            .arg("-jar")
+            .arg(jar)
+            .args(args)
             .stdin(Stdio::piped())
             .spawn()
             .expect("spawn sh to supervise java");
         let stdin = supervisor.stdin.take();
-        let server = JavaServer {
-            addr: SocketAddr::from(([127, 0, 0, 1], http)),
+        let java = JavaProcess {
+            port,
             log,
             supervisor: Mutex::new(supervisor),
             stdin: Mutex::new(stdin),
         };
-        server.wait_ready().await;
-        server
+        java.wait_ready(name, ready_path).await;
+        java
     }
 
-    async fn wait_ready(&self) {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&self, name: &str, path: &str) {
+        let http = reqwest::Client::new();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(mut conn) = Conn::open(self.addr).await {
-                let ready = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    conn.send(&Request::new("GET", "/readyz")),
-                )
+            let answer = http
+                .get(self.url(path))
+                .timeout(Duration::from_secs(5))
+                .send()
                 .await;
-                if ready.is_ok_and(|r| r.status == 204) {
-                    return;
-                }
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return;
             }
             let exited = self.supervisor.lock().unwrap().try_wait().ok().flatten();
             assert!(
                 exited.is_none() && Instant::now() < deadline,
-                "the Java sessions server did not become ready on {} ({}); its log:\n{}",
-                self.addr,
+                "Java {name} did not answer GET {path} on port {} ({}); its log:\n{}",
+                self.port,
                 exited.map_or_else(
                     || format!("timeout after {START_TIMEOUT:?}"),
                     |s| format!("exited with {s}")
                 ),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.log_text()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
 
-impl Drop for JavaServer {
+impl Drop for JavaProcess {
     fn drop(&mut self) {
         // Closing the pipe makes the supervisor kill Java and exit.
         if let Some(mut stdin) = self.stdin.lock().unwrap().take() {
@@ -129,12 +122,42 @@ impl Drop for JavaServer {
     }
 }
 
-/// Three distinct free ports. Another process could take one before Java binds it; that shows
-/// up as a clear start-up failure with Java's log.
-fn free_ports() -> [u16; 3] {
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    let port = |i: usize| listeners[i].local_addr().unwrap().port();
-    [port(0), port(1), port(2)]
+/// `--publish-events` and `--subscribe-events` on fresh loopback ports, for a Java component
+/// that must bind an event bus of its own.
+pub fn own_bus_args() -> Vec<String> {
+    vec![
+        "--publish-events".into(),
+        format!("tcp://127.0.0.1:{}", free_port()),
+        "--subscribe-events".into(),
+        format!("tcp://127.0.0.1:{}", free_port()),
+    ]
+}
+
+/// The real Selenium 4.48.0 `sessions` server, started once per test binary.
+pub struct JavaServer {
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    _java: JavaProcess,
+}
+
+static SHARED: OnceCell<JavaServer> = OnceCell::const_new();
+
+impl JavaServer {
+    /// The server shared by every test of this binary, started on first use. Callers have
+    /// checked `deps::java()`.
+    pub async fn shared(jar: &Path) -> &'static JavaServer {
+        SHARED
+            .get_or_init(|| async {
+                let port = free_port();
+                let mut args = vec!["sessions".into(), "--port".into(), port.to_string()];
+                args.extend(own_bus_args());
+                let java = JavaProcess::start(jar, "sessions", &args, port, "/readyz").await;
+                JavaServer {
+                    addr: java.addr(),
+                    log: java.log.clone(),
+                    _java: java,
+                }
+            })
+            .await
+    }
 }

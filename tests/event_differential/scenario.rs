@@ -149,21 +149,22 @@ pub struct Scenario {
 impl Scenario {
     /// Starts Java (once), a three-member cluster subscribed to the same bus, a publisher, and
     /// waits until Java and every member receive what the publisher sends.
-    pub async fn start(tag: &'static str) -> Self {
+    /// `None` (the test skips) without Java or the jar; see `common::deps`.
+    pub async fn start(tag: &'static str) -> Option<Self> {
+        let jar = common::deps::java()?;
         let serial = SERIAL.lock().await;
         common::init_tracing();
         let started = Instant::now();
-        let java = JavaWorld::shared().await;
-        let cluster = TestCluster::start_with_events(
-            3,
-            EventSettings {
+        let java = JavaWorld::shared(&jar).await;
+        let cluster = TestCluster::builder(3)
+            .events(EventSettings {
                 publish_events: Some(format!("tcp://127.0.0.1:{}", java.publish)),
                 subscribe_events: Some(format!("tcp://127.0.0.1:{}", java.subscribe)),
                 registration_secret: Some(SECRET.into()),
                 ..EventSettings::default()
-            },
-        )
-        .await;
+            })
+            .start()
+            .await;
         let context = zmq::Context::new();
         let publisher = context.socket(zmq::PUB).unwrap();
         publisher.set_linger(0).unwrap();
@@ -187,7 +188,7 @@ impl Scenario {
         s.phase("java and gridraft up; waiting until both hear the publisher");
         s.warm_up().await;
         s.phase("java and every member receive the publisher's events");
-        s
+        Some(s)
     }
 
     pub fn phase(&self, what: &str) {

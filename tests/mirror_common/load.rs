@@ -10,7 +10,7 @@ use gridraft::map::SessionMap;
 use gridraft::map::{now_nanos, Op, Proposal};
 use gridraft::session::RemovalReason;
 
-use super::MirrorCluster;
+use crate::common::TestCluster;
 
 /// Session bodies with the escapes and numbers Selenium's writer is particular about.
 pub fn body(id: &str, uri: &str, variant: u64) -> String {
@@ -44,7 +44,7 @@ pub struct LoadReport {
 
 /// Runs `ops` operations from writer `writer`, spreading them over `via` members.
 pub async fn run_writer(
-    c: &MirrorCluster,
+    c: &TestCluster,
     writer: u64,
     via: &[u64],
     ops: usize,
@@ -92,7 +92,7 @@ pub async fn run_writer(
                         reason: RemovalReason::NodeRestarted,
                     },
                 };
-                c.node(member)
+                c.member(member)
                     .cluster
                     .propose(p.clone())
                     .await
@@ -106,7 +106,7 @@ pub async fn run_writer(
                     let mut again = p.clone();
                     again.at = now_nanos();
                     let applied = c
-                        .node(member)
+                        .member(member)
                         .cluster
                         .propose(again)
                         .await
@@ -123,7 +123,7 @@ pub async fn run_writer(
 
 /// Runs one writer per entry of `via_sets` concurrently and merges their models.
 pub async fn mixed_load(
-    c: &MirrorCluster,
+    c: &TestCluster,
     via_sets: &[Vec<u64>],
     ops: usize,
     round: u64,
@@ -149,6 +149,43 @@ pub async fn mixed_load(
         total.slowest = total.slowest.max(r.slowest);
     }
     total
+}
+
+/// The load of the equality tests: 120 writes per writer, each writer through two members;
+/// returns the Raft state after it, checked against the model.
+pub async fn load_through_every_member(c: &TestCluster) -> SessionMap {
+    let mut model = Model::new();
+    mixed_load(c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 120, 0, &mut model).await;
+    let truth = c.truth().await;
+    assert_matches_model(&truth, &model);
+    truth
+}
+
+/// The load of the outage tests while the store is down: 80 writes per writer, each writer
+/// through two members; every write still answers within 2 s (the mirror is asynchronous).
+pub async fn load_during_outage(c: &TestCluster, model: &mut Model) {
+    let report = mixed_load(c, &[vec![1, 2], vec![2, 3], vec![3, 1]], 80, 1, model).await;
+    assert!(
+        report.slowest < Duration::from_secs(2),
+        "a write took {:?} during the outage",
+        report.slowest
+    );
+}
+
+/// Waits until the leader reports the mirror `name` down (and, with `lagging`, behind).
+pub async fn wait_mirror_down(c: &TestCluster, name: &str, lagging: bool) -> u64 {
+    let leader = c.leader().await;
+    crate::common::eventually(
+        Duration::from_secs(30),
+        "the mirror to be reported down",
+        || async {
+            let s = &c.status(leader).await["mirrors"][name];
+            (s["state"] == "down" && (!lagging || s["lag_entries"].as_u64() > Some(0)))
+                .then_some(())
+        },
+    )
+    .await;
+    leader
 }
 
 /// The Raft state holds exactly what the model says: nothing lost, nothing resurrected.

@@ -1,19 +1,12 @@
 //! Servers a test owns so it can stop and restart them: a throwaway Postgres cluster and a
-//! redis-server on free ports, and the real Java `sessions` server from Selenium's jar.
+//! redis-server on free ports, and the real Java `sessions` server (`RedisBackedSessionMap`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, require_env};
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::java::{own_bus_args, JavaProcess};
+use crate::common::{eventually, free_port};
 
 fn is_root() -> bool {
     Command::new("id")
@@ -41,8 +34,8 @@ pub struct OwnPostgres {
 
 impl OwnPostgres {
     pub fn start() -> Self {
-        // The shared server proves the packages are installed (the script ran).
-        require_env("GRIDRAFT_TEST_POSTGRES_URL");
+        // Callers checked `deps::postgres()`: the shared server proves the packages are
+        // installed (the script ran).
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("postgresql is installed (scripts/start-test-services.sh)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -141,7 +134,6 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub async fn start() -> Self {
-        require_env("GRIDRAFT_TEST_REDIS_URL");
         let mut r = OwnRedis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
@@ -207,82 +199,32 @@ impl Drop for OwnRedis {
 /// The real Java `sessions` server (`RedisBackedSessionMap`) on a Redis port.
 pub struct JavaSessions {
     pub port: u16,
-    child: Child,
-}
-
-pub fn selenium_jar() -> PathBuf {
-    match std::env::var("GRIDRAFT_SELENIUM_JAR") {
-        Ok(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/selenium/selenium-server-4.48.0.jar"),
-    }
+    _java: JavaProcess,
 }
 
 impl JavaSessions {
-    pub async fn start(redis_port: u16) -> Self {
-        let jar = selenium_jar();
-        assert!(
-            jar.exists(),
-            "the Selenium jar is missing at {} (set GRIDRAFT_SELENIUM_JAR)",
-            jar.display()
-        );
+    /// Callers have checked `deps::java()`, which gave them `jar`.
+    pub async fn start(jar: &Path, redis_port: u16) -> Self {
         let port = free_port();
-        let child = Command::new("java")
-            .arg("-jar")
-            .arg(&jar)
-            .args([
-                "sessions",
-                "--sessions-implementation",
-                "org.openqa.selenium.grid.sessionmap.redis.RedisBackedSessionMap",
-            ])
-            .args(["--sessions-scheme", "redis", "--sessions-host", "127.0.0.1"])
-            .args([
-                "--sessions-port",
-                &redis_port.to_string(),
-                "--port",
-                &port.to_string(),
-            ])
-            .args([
-                "--publish-events",
-                &format!("tcp://127.0.0.1:{}", free_port()),
-            ])
-            .args([
-                "--subscribe-events",
-                &format!("tcp://127.0.0.1:{}", free_port()),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("java runs (scripts/start-test-services.sh installs it)");
-        let java = JavaSessions { port, child };
-        let http = reqwest::Client::new();
-        eventually(
-            Duration::from_secs(90),
-            "the Java sessions server to answer /status",
-            || {
-                let http = http.clone();
-                async move {
-                    let r = http
-                        .get(format!("http://127.0.0.1:{port}/status"))
-                        .send()
-                        .await
-                        .ok()?;
-                    r.status().is_success().then_some(())
-                }
-            },
-        )
-        .await;
-        java
+        let mut args: Vec<String> = [
+            "sessions",
+            "--sessions-implementation",
+            "org.openqa.selenium.grid.sessionmap.redis.RedisBackedSessionMap",
+            "--sessions-scheme",
+            "redis",
+            "--sessions-host",
+            "127.0.0.1",
+            "--sessions-port",
+        ]
+        .map(String::from)
+        .into();
+        args.extend([redis_port.to_string(), "--port".into(), port.to_string()]);
+        args.extend(own_bus_args());
+        let java = JavaProcess::start(jar, "redis-sessions", &args, port, "/status").await;
+        JavaSessions { port, _java: java }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for JavaSessions {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

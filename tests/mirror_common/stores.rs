@@ -8,11 +8,12 @@ use gridraft::map::SessionMap;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Row};
 
-use super::{eventually, require_env};
+use crate::common::deps::{env_url, POSTGRES_VAR, REDIS_VAR};
+use crate::common::{eventually, TestCluster};
 
 /// A fresh, empty database on the test Postgres, named after the test.
 pub async fn fresh_pg_database(name: &str) -> String {
-    let base = require_env("GRIDRAFT_TEST_POSTGRES_URL");
+    let base = env_url(POSTGRES_VAR);
     let mut admin = connect_pg(&base).await;
     sqlx::query(&format!("drop database if exists {name} with (force)"))
         .execute(&mut admin)
@@ -38,10 +39,7 @@ pub async fn connect_pg(url: &str) -> PgConnection {
 
 /// A Redis database (0..63) of the test Redis, emptied.
 pub async fn fresh_redis_db(db: u32) -> String {
-    let url = format!(
-        "{}/{db}",
-        require_env("GRIDRAFT_TEST_REDIS_URL").trim_end_matches('/')
-    );
+    let url = format!("{}/{db}", env_url(REDIS_VAR).trim_end_matches('/'));
     let mut con = redis_con(&url).await;
     let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
     url
@@ -171,22 +169,7 @@ pub fn diff<V: PartialEq + std::fmt::Debug>(
 
 /// Waits until the Postgres mirror equals `map`, row by row.
 pub async fn wait_rows_equal(url: &str, map: &SessionMap, timeout: Duration) -> Rows {
-    let want = expected_rows(map);
-    let mut last = String::new();
-    let result = tokio::time::timeout(timeout, async {
-        loop {
-            match read_rows(url).await {
-                Ok(got) if got == want => return got,
-                Ok(got) => last = diff(&want, &got),
-                Err(e) => last = e,
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    result.unwrap_or_else(|_| {
-        panic!("postgres mirror never equalled the Raft state within {timeout:?}:\n{last}")
-    })
+    wait_store_equal("postgres", expected_rows(map), timeout, || read_rows(url)).await
 }
 
 /// Waits until the Redis mirror equals `map`, key by key (and holds no other key).
@@ -195,11 +178,25 @@ pub async fn wait_keys_equal(
     map: &SessionMap,
     timeout: Duration,
 ) -> BTreeMap<String, String> {
-    let want = expected_keys(map);
+    wait_store_equal("redis", expected_keys(map), timeout, || read_keys(url)).await
+}
+
+/// Reads a store every 200 ms until it equals `want`; fails with the last difference.
+async fn wait_store_equal<V, F, Fut>(
+    store: &str,
+    want: BTreeMap<String, V>,
+    timeout: Duration,
+    read: F,
+) -> BTreeMap<String, V>
+where
+    V: PartialEq + std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<BTreeMap<String, V>, String>>,
+{
     let mut last = String::new();
     let result = tokio::time::timeout(timeout, async {
         loop {
-            match read_keys(url).await {
+            match read().await {
                 Ok(got) if got == want => return got,
                 Ok(got) => last = diff(&want, &got),
                 Err(e) => last = e,
@@ -209,19 +206,19 @@ pub async fn wait_keys_equal(
     })
     .await;
     result.unwrap_or_else(|_| {
-        panic!("redis mirror never equalled the Raft state within {timeout:?}:\n{last}")
+        panic!("{store} mirror never equalled the Raft state within {timeout:?}:\n{last}")
     })
 }
 
 /// Waits until member `id`'s runner has written everything its member has applied.
-pub async fn wait_caught_up(c: &super::MirrorCluster, id: u64, kind: gridraft::mirror::MirrorKind) {
-    let handle = c.handle(id, kind);
+pub async fn wait_caught_up(c: &TestCluster, id: u64, kind: gridraft::mirror::MirrorKind) {
+    let handle = c.mirror_handle(id, kind);
     eventually(
         Duration::from_secs(60),
         "the mirror to catch up with the log",
         || async {
             let applied = c
-                .node(id)
+                .member(id)
                 .cluster
                 .raft
                 .metrics()
