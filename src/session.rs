@@ -15,6 +15,19 @@ mod uri;
 #[cfg(test)]
 mod tests;
 
+/// A session on `uri` with empty capabilities and stereotype, for unit tests of the map and
+/// the mirrors.
+#[cfg(test)]
+pub(crate) fn test_session(id: &str, uri: &str) -> Session {
+    Session {
+        id: id.to_owned(),
+        uri: uri.to_owned(),
+        start: "2024-05-01T10:20:30Z".to_owned(),
+        capabilities: "{\n}".to_owned(),
+        stereotype: "{\n}".to_owned(),
+    }
+}
+
 use serde_json::{Map, Value};
 
 use crate::json;

@@ -80,6 +80,25 @@ impl fmt::Display for Op {
     }
 }
 
+/// Puts `item` on the bounded queue `tx` of kind `queue`: a full queue is counted on `full` and
+/// refused with [`Error::QueueFull`], a closed one is the batcher stopped.
+pub(crate) fn enqueue<T>(
+    tx: &tokio::sync::mpsc::Sender<T>,
+    item: T,
+    queue: Queue,
+    limit: usize,
+    full: &prometheus::IntCounter,
+) -> Result<(), Error> {
+    use tokio::sync::mpsc::error::TrySendError;
+    tx.try_send(item).map_err(|e| match e {
+        TrySendError::Full(_) => {
+            full.inc();
+            Error::QueueFull { queue, limit }
+        }
+        TrySendError::Closed(_) => Error::Stopped(Stopped::Batcher(queue)),
+    })
+}
+
 /// A bounded queue of this member's (see [`Error::QueueFull`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queue {

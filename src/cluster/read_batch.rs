@@ -16,7 +16,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use tokio::sync::{mpsc, oneshot};
 
-use super::error::{Error, Op, Queue, Stopped};
+use super::error::{enqueue, Error, Op, Queue, Stopped};
 use super::forward::{Backoff, Deadline};
 use super::Cluster;
 
@@ -100,21 +100,16 @@ impl ReadBatcher {
 
     /// An index such that every write acknowledged before this call is at or below it.
     pub async fn join(&self, deadline: Instant) -> Result<u64, Error> {
-        let stopped = || Error::Stopped(Stopped::Batcher(Queue::Read));
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Request { deadline, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    self.full.inc();
-                    Error::QueueFull {
-                        queue: Queue::Read,
-                        limit: self.limit,
-                    }
-                }
-                mpsc::error::TrySendError::Closed(_) => stopped(),
-            })?;
-        rx.await.unwrap_or_else(|_| Err(stopped()))
+        enqueue(
+            &self.tx,
+            Request { deadline, reply },
+            Queue::Read,
+            self.limit,
+            &self.full,
+        )?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::Stopped(Stopped::Batcher(Queue::Read))))
     }
 }
 

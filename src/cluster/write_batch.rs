@@ -16,7 +16,7 @@ use prometheus::IntCounter;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 
-use super::error::{Error, Queue, Stopped};
+use super::error::{enqueue, Error, Queue, Stopped};
 use super::Cluster;
 use crate::map::{Applied, Op, Proposal};
 
@@ -56,19 +56,10 @@ impl WriteBatcher {
 
     /// Commits `p` together with every other write waiting now. The result is the batch's.
     pub async fn join(&self, p: Proposal) -> Result<Applied, Error> {
-        let stopped = || Error::Stopped(Stopped::Batcher(Queue::Write));
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send((p, reply)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                self.full.inc();
-                Error::QueueFull {
-                    queue: Queue::Write,
-                    limit: self.limit,
-                }
-            }
-            mpsc::error::TrySendError::Closed(_) => stopped(),
-        })?;
-        rx.await.unwrap_or_else(|_| Err(stopped()))
+        enqueue(&self.tx, (p, reply), Queue::Write, self.limit, &self.full)?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::Stopped(Stopped::Batcher(Queue::Write))))
     }
 }
 

@@ -4,15 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn session(id: &str, uri: &str) -> Session {
-    Session {
-        id: id.to_owned(),
-        uri: uri.to_owned(),
-        start: "2024-05-01T10:20:30Z".to_owned(),
-        capabilities: "{\n}".to_owned(),
-        stereotype: "{\n}".to_owned(),
-    }
-}
+use crate::session::test_session as session;
 
 fn add(at: i64, id: &str, uri: &str) -> Proposal {
     Proposal {

@@ -142,31 +142,12 @@ impl PeerClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        self.check_reachable(addr)?;
-        let resp = self
+        let req = self
             .http
             .post(format!("http://{addr}{path}"))
-            .bearer_auth(&*self.secret)
             .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| ClientError::Http {
-                addr: addr.into(),
-                source,
-            })?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Http {
-            addr: addr.into(),
-            source,
-        })?;
-        if !status.is_success() {
-            return Err(ClientError::Status {
-                addr: addr.into(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            });
-        }
+            .body(body);
+        let bytes = self.send(addr, req).await?;
         let result: Result<T, Reject> =
             bincode::deserialize(&bytes).map_err(|e| ClientError::Decode {
                 addr: addr.into(),
@@ -182,34 +163,41 @@ impl PeerClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
-        self.check_reachable(addr)?;
         let mut req = self
             .http
             .request(method, format!("http://{addr}{path}"))
-            .bearer_auth(&*self.secret)
             .timeout(Duration::from_secs(120));
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|source| ClientError::Http {
+        let bytes = self.send(addr, req).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            addr: addr.into(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Sends `req` to `addr` with the cluster secret; the body of a 2xx answer, else the error.
+    async fn send(
+        &self,
+        addr: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, ClientError> {
+        self.check_reachable(addr)?;
+        let http = |source| ClientError::Http {
             addr: addr.into(),
             source,
-        })?;
+        };
+        let resp = req.bearer_auth(&*self.secret).send().await.map_err(http)?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|source| ClientError::Http {
-            addr: addr.into(),
-            source,
-        })?;
+        let bytes = resp.bytes().await.map_err(http)?;
         if !status.is_success() {
             return Err(ClientError::Status {
                 addr: addr.into(),
                 status: status.as_u16(),
-                body: text,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
             });
         }
-        serde_json::from_str(&text).map_err(|e| ClientError::Decode {
-            addr: addr.into(),
-            detail: e.to_string(),
-        })
+        Ok(bytes)
     }
 }

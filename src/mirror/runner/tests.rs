@@ -1,17 +1,9 @@
 use openraft::{CommittedLeaderId, LogId};
 
 use super::*;
-use crate::session::{RemovalReason, Session};
+use crate::session::RemovalReason;
 
-fn session(id: &str, uri: &str) -> Session {
-    Session {
-        id: id.to_owned(),
-        uri: uri.to_owned(),
-        start: "2024-05-01T10:20:30Z".to_owned(),
-        capabilities: "{\n}".to_owned(),
-        stereotype: "{\n}".to_owned(),
-    }
-}
+use crate::session::test_session as session;
 
 fn entry(index: u64, op: Op, event: Option<uuid::Uuid>) -> Entry {
     Entry {
