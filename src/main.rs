@@ -8,7 +8,6 @@ use clap::Parser;
 use gridraft::cli::{Cli, ClusterAction, ClusterArgs, Command, ProbeArgs, ServeArgs};
 use gridraft::peer::{AddMember, PeerClient, RemoveMember};
 use gridraft::{member, telemetry};
-use tokio::net::TcpListener;
 
 /// jemalloc rather than glibc's allocator: on the write path glibc's `malloc` and `free` took a
 /// fifth of the CPU (log batches of ~100 KiB and session bodies of a few KB coming and going;
@@ -72,11 +71,9 @@ fn serve(args: ServeArgs) -> Result<()> {
 
 async fn run_member(cfg: gridraft::config::Resolved) -> Result<()> {
     telemetry::init_logging(&cfg.log_format);
-    let public = TcpListener::bind(cfg.listen)
-        .await
+    let public = gridraft::api::server::bind(cfg.listen)
         .with_context(|| format!("bind the public listener on {}", cfg.listen))?;
-    let peer = TcpListener::bind(cfg.peer_listen)
-        .await
+    let peer = gridraft::api::server::bind(cfg.peer_listen)
         .with_context(|| format!("bind the peer listener on {}", cfg.peer_listen))?;
     let member = member::start(&cfg, public, peer).await?;
     let mut fatal = member.fatal();

@@ -30,6 +30,11 @@ use tracing::Instrument;
 use super::conn::{ConnService, ConnShared, TimedIo};
 use crate::config::HttpLimits;
 
+/// The listen backlog asked for; Linux caps it at `net.core.somaxconn` (4096 on current kernels).
+/// tokio's default of 1024 overflows when thousands of clients connect at once, and the kernel
+/// then drops new SYNs, so a client arriving during the burst waits a full second for its SYN's
+/// retransmission although the member would accept it at once.
+const LISTEN_BACKLOG: u32 = 65_535;
 /// Open connections are checked at most this many at a time for one to reclaim.
 const RECLAIM_SCAN: usize = 256;
 /// Accept errors back off from this delay, doubling up to [`BACKOFF_MAX`].
@@ -89,6 +94,19 @@ pub struct ListenerSettings {
     /// Most connections open at once.
     pub cap: usize,
     pub limits: HttpLimits,
+}
+
+/// Binds a listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
+/// `TcpListener::bind` sets it, so a restarted member can bind at once).
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled, then drains its connections.
@@ -287,5 +305,35 @@ impl AcceptFailures {
             );
             *self = AcceptFailures::default();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many connections the kernel may queue for a listener here (`net.core.somaxconn`).
+    fn somaxconn() -> usize {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096)
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_connections_past_tokios_default_backlog_is_queued_not_dropped() {
+        // Nothing accepts: every handshake the kernel completes waits in the backlog. A SYN
+        // past a full backlog is dropped, and its client waits a second for the retransmission.
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let burst = somaxconn().min(1500);
+        let connects = (0..burst)
+            .map(|_| tokio::time::timeout(Duration::from_millis(800), TcpStream::connect(addr)));
+        let results = futures::future::join_all(connects).await;
+        let connected = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(
+            connected, burst,
+            "{connected} of {burst} connections completed within 800 ms"
+        );
     }
 }
