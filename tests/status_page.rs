@@ -157,3 +157,20 @@ async fn status_page_shows_a_killed_member_down_within_seconds() {
     assert!(page.contains(&format!("member {leader}</span>")), "{page}");
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn status_page_turned_off_is_an_unknown_path() {
+    let c = TestCluster::builder(1)
+        .tune(|s| s.ui.enabled = false)
+        .start()
+        .await;
+    let resp = c.http.get(c.url(1, "/ui")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("unknown command"), "{body}");
+    assert!(
+        body.contains(r"Unable to find handler for (GET) \u002fui"),
+        "{body}"
+    );
+    c.shutdown().await;
+}

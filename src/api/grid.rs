@@ -117,7 +117,9 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
         method.clone()
     };
     let raw_path = req.uri().path().to_owned();
-    let Some(route) = resolve(&routed_method, &raw_path) else {
+    let route =
+        resolve(&routed_method, &raw_path).filter(|r| *r != Route::Ui || state.ui.enabled());
+    let Some(route) = route else {
         state
             .metrics
             .requests

@@ -27,6 +27,6 @@ pub struct AppState {
     pub failures: error::FailureLog,
     /// The event-bus subscriber's state, when the bus is configured.
     pub events: Option<crate::events::EventMetrics>,
-    /// The status page's last rendering (see [`ui`]).
-    pub ui: ui::UiCache,
+    /// The status page (see [`ui`]).
+    pub ui: ui::StatusPage,
 }

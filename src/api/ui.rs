@@ -21,7 +21,7 @@ use axum::http::{header, HeaderValue, Response};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::error::{ok, Chain};
+use super::error::ok;
 use super::AppState;
 use crate::map::{now_nanos, SessionMap, Tombstone};
 use crate::raft::MemberId;
@@ -42,10 +42,25 @@ const SESSIONS_PER_NODE: usize = 10;
 /// Removals listed, newest first.
 const MAX_REMOVALS: usize = 50;
 
-/// The last rendering and when it was made; its lock is taken only by `/ui` requests.
-#[derive(Default)]
-pub struct UiCache {
+/// Whether the page is served (`ui.enabled`), and its last rendering with when it was made.
+/// The lock is taken only by `/ui` requests.
+pub struct StatusPage {
+    enabled: bool,
     last: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+}
+
+impl StatusPage {
+    pub fn new(enabled: bool) -> Self {
+        StatusPage {
+            enabled,
+            last: Default::default(),
+        }
+    }
+
+    /// False when `ui.enabled` is off: `/ui` is then an unknown path.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
 }
 
 /// Answers `GET /ui`.
@@ -137,12 +152,22 @@ async fn gather(state: &AppState) -> Vec<(MemberId, String, Result<Value, String
                 .admin(&addr, reqwest::Method::GET, "/admin/status", None::<&()>);
         let answer = match tokio::time::timeout(PEER_TIMEOUT, ask).await {
             Ok(Ok(status)) => Ok(status),
-            Ok(Err(e)) => Err(Chain(&e).to_string()),
+            Ok(Err(e)) => Err(root_cause(&e)),
             Err(_) => Err(format!("no answer within {PEER_TIMEOUT:?}")),
         };
         (id, addr, answer)
     });
     futures::future::join_all(asks).await
+}
+
+/// The innermost cause ("Connection refused (os error 111)"): the HTTP client's outer layers
+/// repeat the URL and say little.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 fn member_rows(
@@ -223,7 +248,7 @@ fn mirror_rows(status: &Value) -> Vec<MirrorRow> {
 
 /// Live sessions per Grid node in URI order, each node's newest (last added) first.
 fn sessions_view(map: &SessionMap) -> SessionsView {
-    let mut nodes: BTreeMap<&str, (usize, Vec<(u64, &str, &str)>)> = BTreeMap::new();
+    let mut nodes: BTreeMap<&str, (usize, Newest)> = BTreeMap::new();
     for r in map.records() {
         let (count, newest) = nodes.entry(&r.uri).or_default();
         *count += 1;
@@ -255,7 +280,10 @@ fn sessions_view(map: &SessionMap) -> SessionsView {
     }
 }
 
-fn keep_newest(sessions: &mut Vec<(u64, &str, &str)>) {
+/// A node's newest sessions so far: (log index that added it, id, start).
+type Newest<'a> = Vec<(u64, &'a str, &'a str)>;
+
+fn keep_newest(sessions: &mut Newest) {
     sessions.sort_unstable_by(|a, b| b.cmp(a));
     sessions.truncate(SESSIONS_PER_NODE);
 }

@@ -107,7 +107,7 @@ h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}\
 table{border-collapse:collapse;margin:.4em 0}\
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
 th{background:#f0f0f0}.up{color:#080}.down{color:#b00;font-weight:bold}\
-.lead{font-weight:bold}.note{color:#666}code{font-size:.9em;word-break:break-all}";
+.lead{font-weight:bold}.note{color:#666}code{font-size:.9em;overflow-wrap:anywhere}";
 
 /// Renders the whole document.
 pub fn page(p: &Page) -> String {
@@ -160,9 +160,9 @@ fn members(out: &mut String, rows: &[MemberRow], leader: Option<u64>) {
                     Some(i) => format!("the leader replicated up to index {i} to it; "),
                     None => String::new(),
                 };
-                let _ = write!(
+                let _ = writeln!(
                     out,
-                    "<td class=\"down\">down</td><td colspan=\"6\" class=\"note\">{matched}{}</td></tr>\n",
+                    "<td class=\"down\">down</td><td colspan=\"6\" class=\"note\">{matched}{}</td></tr>",
                     cell(why)
                 );
             }
@@ -173,10 +173,10 @@ fn members(out: &mut String, rows: &[MemberRow], leader: Option<u64>) {
                     (Some(why), false) => format!("no: {}", cell(why)),
                     (None, false) => "no".to_owned(),
                 };
-                let _ = write!(
+                let _ = writeln!(
                     out,
                     "<td class=\"up\">up</td><td>{role}</td><td>{term}</td><td>{applied}</td>\
-                     <td>{lag}</td><td>{ready}</td><td>{bus}</td></tr>\n",
+                     <td>{lag}</td><td>{ready}</td><td>{bus}</td></tr>",
                     role = escape(&v.role),
                     term = v.term,
                     applied = v.applied,
@@ -257,9 +257,9 @@ pub fn removals(out: &mut String, rows: &[RemovalRow], left: usize) {
          <th>Reason</th></tr>\n",
     );
     for r in rows {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
             cell(&r.removed_at),
             cell(&r.session_id),
             cell(&r.node),
@@ -282,10 +282,10 @@ fn mirrors(out: &mut String, rows: &[MirrorRow]) {
     );
     for m in rows {
         let lag_s = m.lag_seconds.map_or("-".to_owned(), |s| format!("{s:.1}"));
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{} for {} s</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>\n",
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
             cell(&m.name),
             cell(&m.url),
             cell(&m.mode),
