@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""The status page `/ui` in a real browser: three gridraft processes on 127.0.0.1, Debian's
-headless chromium loading the page from a follower. Checks that the DOM names the leader,
-counts the sessions per Grid node and never shows a capability; kills another follower with
-SIGKILL, reloads until the page shows that member down; saves screenshots before and after the
-kill under the run's log directory and prints their paths.
+"""The status page `/ui` in a real browser: three gridraft processes on 127.0.0.1 subscribed to
+Selenium's own event bus (from the jar), Debian's headless chromium loading the page from a
+follower. Checks that the DOM names the leader, counts the sessions per Grid node, lists a
+removal made by DELETE and one made by a `session-closed` event, shows every member connected
+to the bus, and never shows a capability; kills another follower with SIGKILL, reloads until
+the page shows that member down; saves screenshots before and after the kill under the run's
+log directory and prints their paths.
 
 Ends with a line `N passed, M failed`; exits non-zero when anything failed.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -18,10 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 from procs import Procs, Results, find_leader, http, log, member_args, member_env, wait_until
+from zmtp import Publisher
 
 CLUSTER_SECRET = "ui-cluster-secret"
+REG_SECRET = "ui-registration-secret"
 SECRET_CAP = "hunter2-never-on-the-page"
 NODE_A, NODE_B = "http://10.1.0.1:5555", "http://10.1.0.2:5555"
 
@@ -65,12 +71,33 @@ def add_session(public, sid, node, caps):
     return http("POST", f"http://127.0.0.1:{public}/se/grid/session", body)[0]
 
 
-def run(binary, workdir, logdir, procs):
+def start_bus(jar, procs):
+    """Selenium's event bus; returns (publish port, subscribe port)."""
+    pub, sub, port = free_port(), free_port(), free_port()
+    procs.start("event-bus", ["java", "-jar", jar, "event-bus", "--publish-events", f"tcp://*:{pub}",
+                              "--subscribe-events", f"tcp://*:{sub}", "--port", str(port),
+                              "--host", "127.0.0.1", "--registration-secret", REG_SECRET])
+    wait_until("the event bus", lambda: http("GET", f"http://127.0.0.1:{port}/readyz")[0] in (200, 204),
+               timeout=90)
+    return pub, sub
+
+
+def session_closed(sid, reason):
+    data = json.dumps({"sessionId": sid, "reason": reason})
+    return [b"session-closed", json.dumps(REG_SECRET).encode(), str(uuid.uuid4()).encode(), data.encode()]
+
+
+def run(binary, jar, workdir, logdir, procs):
+    if not os.path.exists(jar):
+        raise RuntimeError(f"no Selenium jar at {jar} (set GRIDRAFT_SELENIUM_JAR or --jar)")
+    bus_pub, bus_sub = start_bus(jar, procs)
+    bus = ["--publish-events", f"tcp://127.0.0.1:{bus_pub}", "--subscribe-events", f"tcp://127.0.0.1:{bus_sub}",
+           "--registration-secret", REG_SECRET]
     members = {mid: (free_port(), free_port()) for mid in (1, 2, 3)}
     with open(os.path.join(workdir, "cluster-secret"), "w") as f:
         f.write(CLUSTER_SECRET)
     for mid in members:
-        procs.start(f"gridraft-{mid}", member_args(binary, mid, members, workdir), member_env())
+        procs.start(f"gridraft-{mid}", member_args(binary, mid, members, workdir, extra=bus), member_env())
     for mid, (public, _) in members.items():
         wait_until(f"member {mid} ready",
                    lambda p=public: http("GET", f"http://127.0.0.1:{p}/readyz")[0] == 204, timeout=60)
@@ -84,22 +111,34 @@ def run(binary, workdir, logdir, procs):
              add_session(pub, "sess-a-2", NODE_A, {"browserName": "chrome"}),
              add_session(pub, "sess-b-1", NODE_B, {"browserName": "chrome"}),
              add_session(pub, "sess-gone", NODE_B, {"browserName": "chrome"}),
+             add_session(pub, "sess-timed-out", NODE_B, {"browserName": "chrome"}),
              http("DELETE", f"http://127.0.0.1:{pub}/se/grid/session/sess-gone")[0]]
-    results.check("sessions added and one removed", codes == [200] * 5, f"codes {codes}")
-    time.sleep(0.5)  # let the follower apply; the page shows the map as applied there
+    results.check("sessions added and one removed by DELETE", codes == [200] * 6, f"codes {codes}")
+    publisher = Publisher("127.0.0.1", bus_sub)
+    try:
+        publisher.send(session_closed("sess-timed-out", "TIMEOUT"))
+        wait_until("the session-closed event to remove the session", lambda: http(
+            "GET", f"http://127.0.0.1:{pub}/se/grid/session/sess-timed-out")[0] == 404, timeout=30)
+    finally:
+        publisher.close()
 
     url = f"http://127.0.0.1:{pub}/ui"
     profile = os.path.join(workdir, "chromium-profile")
     dom = dump_dom(url, profile)
-    results.check("the DOM names the leader",
-                  f'Leader: <span class="lead">member {leader}</span>' in dom, dom[:300])
+    named = f'Leader: <span class="lead">member {leader}</span>' in dom
+    results.check("the DOM names the leader", named, f"member {leader}" if named else dom[:300])
     results.check("every member is shown up",
                   all('<td class="up">up</td>' in member_row(dom, mid) for mid in members))
     results.check("sessions are counted per Grid node",
                   "3 live sessions on 2 Grid nodes." in dom
                   and f"<td><code>{NODE_A}</code></td><td>2</td>" in dom
                   and f"<td><code>{NODE_B}</code></td><td>1</td>" in dom)
-    results.check("the removal is in the history", "<code>sess-gone</code>" in dom)
+    results.check("both removals are in the history with their reasons",
+                  re.search(r"<code>sess-gone</code>.*?session closed normally", dom) is not None
+                  and re.search(r"<code>sess-timed-out</code>.*?session timed out", dom) is not None)
+    results.check("every member is shown connected to the event bus",
+                  all("<td>connected; last message " in member_row(dom, mid) for mid in members),
+                  member_row(dom, viewer))
     results.check("no capability is on the page",
                   SECRET_CAP not in dom and "se:token" not in dom and "browserName" not in dom)
     before = os.path.join(logdir, "status-page-before-kill.png")
@@ -133,6 +172,8 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--gridraft", default=os.path.join(os.path.dirname(here), "target", "debug", "gridraft"))
+    ap.add_argument("--jar", default=os.environ.get("GRIDRAFT_SELENIUM_JAR", os.path.join(
+        os.path.dirname(os.path.dirname(here)), "shared", "selenium", "selenium-server-4.48.0.jar")))
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="gridraft-ui-")
     logdir = os.path.join(workdir, "logs")
@@ -140,7 +181,7 @@ def main():
     log(f"work dir {workdir}")
     procs = Procs(logdir)
     try:
-        run(args.gridraft, workdir, logdir, procs)
+        run(args.gridraft, args.jar, workdir, logdir, procs)
     except Exception as e:  # noqa: BLE001 - report and count
         results.check("the run completed", False, repr(e))
     finally:
