@@ -3,7 +3,8 @@
 Selenium's own event bus (from the jar), Debian's headless chromium loading the page from a
 follower. Checks that the DOM names the leader, counts the sessions per Grid node, lists a
 removal made by DELETE and one made by a `session-closed` event, shows every member connected
-to the bus, and never shows a capability; kills another follower with SIGKILL, reloads until
+to the bus, and never shows a capability; pauses another follower (SIGSTOP: the page must show
+it down without waiting more than the 1 s peer timeout) and resumes it, kills it with SIGKILL, reloads until
 the page shows that member down; saves screenshots before and after the kill under the run's
 log directory and prints their paths.
 
@@ -144,6 +145,30 @@ def run(binary, jar, workdir, logdir, procs):
     before = os.path.join(logdir, "status-page-before-kill.png")
     results.check("a screenshot before the kill", screenshot(url, before, profile), before)
 
+    log(f"pausing member {victim} with SIGSTOP")
+    procs.signal(f"gridraft-{victim}", signal.SIGSTOP, wait=False)
+    slowest = [0.0]
+
+    def shows_paused():
+        t0 = time.time()
+        code, page = http("GET", url, timeout=10)
+        slowest[0] = max(slowest[0], time.time() - t0)
+        row = member_row(page or "", victim)
+        return code == 200 and '<td class="down">down</td>' in row and "no answer within 1s" in row
+
+    try:
+        wait_until(f"the page to show paused member {victim} down", shows_paused, timeout=10, interval=0.2)
+        results.check("a paused member is shown down and delays the page by at most its timeout",
+                      slowest[0] < 2.5, f"slowest page load {slowest[0]:.2f}s")
+    except RuntimeError as e:
+        results.check("a paused member is shown down", False, str(e)[:300])
+    procs.signal(f"gridraft-{victim}", signal.SIGCONT, wait=False)
+    try:
+        wait_until(f"the page to show member {victim} up again", lambda: '<td class="up">up</td>' in member_row(
+            http("GET", url, timeout=10)[1] or "", victim), timeout=20, interval=0.2)
+        results.check(f"member {victim} is shown up again after SIGCONT", True)
+    except RuntimeError as e:
+        results.check(f"member {victim} is shown up again after SIGCONT", False, str(e)[:300])
     log(f"killing member {victim} with SIGKILL")
     procs.signal(f"gridraft-{victim}", signal.SIGKILL)
     killed = time.time()
