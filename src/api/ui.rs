@@ -24,12 +24,14 @@ use serde_json::Value;
 use super::error::ok;
 use super::AppState;
 use crate::map::{now_nanos, SessionMap, Tombstone};
-use crate::raft::MemberId;
 use crate::session::format_instant_nanos;
 use render::{
     EventBusView, MemberRow, MemberState, MemberView, MirrorRow, NodeRow, Page, RemovalRow,
     SessionsView,
 };
+
+/// A member's id (`crate::raft::MemberId`; the page reads it from status documents).
+type MemberId = u64;
 
 /// How long another member has to answer before it is shown as down.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -92,8 +94,10 @@ pub async fn page(state: &AppState) -> Response<Body> {
 }
 
 async fn build(state: &AppState) -> String {
-    let statuses = gather(state).await;
-    let leader = state.cluster.raft.metrics().borrow().current_leader;
+    // This member's own status names the leader and the members to ask.
+    let local = super::peer::member_status(state);
+    let leader = local["leader"].as_u64();
+    let statuses = gather(state, local).await;
     let map = state.cluster.reader.snapshot();
     let walked = tokio::task::spawn_blocking(move || (sessions_view(&map), removals(&map))).await;
     let (sessions, (removals, removals_left_out)) = match walked {
@@ -129,21 +133,20 @@ async fn build(state: &AppState) -> String {
     })
 }
 
-/// Every member's `/admin/status` (this member's own without a request), in id order.
-async fn gather(state: &AppState) -> Vec<(MemberId, String, Result<Value, String>)> {
+/// Every member's `/admin/status` in id order: this member's own is `local`, whose `nodes`
+/// (id to peer address) lists the others.
+async fn gather(state: &AppState, local: Value) -> Vec<(MemberId, String, Result<Value, String>)> {
     let me = state.cluster.id();
-    let nodes: Vec<(MemberId, String)> = {
-        let metrics = state.cluster.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config
-            .membership()
-            .nodes()
-            .map(|(id, n)| (*id, n.addr.clone()))
-            .collect()
-    };
+    let nodes: BTreeMap<MemberId, String> = local["nodes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, addr)| Some((id.parse().ok()?, addr.as_str()?.to_owned())))
+        .collect();
+    let local = &local;
     let asks = nodes.into_iter().map(|(id, addr)| async move {
         if id == me {
-            return (id, addr, Ok(super::peer::member_status(state)));
+            return (id, addr, Ok(local.clone()));
         }
         let ask =
             state
