@@ -4,7 +4,8 @@
 # formatting and clippy lints (warnings are errors), runs
 # every cargo test (unit, storage suite, routes, differential against the real Java server,
 # in-process clusters, event bus, mirrors), the monitoring check (alert rules and dashboard
-# against a running member), the real Selenium Grid end to end with a leader
+# against a running member), the status page in headless Chromium, the real Selenium Grid end
+# to end with a leader
 # kill, the fault tier (full disk, slow clients, big requests, an idle leader, a late duplicate
 # event against real processes behind haproxy) and the docker compose failover suite in its
 # quick mode.
@@ -40,6 +41,9 @@ if [ -z "${SKIP_MONITORING:-}" ]; then
   section "monitoring: alert rules, their unit tests, metric names against a running member"
   scripts/check-monitoring.sh target/debug/gridraft
 fi
+
+section "the status page /ui in headless Chromium, with a member killed"
+python3 cluster-tests/status_page.py --gridraft target/debug/gridraft
 
 section "a real Selenium Grid on a three-member gridraft, with a leader kill"
 python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft

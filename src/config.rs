@@ -18,6 +18,7 @@ mod health;
 mod http;
 mod mirror;
 mod raft;
+mod ui;
 pub use cluster::ClusterSettings;
 pub use events::{EventSettings, EVENTS_FRAME_BYTES, EVENTS_RECEIVE_HWM};
 pub use grid::{GridSettings, InputLimits};
@@ -25,6 +26,7 @@ pub use health::{DiskSettings, HealthSettings, ResolvedHealth};
 pub use http::{HttpLimits, HttpSettings};
 pub use mirror::{MirrorSettings, MirrorsSettings};
 pub use raft::{RaftSettings, RaftTuning};
+pub use ui::UiSettings;
 
 /// Upper bound on `worker-threads`.
 pub const MAX_WORKER_THREADS: usize = 1024;
@@ -37,7 +39,7 @@ pub const MAX_PENDING: usize = 10_000_000;
 pub struct Settings {
     /// This member's id; must appear in `members` when that is set.
     pub id: u64,
-    /// Public Grid port (Grid routes, /status, /healthz, /readyz).
+    /// Public Grid port (Grid routes, /status, /healthz, /readyz, the status page /ui).
     pub listen: String,
     /// Peer port (Raft RPC, forwarding, admin, /metrics); requires the cluster secret.
     pub peer_listen: String,
@@ -67,6 +69,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// When the data directory counts as low on free space.
     pub disk: DiskSettings,
+    /// The status page `/ui`.
+    pub ui: UiSettings,
 }
 
 impl Default for Settings {
@@ -90,6 +94,7 @@ impl Default for Settings {
             mirror: MirrorsSettings::default(),
             health: HealthSettings::default(),
             disk: DiskSettings::default(),
+            ui: UiSettings::default(),
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct Resolved {
     pub mirrors: Vec<crate::mirror::MirrorConfig>,
     /// `[health]` and `[disk]`.
     pub health: ResolvedHealth,
+    /// `[ui]`.
+    pub ui: UiSettings,
 }
 
 impl Settings {
@@ -272,6 +279,7 @@ impl Settings {
             events,
             mirrors,
             health,
+            ui: self.ui,
         })
     }
 

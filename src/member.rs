@@ -122,6 +122,8 @@ async fn start_inner(
         secret,
         cluster_name: cfg.cluster_name.clone(),
         failures: Default::default(),
+        events: cfg.events.is_some().then(|| event_metrics.clone()),
+        ui: api::ui::StatusPage::new(cfg.ui.enabled),
     });
 
     let caps = fd_budget::connection_caps(fd_budget::raise_open_file_limit(), &cfg.http);

@@ -1,6 +1,6 @@
 //! The public listener: Selenium's SessionMap routes plus `/status`, `/readyz` and `/healthz`,
 //! answered exactly as Java's `LocalSessionMap` server answers them (docs/compatibility.md,
-//! "HTTP" and "Routes").
+//! "HTTP" and "Routes"), and gridraft's own status page `/ui` (`super::ui`).
 //!
 //! Routing is done by hand rather than with axum's router because the contract's rules are
 //! unusual: the whole path is percent-decoded before matching (so `%2F` splits segments), HEAD
@@ -47,6 +47,7 @@ enum Route {
     Status,
     Readyz,
     Healthz,
+    Ui,
 }
 
 impl Route {
@@ -67,6 +68,7 @@ impl Route {
             Route::Status => "status",
             Route::Readyz => "readyz",
             Route::Healthz => "healthz",
+            Route::Ui => "ui",
         }
     }
 }
@@ -98,6 +100,7 @@ fn resolve(method: &Method, raw_path: &str) -> Option<Route> {
         (&Method::GET, "/status") => Some(Route::Status),
         (&Method::GET, "/readyz") => Some(Route::Readyz),
         (&Method::GET, "/healthz") => Some(Route::Healthz),
+        (&Method::GET, "/ui" | "/ui/") => Some(Route::Ui),
         _ => None,
     }
 }
@@ -114,7 +117,9 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
         method.clone()
     };
     let raw_path = req.uri().path().to_owned();
-    let Some(route) = resolve(&routed_method, &raw_path) else {
+    let route =
+        resolve(&routed_method, &raw_path).filter(|r| *r != Route::Ui || state.ui.enabled());
+    let Some(route) = route else {
         state
             .metrics
             .requests
@@ -169,6 +174,7 @@ async fn route_to(
         Route::Status => Ok(status(state)),
         Route::Readyz => readyz(state),
         Route::Healthz => healthz(state),
+        Route::Ui => Ok(super::ui::page(state).await),
     }
 }
 

@@ -1,5 +1,6 @@
-//! HTTP: the public Grid listener ([`grid`]) and the secret-guarded peer listener ([`peer`]),
-//! both served by [`server`] with the timeouts of `conn` and caps fitted by [`fd_budget`].
+//! HTTP: the public Grid listener ([`grid`], with the status page of [`ui`]) and the
+//! secret-guarded peer listener ([`peer`]), both served by [`server`] with the timeouts of
+//! `conn` and caps fitted by [`fd_budget`].
 
 mod conn;
 pub mod error;
@@ -7,6 +8,7 @@ pub mod fd_budget;
 pub mod grid;
 pub mod peer;
 pub mod server;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -23,4 +25,8 @@ pub struct AppState {
     pub cluster_name: String,
     /// The public port's 5xx answers, logged once per run (see [`error::FailureLog`]).
     pub failures: error::FailureLog,
+    /// The event-bus subscriber's state, when the bus is configured.
+    pub events: Option<crate::events::EventMetrics>,
+    /// The status page (see [`ui`]).
+    pub ui: ui::StatusPage,
 }

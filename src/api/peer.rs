@@ -185,7 +185,25 @@ async fn info(State(s): State<Arc<AppState>>) -> Json<PeerInfo> {
 }
 
 async fn status(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(s.cluster.status())
+    Json(member_status(&s))
+}
+
+/// `/admin/status`: the cluster's view from this member plus its event-bus subscriber.
+pub(super) fn member_status(s: &AppState) -> serde_json::Value {
+    let mut status = s.cluster.status();
+    let bus = match &s.events {
+        None => serde_json::json!({ "configured": false }),
+        Some(m) => serde_json::json!({
+            "configured": true,
+            "connected": m.is_connected(),
+            "reconnects": m.reconnects(),
+            "last_message_unix_ms": m.last_message_ms(),
+        }),
+    };
+    if let Some(map) = status.as_object_mut() {
+        map.insert("event_bus".to_owned(), bus);
+    }
+    status
 }
 
 /// Every live session, read after a read barrier (for `gridraft export`).

@@ -160,6 +160,9 @@ pub struct ServeArgs {
     /// How often the data directory's free space is read (default 1s).
     #[arg(long, env = "GRIDRAFT_DISK_CHECK_INTERVAL")]
     pub disk_check_interval: Option<String>,
+    /// Serve the status page at /ui on the public port (true|false, default true).
+    #[arg(long, env = "GRIDRAFT_UI_ENABLED", action = clap::ArgAction::Set)]
+    pub ui_enabled: Option<bool>,
 }
 
 /// Writes [`ServeArgs::apply`] and [`ServeArgs::KEYS`] from one line per flag:
@@ -237,6 +240,7 @@ settings_from_flags! {
     disk_min_free_bytes => disk.min_free_bytes;
     disk_min_free_percent => disk.min_free_percent;
     disk_check_interval => disk.check_interval;
+    ui_enabled => ui.enabled;
 }
 
 impl ServeArgs {

@@ -1,6 +1,9 @@
 //! Prometheus series of the event-bus subscriber. Owns names and labels only; deciding what to
 //! count is the subscriber's job.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::Decoded;
@@ -12,11 +15,16 @@ use super::Decoded;
 ///   `other`), `duplicate` (kind = `event_id`) or `rejected` (kind = [`super::Rejection::kind`]).
 /// * `gridraft_event_bus_connected`: 1 while the ZMTP session with the bus is up.
 /// * `gridraft_event_bus_reconnects_total`: sessions established after the first one.
+///
+/// It also remembers when the last message of any kind arrived (for the status page and
+/// `/admin/status`), which no series carries.
 #[derive(Clone)]
 pub struct EventMetrics {
     messages: IntCounterVec,
     connected: IntGauge,
     reconnects: IntCounter,
+    /// Unix milliseconds of the last message received; 0 if none yet.
+    last_message_ms: Arc<AtomicI64>,
 }
 
 impl EventMetrics {
@@ -55,6 +63,7 @@ impl EventMetrics {
             messages,
             connected,
             reconnects,
+            last_message_ms: Arc::default(),
         }
     }
 
@@ -67,6 +76,15 @@ impl EventMetrics {
             Decoded::Rejected(rejection) => ("rejected", rejection.kind()),
         };
         self.messages.with_label_values(&[outcome, kind]).inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.last_message_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Unix milliseconds of the last message received from the bus, if any arrived yet.
+    pub fn last_message_ms(&self) -> Option<i64> {
+        Some(self.last_message_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
     }
 
     pub(super) fn set_connected(&self, connected: bool) {
@@ -106,6 +124,8 @@ mod tests {
         second.record(&Decoded::Ignored("other"));
         assert_eq!(first.messages("rejected", "secret_mismatch"), 1);
         assert_eq!(second.messages("ignored", "other"), 1);
+        assert!(first.last_message_ms().is_some_and(|ms| ms > 0));
+        assert_eq!(EventMetrics::new(&Registry::new()).last_message_ms(), None);
         let names: Vec<String> = registry
             .gather()
             .iter()
