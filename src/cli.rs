@@ -31,6 +31,10 @@ pub enum Command {
     Import(ImportArgs),
     /// Write a cluster's sessions into a Selenium Postgres or Redis store.
     Export(ExportArgs),
+    /// Write a consistent, checksummed backup of a running cluster's session map to a file.
+    Backup(BackupArgs),
+    /// Seed the empty data directory of a member of a new cluster from a backup file.
+    Restore(RestoreArgs),
     /// GET a URL (default: this member's /readyz); exit 0 on 2xx, 1 otherwise. For container
     /// health checks in images without curl.
     Probe(ProbeArgs),
@@ -117,4 +121,53 @@ pub struct ExportArgs {
     /// the cluster). Without it, sessions are only added or replaced.
     #[arg(long)]
     pub replace: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Peer address of any member (the backup is taken at a linearizable point there).
+    #[arg(long, env = "GRIDRAFT_PEER", default_value = "127.0.0.1:7556")]
+    pub peer: String,
+    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    // TLS client options (CA file, client certificate) belong here once the peer port speaks
+    // TLS; until then the peer port is plain HTTP on a private network.
+    /// The file to write; written under a temporary name, fsynced, checked, then renamed.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file written by `gridraft backup`.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The new member's data directory: must not exist or be empty.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The new member's id.
+    #[arg(long)]
+    pub id: u64,
+    /// The new cluster's members, as for `serve`: `1=host:port,2=host:port,...`.
+    #[arg(long)]
+    pub members: String,
+    /// The new cluster's name (`serve --cluster-name`); default: the backed-up cluster's.
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+}
+
+/// The cluster secret from `--cluster-secret` / `GRIDRAFT_CLUSTER_SECRET`, else from the file.
+pub fn cluster_secret(
+    secret: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<String, String> {
+    match (secret, file) {
+        (Some(s), _) => Ok(s.to_owned()),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| format!("read {}: {e}", path.display())),
+        (None, None) => Err("give --cluster-secret-file or GRIDRAFT_CLUSTER_SECRET".into()),
+    }
 }
