@@ -145,16 +145,16 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub from: PathBuf,
     /// The new member's data directory: must not exist or be empty.
-    #[arg(long)]
+    #[arg(long, env = "GRIDRAFT_DATA_DIR")]
     pub data_dir: PathBuf,
     /// The new member's id.
-    #[arg(long)]
+    #[arg(long, env = "GRIDRAFT_ID")]
     pub id: u64,
     /// The new cluster's members, as for `serve`: `1=host:port,2=host:port,...`.
-    #[arg(long)]
+    #[arg(long, env = "GRIDRAFT_MEMBERS")]
     pub members: String,
     /// The new cluster's name (`serve --cluster-name`); default: the backed-up cluster's.
-    #[arg(long)]
+    #[arg(long, env = "GRIDRAFT_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
 }
 

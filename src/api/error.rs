@@ -251,7 +251,8 @@ pub enum PeerError {
     /// 403: a member-to-member request from a member of another cluster (ids differ; `None`
     /// is a cluster created by `serve`, which has no id).
     #[error(
-        "refused: the request comes from a member of cluster id {}, this member belongs to          cluster id {} (a restored copy and its source never talk)",
+        "refused: the request comes from a member of cluster id {}, this member belongs to \
+         cluster id {} (a restored copy and its source never talk)",
         id_text(.theirs), id_text(.ours)
     )]
     ForeignCluster {
