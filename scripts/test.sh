@@ -41,6 +41,9 @@ if [ -z "${SKIP_MONITORING:-}" ]; then
   scripts/check-monitoring.sh target/debug/gridraft
 fi
 
+section "docker-selenium drop-in: compose file, Kubernetes manifests, SE_* variables"
+scripts/check-selenium-dropin.sh target/debug/gridraft
+
 section "a real Selenium Grid on a three-member gridraft, with a leader kill"
 python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft
 

@@ -18,6 +18,7 @@ mod health;
 mod http;
 mod mirror;
 mod raft;
+pub mod selenium_env;
 pub use cluster::ClusterSettings;
 pub use events::{EventSettings, EVENTS_FRAME_BYTES, EVENTS_RECEIVE_HWM};
 pub use grid::{GridSettings, InputLimits};
