@@ -110,6 +110,17 @@ pub struct ExportArgs {
     /// The Selenium store to write: postgres://... or redis://...
     #[arg(long, env = "GRIDRAFT_EXPORT_TO", hide_env_values = true)]
     pub to: String,
+    #[command(flatten)]
+    pub member: PeerArgs,
+    /// Also delete the store's sessions that the cluster does not have (the store then equals
+    /// the cluster). Without it, sessions are only added or replaced.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// How `export` and `backup` reach a member's peer port.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
     /// Peer address of any member.
     #[arg(long, env = "GRIDRAFT_PEER", default_value = "127.0.0.1:7556")]
     pub peer: String,
@@ -117,21 +128,23 @@ pub struct ExportArgs {
     pub cluster_secret_file: Option<PathBuf>,
     #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
-    /// Also delete the store's sessions that the cluster does not have (the store then equals
-    /// the cluster). Without it, sessions are only added or replaced.
-    #[arg(long)]
-    pub replace: bool,
+}
+
+impl PeerArgs {
+    /// The cluster secret these flags give (see [`cluster_secret`]).
+    pub fn secret(&self) -> Result<String, String> {
+        cluster_secret(
+            self.cluster_secret.as_deref(),
+            self.cluster_secret_file.as_deref(),
+        )
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// Peer address of any member (the backup is taken at a linearizable point there).
-    #[arg(long, env = "GRIDRAFT_PEER", default_value = "127.0.0.1:7556")]
-    pub peer: String,
-    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET_FILE")]
-    pub cluster_secret_file: Option<PathBuf>,
-    #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
+    /// The member the backup is taken from, at a linearizable point.
+    #[command(flatten)]
+    pub member: PeerArgs,
     // TLS client options (CA file, client certificate) belong here once the peer port speaks
     // TLS; until then the peer port is plain HTTP on a private network.
     /// The file to write; written under a temporary name, fsynced, checked, then renamed.

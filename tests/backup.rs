@@ -79,6 +79,20 @@ async fn restored_from(file: &Path) -> TestCluster {
         .await
 }
 
+/// A cluster of `members` holding `sessions` sessions (`s-0`, `s-1`, ...), its backup taken
+/// from member 1 into `map.grbackup` in the returned directory.
+async fn backed_up(members: u64, sessions: usize) -> (TestCluster, tempfile::TempDir, PathBuf) {
+    let c = TestCluster::start(members).await;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..sessions {
+        assert_eq!(c.add(1, &format!("s-{i}"), NODE).await.status(), 200);
+    }
+    let file = dir.path().join("map.grbackup");
+    let out = backup(&c, 1, &secret_file(dir.path()), &file).await;
+    assert!(out.status.success(), "backup: {}", text(&out));
+    (c, dir, file)
+}
+
 /// Acknowledged adds with the moment each answer arrived.
 type Acked = Arc<Mutex<Vec<(String, Instant)>>>;
 
@@ -188,15 +202,7 @@ async fn a_backup_under_load_restores_every_session_acknowledged_before_it_start
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_backups_and_non_empty_directories_are_refused() {
-    let c = TestCluster::start(1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path());
-    for i in 0..20 {
-        assert_eq!(c.add(1, &format!("d-{i}"), NODE).await.status(), 200);
-    }
-    let file = dir.path().join("map.grbackup");
-    let out = backup(&c, 1, &secret, &file).await;
-    assert!(out.status.success(), "backup: {}", text(&out));
+    let (c, dir, file) = backed_up(1, 20).await;
     let members = "1=127.0.0.1:1";
 
     tracing::info!("phase: a wrong secret writes nothing");
@@ -257,15 +263,7 @@ async fn damaged_backups_and_non_empty_directories_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restored_cluster_and_its_source_never_join_each_other() {
-    let old = TestCluster::start(3).await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path());
-    for i in 0..10 {
-        assert_eq!(old.add(1, &format!("j-{i}"), NODE).await.status(), 200);
-    }
-    let file = dir.path().join("map.grbackup");
-    let out = backup(&old, 1, &secret, &file).await;
-    assert!(out.status.success(), "backup: {}", text(&out));
+    let (old, _dir, file) = backed_up(3, 10).await;
     let header = gridraft::backup::verify(&file).unwrap();
     let new = restored_from(&file).await;
     let admin = PeerClient::new(reqwest::Client::new(), Arc::from(SECRET));
@@ -311,7 +309,7 @@ async fn a_restored_cluster_and_its_source_never_join_each_other() {
         at: 1,
         event_id: None,
         op: gridraft::map::Op::Remove {
-            id: "j-1".into(),
+            id: "s-1".into(),
             reason: gridraft::session::RemovalReason::QuitCommand,
         },
     };
@@ -339,7 +337,7 @@ async fn a_restored_cluster_and_its_source_never_join_each_other() {
     for (c, name) in [(&old, "old"), (&new, "restored")] {
         let status = c.status(c.leader().await).await;
         assert_eq!(status["voters"], serde_json::json!([1, 2, 3]), "{name}");
-        assert_eq!(c.get_status(2, "j-1").await, 200, "{name}");
+        assert_eq!(c.get_status(2, "s-1").await, 200, "{name}");
     }
     old.shutdown().await;
     new.shutdown().await;

@@ -46,13 +46,9 @@ pub enum CommandError {
 
 /// `gridraft backup`: streams a backup from `--peer` into `--out`, atomically.
 pub async fn backup_command(args: &BackupArgs) -> Result<(), CommandError> {
-    let secret = crate::cli::cluster_secret(
-        args.cluster_secret.as_deref(),
-        args.cluster_secret_file.as_deref(),
-    )
-    .map_err(CommandError::Usage)?;
+    let secret = args.member.secret().map_err(CommandError::Usage)?;
     let client = PeerClient::new(reqwest::Client::new(), Arc::from(secret));
-    let peer = args.peer.clone();
+    let peer = args.member.peer.clone();
     let mut resp = client
         .backup(&peer)
         .await
