@@ -342,3 +342,48 @@ async fn a_restored_cluster_and_its_source_never_join_each_other() {
     old.shutdown().await;
     new.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_read_for_longer_than_the_idle_timeout_is_not_cut_off() {
+    // More than the socket buffers and the member's chunk queue hold, read slowly: the member
+    // is still writing after the idle timeout (1 s) has passed.
+    let c = TestCluster::builder(1)
+        .http(gridraft::config::HttpSettings {
+            idle_timeout: "1s".into(),
+            ..Default::default()
+        })
+        .start()
+        .await;
+    let pad = "x".repeat(20_000);
+    for i in 0..600 {
+        let body = common::session_body(&format!("big-{i}"), NODE).replacen(
+            "\"chrome\",",
+            &format!("\"chrome\", \"pad\": \"{pad}\","),
+            1,
+        );
+        assert_eq!(
+            c.http
+                .post(c.url(1, "/se/grid/session"))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let admin = PeerClient::new(reqwest::Client::new(), Arc::from(SECRET));
+    let mut resp = admin.backup(&c.members[&1].peer.to_string()).await.unwrap();
+    let mut received = resp.chunk().await.unwrap().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .unwrap_or_else(|e| panic!("cut off after {received} bytes: {e}"))
+    {
+        received += chunk.len();
+    }
+    tracing::info!(received, "whole backup received");
+    assert!(received > 12_000_000, "{received} bytes");
+    c.shutdown().await;
+}

@@ -290,7 +290,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     }
 }
 
-/// The router's answer; the connection is idle once it is ready (hyper then writes it).
+/// The router's answer. The connection is idle once the answer's body is complete: at once for
+/// an empty body, after its last frame for any other (a streamed body, such as a backup, may
+/// take longer than the idle timeout, and hyper reads the socket while it writes).
 pub(crate) struct Answered {
     inner: <Router as tower::Service<Request<Body>>>::Future,
     conn: Arc<ConnShared>,
@@ -300,9 +302,52 @@ impl Future for Answered {
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let out = ready!(Pin::new(&mut self.inner).poll(cx));
-        self.conn.set(Phase::Idle);
-        Poll::Ready(out)
+        let Ok(resp) = ready!(Pin::new(&mut self.inner).poll(cx));
+        if resp.body().is_end_stream() {
+            self.conn.set(Phase::Idle);
+            return Poll::Ready(Ok(resp));
+        }
+        let conn = self.conn.clone();
+        Poll::Ready(Ok(resp.map(|inner| {
+            Body::new(AnswerBody {
+                inner,
+                conn,
+                done: false,
+            })
+        })))
+    }
+}
+
+/// A response body that moves the connection from [`Phase::Busy`] to [`Phase::Idle`] once it
+/// has been written to its end (or failed), once.
+struct AnswerBody {
+    inner: Body,
+    conn: Arc<ConnShared>,
+    done: bool,
+}
+
+impl HttpBody for AnswerBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if !self.done && (!matches!(frame, Some(Ok(_))) || self.inner.is_end_stream()) {
+            self.done = true;
+            self.conn.set(Phase::Idle);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
