@@ -5,7 +5,7 @@
 //! it would also cut idle keep-alive connections after the header timeout, and hyper has neither
 //! a body nor an idle timeout. So the three are enforced here, on the socket: [`TimedIo`] wraps
 //! the stream and fails a read that waits past the deadline of the connection's current
-//! [`Phase`]; [`ConnService`] and [`TrackedBody`] move the phase along as a request is read and
+//! [`Phase`]; [`ConnService`] and [`PhaseBody`] move the phase along as a request is read and
 //! answered. One timer per connection, re-armed only when a read has to wait for an earlier
 //! deadline than the one armed (a connection that keeps requests coming re-arms it rarely).
 //!
@@ -281,7 +281,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         } else {
             self.conn.set(Phase::Body);
             let conn = self.conn.clone();
-            req.map(|inner| Body::new(TrackedBody { inner, conn }))
+            req.map(|inner| Body::new(PhaseBody::new(inner, conn, Phase::Busy)))
         };
         Answered {
             inner: self.router.clone().call(req),
@@ -308,67 +308,45 @@ impl Future for Answered {
             return Poll::Ready(Ok(resp));
         }
         let conn = self.conn.clone();
-        Poll::Ready(Ok(resp.map(|inner| {
-            Body::new(AnswerBody {
-                inner,
-                conn,
-                done: false,
-            })
-        })))
+        Poll::Ready(Ok(
+            resp.map(|inner| Body::new(PhaseBody::new(inner, conn, Phase::Idle)))
+        ))
     }
 }
 
-/// A response body that moves the connection from [`Phase::Busy`] to [`Phase::Idle`] once it
-/// has been written to its end (or failed), once.
-struct AnswerBody {
-    inner: Body,
+/// A request or response body that moves the connection to `then` once it has been read or
+/// written to its end (or failed), once: a request body from [`Phase::Body`] to [`Phase::Busy`],
+/// an answer's body from [`Phase::Busy`] to [`Phase::Idle`].
+struct PhaseBody<B> {
+    inner: B,
     conn: Arc<ConnShared>,
+    then: Phase,
     done: bool,
 }
 
-impl HttpBody for AnswerBody {
+impl<B> PhaseBody<B> {
+    fn new(inner: B, conn: Arc<ConnShared>, then: Phase) -> Self {
+        PhaseBody {
+            inner,
+            conn,
+            then,
+            done: false,
+        }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for PhaseBody<B> {
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if !self.done && (!matches!(frame, Some(Ok(_))) || self.inner.is_end_stream()) {
             self.done = true;
-            self.conn.set(Phase::Idle);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A request body that moves the connection from [`Phase::Body`] to [`Phase::Busy`] once it
-/// has been read to its end (or failed).
-struct TrackedBody {
-    inner: Incoming,
-    conn: Arc<ConnShared>,
-}
-
-impl HttpBody for TrackedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) || self.inner.is_end_stream() {
-            self.conn.set(Phase::Busy);
+            self.conn.set(self.then);
         }
         Poll::Ready(frame)
     }
