@@ -45,6 +45,9 @@ fi
 section "the status page /ui in headless Chromium, with a member killed"
 python3 cluster-tests/status_page.py --gridraft target/debug/gridraft
 
+section "docker-selenium drop-in: compose file, Kubernetes manifests, SE_* variables"
+scripts/check-selenium-dropin.sh target/debug/gridraft
+
 section "a real Selenium Grid on a three-member gridraft, with a leader kill"
 python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft
 

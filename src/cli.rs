@@ -31,6 +31,10 @@ pub enum Command {
     Import(ImportArgs),
     /// Write a cluster's sessions into a Selenium Postgres or Redis store.
     Export(ExportArgs),
+    /// Write a consistent, checksummed backup of a running cluster's session map to a file.
+    Backup(BackupArgs),
+    /// Seed the empty data directory of a member of a new cluster from a backup file.
+    Restore(RestoreArgs),
     /// GET a URL (default: this member's /readyz); exit 0 on 2xx, 1 otherwise. For container
     /// health checks in images without curl.
     Probe(ProbeArgs),
@@ -106,6 +110,17 @@ pub struct ExportArgs {
     /// The Selenium store to write: postgres://... or redis://...
     #[arg(long, env = "GRIDRAFT_EXPORT_TO", hide_env_values = true)]
     pub to: String,
+    #[command(flatten)]
+    pub member: PeerArgs,
+    /// Also delete the store's sessions that the cluster does not have (the store then equals
+    /// the cluster). Without it, sessions are only added or replaced.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// How `export` and `backup` reach a member's peer port.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
     /// Peer address of any member.
     #[arg(long, env = "GRIDRAFT_PEER", default_value = "127.0.0.1:7556")]
     pub peer: String,
@@ -113,8 +128,59 @@ pub struct ExportArgs {
     pub cluster_secret_file: Option<PathBuf>,
     #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
-    /// Also delete the store's sessions that the cluster does not have (the store then equals
-    /// the cluster). Without it, sessions are only added or replaced.
+}
+
+impl PeerArgs {
+    /// The cluster secret these flags give (see [`cluster_secret`]).
+    pub fn secret(&self) -> Result<String, String> {
+        cluster_secret(
+            self.cluster_secret.as_deref(),
+            self.cluster_secret_file.as_deref(),
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The member the backup is taken from, at a linearizable point.
+    #[command(flatten)]
+    pub member: PeerArgs,
+    // TLS client options (CA file, client certificate) belong here once the peer port speaks
+    // TLS; until then the peer port is plain HTTP on a private network.
+    /// The file to write; written under a temporary name, fsynced, checked, then renamed.
     #[arg(long)]
-    pub replace: bool,
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file written by `gridraft backup`.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The new member's data directory: must not exist or be empty.
+    #[arg(long, env = "GRIDRAFT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The new member's id.
+    #[arg(long, env = "GRIDRAFT_ID")]
+    pub id: u64,
+    /// The new cluster's members, as for `serve`: `1=host:port,2=host:port,...`.
+    #[arg(long, env = "GRIDRAFT_MEMBERS")]
+    pub members: String,
+    /// The new cluster's name (`serve --cluster-name`); default: the backed-up cluster's.
+    #[arg(long, env = "GRIDRAFT_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+}
+
+/// The cluster secret from `--cluster-secret` / `GRIDRAFT_CLUSTER_SECRET`, else from the file.
+pub fn cluster_secret(
+    secret: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<String, String> {
+    match (secret, file) {
+        (Some(s), _) => Ok(s.to_owned()),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| format!("read {}: {e}", path.display())),
+        (None, None) => Err("give --cluster-secret-file or GRIDRAFT_CLUSTER_SECRET".into()),
+    }
 }

@@ -19,6 +19,7 @@ mod http;
 mod mirror;
 mod raft;
 mod ui;
+pub mod selenium_env;
 pub use cluster::ClusterSettings;
 pub use events::{EventSettings, EVENTS_FRAME_BYTES, EVENTS_RECEIVE_HWM};
 pub use grid::{GridSettings, InputLimits};

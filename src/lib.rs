@@ -15,9 +15,11 @@
 //! - [`api`]: the public Grid listener and the secret-guarded peer listener, served with their
 //!   timeouts and connection caps.
 //! - [`mirror`]: write-through copies in Selenium's Postgres and Redis layouts; import/export.
+//! - [`backup`]: the online backup file, `gridraft backup` and `gridraft restore`.
 //! - [`config`], [`cli`], [`telemetry`]: settings, flags, logs and metrics.
 //! - [`member`]: one gridraft member: wiring and shutdown.
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -24,6 +24,7 @@ fn serve_args_from_env() -> ServeArgs {
 }
 
 fn main() -> ExitCode {
+    use gridraft::backup::command::{backup_command, restore_command};
     use gridraft::mirror::migrate::{export_command, import_command};
     let cli = Cli::parse();
     let result = match cli.command {
@@ -34,6 +35,8 @@ fn main() -> ExitCode {
         Some(Command::Cluster(args)) => block_on(cluster(args)),
         Some(Command::Import(args)) => block_on(async { Ok(import_command(&args).await?) }),
         Some(Command::Export(args)) => block_on(async { Ok(export_command(&args).await?) }),
+        Some(Command::Backup(args)) => block_on(async { Ok(backup_command(&args).await?) }),
+        Some(Command::Restore(args)) => restore_command(&args).map_err(anyhow::Error::from),
         Some(Command::Probe(args)) => block_on(probe(args)),
     };
     match result {
@@ -133,14 +136,11 @@ fn print_config(args: ServeArgs) -> Result<()> {
 }
 
 async fn cluster(args: ClusterArgs) -> Result<()> {
-    let secret = match (&args.cluster_secret, &args.cluster_secret_file) {
-        (Some(s), _) => s.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("read {}", path.display()))?
-            .trim()
-            .to_owned(),
-        (None, None) => anyhow::bail!("give --cluster-secret-file or GRIDRAFT_CLUSTER_SECRET"),
-    };
+    let secret = gridraft::cli::cluster_secret(
+        args.cluster_secret.as_deref(),
+        args.cluster_secret_file.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let client = PeerClient::new(reqwest::Client::new(), Arc::from(secret));
     let post = reqwest::Method::POST;
     let answer = match args.action {

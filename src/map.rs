@@ -318,6 +318,11 @@ impl SessionMap {
         self.sessions.len()
     }
 
+    /// The log index of the last entry applied to this map (0 before any).
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }

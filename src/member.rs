@@ -70,6 +70,13 @@ async fn start_inner(
         node_id: cfg.cluster.id,
     };
     let (storage, log_store, state_machine) = open_storage(&cfg.data_dir, &identity)?;
+    let cluster_id: Option<Arc<str>> = storage
+        .cluster_id()
+        .map_err(OpenStorageError::from)?
+        .map(Arc::from);
+    if let Some(id) = &cluster_id {
+        tracing::info!(cluster_id = %id, "restored cluster: peers must carry this cluster id");
+    }
     let reader = state_machine.reader();
     let applied = state_machine.applied_index();
     let mirror_applied = state_machine.applied_index();
@@ -89,6 +96,7 @@ async fn start_inner(
         contacts.clone(),
         cfg.raft.retry,
     )
+    .with_cluster_id(cluster_id.clone())
     .with_faults(faults.clone());
     let raft = Raft::new(
         cfg.cluster.id,
@@ -104,7 +112,9 @@ async fn start_inner(
         raft,
         reader,
         applied,
-        PeerClient::new(http, secret.clone()).with_faults(faults.clone()),
+        PeerClient::new(http, secret.clone())
+            .with_cluster_id(cluster_id.clone())
+            .with_faults(faults.clone()),
         contacts,
     );
     let metrics = Metrics::new();
@@ -121,6 +131,8 @@ async fn start_inner(
         session_limits: cfg.grid.session_limits,
         secret,
         cluster_name: cfg.cluster_name.clone(),
+        cluster_id,
+        foreign_cluster_log: Default::default(),
         failures: Default::default(),
         events: cfg.events.is_some().then(|| event_metrics.clone()),
         ui: api::ui::StatusPage::new(cfg.ui.enabled),

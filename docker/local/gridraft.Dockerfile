@@ -10,8 +10,8 @@ RUN groupadd --system --gid 10001 gridraft \
     && chown gridraft:gridraft /data
 COPY gridraft /usr/local/bin/gridraft
 COPY entrypoint.sh /usr/local/bin/gridraft-entrypoint
+# No GRIDRAFT_LISTEN: the default 0.0.0.0:5556, which docker-selenium's SE_SESSIONS_PORT may move.
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    GRIDRAFT_LISTEN=0.0.0.0:5556 \
     GRIDRAFT_PEER_LISTEN=0.0.0.0:7556 \
     GRIDRAFT_DATA_DIR=/data \
     GRIDRAFT_LOG_FORMAT=json

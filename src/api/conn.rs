@@ -5,7 +5,7 @@
 //! it would also cut idle keep-alive connections after the header timeout, and hyper has neither
 //! a body nor an idle timeout. So the three are enforced here, on the socket: [`TimedIo`] wraps
 //! the stream and fails a read that waits past the deadline of the connection's current
-//! [`Phase`]; [`ConnService`] and [`TrackedBody`] move the phase along as a request is read and
+//! [`Phase`]; [`ConnService`] and [`PhaseBody`] move the phase along as a request is read and
 //! answered. One timer per connection, re-armed only when a read has to wait for an earlier
 //! deadline than the one armed (a connection that keeps requests coming re-arms it rarely).
 //!
@@ -281,7 +281,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         } else {
             self.conn.set(Phase::Body);
             let conn = self.conn.clone();
-            req.map(|inner| Body::new(TrackedBody { inner, conn }))
+            req.map(|inner| Body::new(PhaseBody::new(inner, conn, Phase::Busy)))
         };
         Answered {
             inner: self.router.clone().call(req),
@@ -290,7 +290,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     }
 }
 
-/// The router's answer; the connection is idle once it is ready (hyper then writes it).
+/// The router's answer. The connection is idle once the answer's body is complete: at once for
+/// an empty body, after its last frame for any other (a streamed body, such as a backup, may
+/// take longer than the idle timeout, and hyper reads the socket while it writes).
 pub(crate) struct Answered {
     inner: <Router as tower::Service<Request<Body>>>::Future,
     conn: Arc<ConnShared>,
@@ -300,30 +302,51 @@ impl Future for Answered {
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let out = ready!(Pin::new(&mut self.inner).poll(cx));
-        self.conn.set(Phase::Idle);
-        Poll::Ready(out)
+        let Ok(resp) = ready!(Pin::new(&mut self.inner).poll(cx));
+        if resp.body().is_end_stream() {
+            self.conn.set(Phase::Idle);
+            return Poll::Ready(Ok(resp));
+        }
+        let conn = self.conn.clone();
+        Poll::Ready(Ok(
+            resp.map(|inner| Body::new(PhaseBody::new(inner, conn, Phase::Idle)))
+        ))
     }
 }
 
-/// A request body that moves the connection from [`Phase::Body`] to [`Phase::Busy`] once it
-/// has been read to its end (or failed).
-struct TrackedBody {
-    inner: Incoming,
+/// A request or response body that moves the connection to `then` once it has been read or
+/// written to its end (or failed), once: a request body from [`Phase::Body`] to [`Phase::Busy`],
+/// an answer's body from [`Phase::Busy`] to [`Phase::Idle`].
+struct PhaseBody<B> {
+    inner: B,
     conn: Arc<ConnShared>,
+    then: Phase,
+    done: bool,
 }
 
-impl HttpBody for TrackedBody {
+impl<B> PhaseBody<B> {
+    fn new(inner: B, conn: Arc<ConnShared>, then: Phase) -> Self {
+        PhaseBody {
+            inner,
+            conn,
+            then,
+            done: false,
+        }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for PhaseBody<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) || self.inner.is_end_stream() {
-            self.conn.set(Phase::Busy);
+        if !self.done && (!matches!(frame, Some(Ok(_))) || self.inner.is_end_stream()) {
+            self.done = true;
+            self.conn.set(self.then);
         }
         Poll::Ready(frame)
     }

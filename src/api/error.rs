@@ -248,6 +248,22 @@ pub enum PeerError {
     /// 503: the cluster cannot serve the read now. JSON `{"error": ...}`.
     #[error(transparent)]
     Unavailable(cluster::Error),
+    /// 403: a member-to-member request from a member of another cluster (ids differ; `None`
+    /// is a cluster created by `serve`, which has no id).
+    #[error(
+        "refused: the request comes from a member of cluster id {}, this member belongs to \
+         cluster id {} (a restored copy and its source never talk)",
+        id_text(.theirs), id_text(.ours)
+    )]
+    ForeignCluster {
+        theirs: Option<String>,
+        ours: Option<String>,
+    },
+}
+
+fn id_text(id: &Option<String>) -> String {
+    id.as_deref()
+        .map_or_else(|| "(none)".to_owned(), |id| format!("{id:?}"))
 }
 
 impl PeerError {
@@ -260,6 +276,7 @@ impl PeerError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             PeerError::Admin(_) => StatusCode::CONFLICT,
+            PeerError::ForeignCluster { .. } => StatusCode::FORBIDDEN,
         }
     }
 }

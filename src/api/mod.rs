@@ -23,6 +23,11 @@ pub struct AppState {
     pub session_limits: crate::session::SessionLimits,
     pub secret: Arc<str>,
     pub cluster_name: String,
+    /// The cluster id of a restored cluster (see `peer::CLUSTER_ID_HEADER`); `None` for one
+    /// created by `serve`.
+    pub cluster_id: Option<Arc<str>>,
+    /// Requests refused as coming from another cluster, logged once per run.
+    pub foreign_cluster_log: crate::telemetry::repeat::Repeated,
     /// The public port's 5xx answers, logged once per run (see [`error::FailureLog`]).
     pub failures: error::FailureLog,
     /// The event-bus subscriber's state, when the bus is configured.

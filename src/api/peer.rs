@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::error::{Chain, PeerError};
 use super::AppState;
+use crate::backup::{self, BackupHeader};
 use crate::cluster::error::Queue;
 use crate::cluster::membership::{ADD_PATH, REMOVE_PATH};
 use crate::cluster::{self};
@@ -29,7 +30,8 @@ use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::raft::{internals, MemberId, TypeConfig};
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    // The routes only members call: a request from another cluster is refused before them.
+    let between_members = Router::new()
         .route(APPEND_PATH, post(append))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(snapshot))
@@ -37,7 +39,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(peer::READ_INDEX_PATH, post(answer_read_index))
         .route(peer::LOOKUP_PATH, post(lookup))
         .route(peer::TIMEOUT_NOW_PATH, post(timeout_now))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_same_cluster,
+        ));
+    Router::new()
+        .merge(between_members)
         .route(peer::INFO_PATH, get(info))
+        .route(peer::BACKUP_PATH, get(backup))
         .route("/admin/status", get(status))
         .route("/admin/init", post(init))
         .route(ADD_PATH, post(add_member))
@@ -62,6 +71,38 @@ async fn require_secret(State(state): State<Arc<AppState>>, req: Request, next: 
         Some(p) if constant_time_eq(p.as_bytes(), state.secret.as_bytes()) => next.run(req).await,
         _ => PeerError::Unauthorized.into_response(),
     }
+}
+
+/// Refuses a member-to-member request whose cluster id (or its absence) differs from this
+/// member's: a member of a restored cluster and one of the cluster it was copied from share
+/// the secret, and must never vote for, replicate to or forward to each other.
+async fn require_same_cluster(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let theirs = req
+        .headers()
+        .get(peer::CLUSTER_ID_HEADER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let ours = state.cluster_id.as_deref();
+    if theirs.as_deref() == ours {
+        return next.run(req).await;
+    }
+    if let Some(count) = state.foreign_cluster_log.failed() {
+        tracing::warn!(
+            path = %req.uri().path(),
+            theirs = theirs.as_deref().unwrap_or("(none)"),
+            ours = ours.unwrap_or("(none)"),
+            count,
+            "refused a request from a member of another cluster"
+        );
+    }
+    PeerError::ForeignCluster {
+        theirs,
+        ours: ours.map(str::to_owned),
+    }
+    .into_response()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -181,7 +222,41 @@ async fn info(State(s): State<Arc<AppState>>) -> Json<PeerInfo> {
         node_id: s.cluster.id(),
         cluster: s.cluster_name.clone(),
         initialized: s.cluster.raft.is_initialized().await.unwrap_or(false),
+        cluster_id: s.cluster_id.as_deref().map(str::to_owned),
     })
+}
+
+/// A backup file (`crate::backup`) of the whole map, taken after a read barrier and streamed
+/// as it is encoded.
+async fn backup(State(s): State<Arc<AppState>>) -> Result<Response, PeerError> {
+    let (map, index, term) = s
+        .cluster
+        .backup_image()
+        .await
+        .map_err(PeerError::Unavailable)?;
+    let header = BackupHeader {
+        format_version: backup::FORMAT_VERSION,
+        backup_id: uuid::Uuid::new_v4().to_string(),
+        cluster_name: s.cluster_name.clone(),
+        cluster_id: s.cluster_id.as_deref().map(str::to_owned),
+        member: s.cluster.id(),
+        index,
+        term,
+        sessions: map.len() as u64,
+        created: crate::session::format_instant_nanos(now_nanos()),
+    };
+    tracing::info!(index, sessions = map.len(), backup = %header.backup_id, "serving a backup");
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(backup::stream(header, map)),
+    )
+        .into_response())
+}
+
+fn now_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 async fn status(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::config::selenium_env::{Given, SeleniumEnv};
 use crate::config::{ConfigError, Settings};
 
 /// The flags of `serve` and `print-config`. Each has a `GRIDRAFT_*` variable named after it and
@@ -244,12 +245,26 @@ settings_from_flags! {
 }
 
 impl ServeArgs {
-    /// Defaults, then the file, then environment and flags (clap merges those two).
+    /// Defaults, then the file, then docker-selenium's `SE_*` variables, then `GRIDRAFT_*`
+    /// variables and flags (clap merges those two).
     pub fn load(&self) -> Result<Settings, ConfigError> {
+        self.load_with(&SeleniumEnv::from_env())
+    }
+
+    /// [`ServeArgs::load`] with the `SE_*` variables of `selenium`.
+    pub fn load_with(&self, selenium: &SeleniumEnv) -> Result<Settings, ConfigError> {
         let mut s = match &self.config {
             Some(path) => Settings::from_file(path)?,
             None => Settings::default(),
         };
+        let given = Given {
+            publish_events: self.publish_events.is_some(),
+            subscribe_events: self.subscribe_events.is_some(),
+            registration_secret: self.registration_secret.is_some()
+                || self.registration_secret_file.is_some(),
+            listen: self.listen.is_some(),
+        };
+        selenium.apply(&mut s, given)?;
         self.apply(&mut s);
         Ok(s)
     }

@@ -62,6 +62,19 @@ pub enum Error {
     Initialize(Box<RaftError<MemberId, InitializeError<MemberId, BasicNode>>>),
     #[error(transparent)]
     Membership(Box<RaftError<MemberId, ClientWriteError<MemberId, BasicNode>>>),
+    /// A member to add answered that it belongs to another cluster (a restored copy of this
+    /// one, or its source): its cluster id, and ours (`None`: a cluster created by `serve`).
+    #[error(
+        "the member at {addr} belongs to another cluster (its cluster id {}, ours {}); \
+         a restored copy and its source never mix",
+        theirs.as_deref().unwrap_or("(none)"),
+        ours.as_deref().unwrap_or("(none)")
+    )]
+    ForeignMember {
+        addr: String,
+        theirs: Option<String>,
+        ours: Option<String>,
+    },
 }
 
 /// What a [`Error::Timeout`] gave up on.
@@ -168,6 +181,7 @@ impl Error {
             Error::AlreadyInitialized => "already_initialized",
             Error::Initialize(_) => "initialize",
             Error::Membership(_) => "membership",
+            Error::ForeignMember { .. } => "foreign_member",
         }
     }
 

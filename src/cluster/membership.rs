@@ -66,6 +66,18 @@ impl Cluster {
             }
             Leader::Unknown => return Err(Error::NoLeader),
         }
+        // A member that answers must be of this cluster; one that does not may still be
+        // starting, and is left to Raft (which refuses to talk across clusters anyway).
+        if let Ok(info) = self.peers.info(&req.addr).await {
+            let ours = self.peers.cluster_id();
+            if info.cluster_id.as_deref() != ours {
+                return Err(Error::ForeignMember {
+                    addr: req.addr.clone(),
+                    theirs: info.cluster_id,
+                    ours: ours.map(str::to_owned),
+                });
+            }
+        }
         tracing::info!(member = req.id, addr = %req.addr, "adding member as learner");
         self.raft
             .add_learner(req.id, BasicNode::new(&req.addr), true)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::error::{Error, Op, Stopped};
 use super::forward::{Backoff, Deadline};
 use super::Cluster;
-use crate::map::Lookup;
+use crate::map::{Lookup, SessionMap};
 use crate::peer::{LookupKind, PeerLookup, ReadIndexFrom};
 use crate::raft::internals;
 
@@ -137,6 +137,18 @@ impl Cluster {
             id: self.id(),
             vote,
         })
+    }
+
+    /// A consistent image of the whole map, for a backup: taken after a read barrier, so it
+    /// holds every write acknowledged before the call. Also the log index it holds at least
+    /// (every session in it was added at or below it) and this member's current term.
+    pub async fn backup_image(&self) -> Result<(SessionMap, u64, u64), Error> {
+        self.read_barrier().await?;
+        let floor = *self.applied.borrow();
+        let map = self.reader.snapshot();
+        let term = self.raft.metrics().borrow().current_term;
+        let index = floor.max(map.index());
+        Ok((map, index, term))
     }
 
     /// Counters of ReadIndex rounds, for `/metrics`.

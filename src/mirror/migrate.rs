@@ -231,19 +231,8 @@ pub async fn import_command(args: &crate::cli::ImportArgs) -> Result<(), Migrate
 
 /// `gridraft export`: lists the cluster's sessions and writes them to the store.
 pub async fn export_command(args: &crate::cli::ExportArgs) -> Result<(), MigrateError> {
-    let secret = match (&args.cluster_secret, &args.cluster_secret_file) {
-        (Some(s), _) => s.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| MigrateError::Listing(format!("read {}: {e}", path.display())))?
-            .trim()
-            .to_owned(),
-        (None, None) => {
-            return Err(MigrateError::Listing(
-                "give --cluster-secret-file or GRIDRAFT_CLUSTER_SECRET".into(),
-            ))
-        }
-    };
-    let sessions = list_cluster(&args.peer, &secret).await?;
+    let secret = args.member.secret().map_err(MigrateError::Listing)?;
+    let sessions = list_cluster(&args.member.peer, &secret).await?;
     let summary = export(&sessions, &args.to, args.replace).await?;
     println!(
         "exported {} sessions to {} ({} the store cannot hold){}",

@@ -49,6 +49,7 @@ pub struct PeerClient {
     http: reqwest::Client,
     secret: Arc<str>,
     faults: NetworkFaults,
+    cluster_id: Option<Arc<str>>,
 }
 
 impl PeerClient {
@@ -57,7 +58,19 @@ impl PeerClient {
             http,
             secret,
             faults: NetworkFaults::default(),
+            cluster_id: None,
         }
+    }
+
+    /// The cluster id this client sends, if any.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    /// Sends `id` (this member's cluster id, see [`CLUSTER_ID_HEADER`]) with every request.
+    pub fn with_cluster_id(mut self, id: Option<Arc<str>>) -> Self {
+        self.cluster_id = id;
+        self
     }
 
     /// Shares `faults` (a test hook): requests to an address in it fail at once as refused.
@@ -124,6 +137,23 @@ impl PeerClient {
             .await
     }
 
+    /// Starts `GET /admin/backup` on `addr`: the answer, to be read as a stream, once its status
+    /// says the member took the image.
+    pub async fn backup(&self, addr: &str) -> Result<reqwest::Response, ClientError> {
+        let req = self.http.get(format!("http://{addr}{BACKUP_PATH}"));
+        let resp = self.start(addr, req).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(ClientError::Status {
+                addr: addr.into(),
+                status: status.as_u16(),
+                body,
+            });
+        }
+        Ok(resp)
+    }
+
     /// Calls an admin route and returns its JSON answer.
     pub async fn admin<B: Serialize>(
         &self,
@@ -183,12 +213,11 @@ impl PeerClient {
         addr: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<bytes::Bytes, ClientError> {
-        self.check_reachable(addr)?;
+        let resp = self.start(addr, req).await?;
         let http = |source| ClientError::Http {
             addr: addr.into(),
             source,
         };
-        let resp = req.bearer_auth(&*self.secret).send().await.map_err(http)?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(http)?;
         if !status.is_success() {
@@ -199,5 +228,22 @@ impl PeerClient {
             });
         }
         Ok(bytes)
+    }
+
+    /// Sends `req` to `addr` with the cluster secret and this member's cluster id.
+    async fn start(
+        &self,
+        addr: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        self.check_reachable(addr)?;
+        let mut req = req.bearer_auth(&*self.secret);
+        if let Some(id) = &self.cluster_id {
+            req = req.header(CLUSTER_ID_HEADER, &**id);
+        }
+        req.send().await.map_err(|source| ClientError::Http {
+            addr: addr.into(),
+            source,
+        })
     }
 }

@@ -16,6 +16,12 @@ pub const READ_INDEX_PATH: &str = "/peer/read-index";
 pub const LOOKUP_PATH: &str = "/peer/lookup";
 pub const INFO_PATH: &str = "/peer/info";
 pub const TIMEOUT_NOW_PATH: &str = "/peer/timeout-now";
+/// The admin route that streams a backup file (see `crate::backup`).
+pub const BACKUP_PATH: &str = "/admin/backup";
+/// The header a member of a restored cluster puts on every request to another member, and
+/// checks on every request from one: its cluster id. Members of a cluster created by `serve`
+/// have no id and send none, so two clusters never exchange Raft or forwarded requests.
+pub const CLUSTER_ID_HEADER: &str = "x-gridraft-cluster-id";
 
 /// Why a member refused a forwarded request.
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
@@ -73,6 +79,9 @@ pub struct PeerInfo {
     pub node_id: MemberId,
     pub cluster: String,
     pub initialized: bool,
+    /// The cluster id (a cluster restored from a backup); absent from earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

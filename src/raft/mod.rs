@@ -9,6 +9,7 @@
 pub mod internals;
 pub mod log_store;
 pub mod network;
+pub mod seed;
 pub mod state_machine;
 
 use crate::map::{Applied, Proposal};

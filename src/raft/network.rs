@@ -202,6 +202,7 @@ impl Iterator for RetryDelays {
 pub struct Network {
     client: reqwest::Client,
     secret: Arc<str>,
+    cluster_id: Option<Arc<str>>,
     contacts: Arc<Contacts>,
     retry: RetrySettings,
     faults: NetworkFaults,
@@ -217,10 +218,17 @@ impl Network {
         Network {
             client,
             secret,
+            cluster_id: None,
             contacts,
             retry,
             faults: NetworkFaults::default(),
         }
+    }
+
+    /// Sends `id` (see `crate::peer::CLUSTER_ID_HEADER`) with every Raft RPC.
+    pub fn with_cluster_id(mut self, id: Option<Arc<str>>) -> Self {
+        self.cluster_id = id;
+        self
     }
 
     /// Shares `faults` (a test hook) with every connection made from here on.
@@ -237,6 +245,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             client: self.client.clone(),
             secret: self.secret.clone(),
+            cluster_id: self.cluster_id.clone(),
             addr: node.addr.clone(),
             base: format!("http://{}", node.addr),
             target,
@@ -250,6 +259,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     client: reqwest::Client,
     secret: Arc<str>,
+    cluster_id: Option<Arc<str>>,
     addr: String,
     base: String,
     target: MemberId,
@@ -284,17 +294,25 @@ impl Connection {
             return Err(self.send_failed("Connection refused (injected network fault)", true));
         }
         let body = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let resp = self
+        let mut req = self
             .client
             .post(format!("{}{}", self.base, path))
             .bearer_auth(&*self.secret)
             // Below openraft's own deadline, so that a request that times out is seen here.
             .timeout(ttl * 3 / 4)
-            .body(body)
+            .body(body);
+        if let Some(id) = &self.cluster_id {
+            req = req.header(crate::peer::CLUSTER_ID_HEADER, &**id);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| self.send_failed(&root_cause(&e), e.is_connect()))?;
         let status = resp.status();
+        if status == reqwest::StatusCode::FORBIDDEN {
+            // A member of another cluster (see `api::peer`): as good as absent, and backed off.
+            return Err(self.send_failed("member of another cluster (403)", true));
+        }
         self.contacts.note(self.target);
         let bytes = resp
             .bytes()

@@ -26,10 +26,12 @@ use crate::map::{SessionMap, SessionMapReader};
 type Membership = StoredMembership<MemberId, BasicNode>;
 type Meta = SnapshotMeta<MemberId, BasicNode>;
 
+/// sled tree of the state machine's records.
+pub(super) const TREE: &str = "state_machine";
 /// sled key of the current snapshot's [`SnapshotRecord`].
-const CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
+pub(super) const CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
 /// Read buffer for decoding a snapshot file.
-const FILE_BUFFER: usize = 1 << 20;
+pub(super) const FILE_BUFFER: usize = 1 << 20;
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::IO {
@@ -45,9 +47,9 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
 
 /// What sled records about the current snapshot: openraft's metadata and the file holding it.
 #[derive(Serialize, Deserialize)]
-struct SnapshotRecord {
-    meta: Meta,
-    file: String,
+pub(super) struct SnapshotRecord {
+    pub(super) meta: Meta,
+    pub(super) file: String,
 }
 
 /// The snapshot directory and the lock that orders its updates: a snapshot built here and one
@@ -166,7 +168,7 @@ impl StateMachine {
     pub fn open(storage: &Storage, prefetch: Option<Prefetch>) -> Result<Self, StorageError> {
         let tree = storage
             .db
-            .open_tree("state_machine")
+            .open_tree(TREE)
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let dir = storage.dir.join(SNAPSHOT_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;

@@ -52,7 +52,13 @@ pub enum OpenError {
     Corrupt { path: PathBuf, detail: String },
     #[error("fsync {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("data directory {path} has an unreadable cluster id record: {detail}")]
+    CorruptClusterId { path: PathBuf, detail: String },
 }
+
+/// sled key of the cluster id: recorded only in a member seeded by `gridraft restore`. A
+/// cluster created by `serve` has none, and its members send and expect none.
+const CLUSTER_ID: &[u8] = b"cluster_id";
 
 type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
 
@@ -314,6 +320,34 @@ impl Storage {
         };
         storage.check_identity(&sled_dir, identity)?;
         Ok(storage)
+    }
+
+    /// The cluster id recorded in this data directory, if any (see [`CLUSTER_ID`]).
+    pub fn cluster_id(&self) -> Result<Option<String>, OpenError> {
+        let path = self.dir.join("sled");
+        let raw = self.db.get(CLUSTER_ID).map_err(|source| OpenError::Sled {
+            path: path.clone(),
+            source,
+        })?;
+        raw.map(|r| {
+            String::from_utf8(r.to_vec()).map_err(|e| OpenError::CorruptClusterId {
+                path,
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Records the cluster id of a member seeded by `gridraft restore` (made durable by the
+    /// seed's final flush).
+    pub fn set_cluster_id(&self, id: &str) -> Result<(), OpenError> {
+        self.db
+            .insert(CLUSTER_ID, id.as_bytes())
+            .map_err(|source| OpenError::Sled {
+                path: self.dir.join("sled"),
+                source,
+            })?;
+        Ok(())
     }
 
     fn check_identity(&self, path: &Path, expected: &DataIdentity) -> Result<(), OpenError> {

@@ -42,7 +42,12 @@ pub struct ClusterBuilder {
     grid: Option<GridSettings>,
     mirrors: Vec<MirrorConfig>,
     tune: fn(&mut Settings),
+    seed: Option<Seed>,
 }
+
+/// Fills a member's data directory before its first start, given the member and the member
+/// list (`1=addr,2=addr,...`); `gridraft restore` in the backup tests.
+pub type Seed = Arc<dyn Fn(&TestMember, &str) + Send + Sync>;
 
 impl ClusterBuilder {
     /// A small `n` makes snapshots (and log purges) happen in tests (default 10,000).
@@ -81,6 +86,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs `seed` for every member before it first starts.
+    pub fn seed(mut self, seed: impl Fn(&TestMember, &str) + Send + Sync + 'static) -> Self {
+        self.seed = Some(Arc::new(seed));
+        self
+    }
+
     /// Starts the members and waits until they agree on a leader.
     pub async fn start(self) -> TestCluster {
         init_tracing();
@@ -96,6 +107,12 @@ impl ClusterBuilder {
         for id in 1..=self.n {
             let (public, peer) = cluster.add_slot(id).await;
             listeners.push((id, public, peer));
+        }
+        if let Some(seed) = &self.seed {
+            let list = cluster.member_list();
+            for m in cluster.members.values() {
+                seed(m, &list);
+            }
         }
         for (id, public, peer) in listeners {
             cluster.start_member(id, public, peer).await;
@@ -129,6 +146,7 @@ impl TestCluster {
             grid: None,
             mirrors: Vec::new(),
             tune: |_| {},
+            seed: None,
         }
     }
 

@@ -208,6 +208,28 @@ async fn peer_errors_have_their_status_and_membership_without_a_leader_is_503() 
     );
 }
 
+#[tokio::test]
+async fn a_request_from_another_cluster_is_a_403_naming_both_cluster_ids() {
+    let resp = PeerError::ForeignCluster {
+        theirs: None,
+        ours: Some("b-1".into()),
+    }
+    .into_response();
+    assert_eq!(resp.status(), 403);
+    let (_, _, body) = parts(resp).await;
+    assert_eq!(
+        body,
+        "refused: the request comes from a member of cluster id (none), this member belongs to \
+         cluster id \"b-1\" (a restored copy and its source never talk)\n"
+    );
+    let admin = PeerError::Admin(cluster::Error::ForeignMember {
+        addr: "peer-4:7556".into(),
+        theirs: Some("b-1".into()),
+        ours: None,
+    });
+    assert_eq!(admin.into_response().status(), 409);
+}
+
 /// Collects what a `fmt` subscriber writes.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
