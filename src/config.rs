@@ -18,6 +18,7 @@ mod health;
 mod http;
 mod mirror;
 mod raft;
+mod reconcile;
 pub use cluster::ClusterSettings;
 pub use events::{EventSettings, EVENTS_FRAME_BYTES, EVENTS_RECEIVE_HWM};
 pub use grid::{GridSettings, InputLimits};
@@ -25,6 +26,7 @@ pub use health::{DiskSettings, HealthSettings, ResolvedHealth};
 pub use http::{HttpLimits, HttpSettings};
 pub use mirror::{MirrorSettings, MirrorsSettings};
 pub use raft::{RaftSettings, RaftTuning};
+pub use reconcile::{ReconcileConfig, ReconcileSettings};
 
 /// Upper bound on `worker-threads`.
 pub const MAX_WORKER_THREADS: usize = 1024;
@@ -67,6 +69,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// When the data directory counts as low on free space.
     pub disk: DiskSettings,
+    /// The leader's check of the Grid nodes that hold sessions.
+    pub reconcile: ReconcileSettings,
 }
 
 impl Default for Settings {
@@ -90,6 +94,7 @@ impl Default for Settings {
             mirror: MirrorsSettings::default(),
             health: HealthSettings::default(),
             disk: DiskSettings::default(),
+            reconcile: ReconcileSettings::default(),
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct Resolved {
     pub mirrors: Vec<crate::mirror::MirrorConfig>,
     /// `[health]` and `[disk]`.
     pub health: ResolvedHealth,
+    /// `[reconcile]`; `None` when the reconciler is off.
+    pub reconcile: Option<ReconcileConfig>,
 }
 
 impl Settings {
@@ -231,6 +238,10 @@ impl Settings {
         let http = self.http.resolve(&mut problems);
         let cluster_secret = self.secret(&mut problems);
         let events = self.events.resolve(&mut problems);
+        let reconcile = self.reconcile.resolve(
+            events.as_ref().map(|e| e.registration_secret.as_str()),
+            &mut problems,
+        );
         let mirrors = self.mirror.resolve(&mut problems);
         let health = health::resolve(&self.health, &self.disk, &mut problems);
         if members.len() > 1 && cluster_secret.is_none() {
@@ -272,6 +283,7 @@ impl Settings {
             events,
             mirrors,
             health,
+            reconcile,
         })
     }
 
