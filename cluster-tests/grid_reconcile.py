@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""The reconciler against a real Selenium Grid: event-bus, sessionqueue, distributor, router and
+one node driving Debian's headless chromium, with a three-member gridraft (short settings:
+interval 2s, grace 5s, node-down-after 10s) as its session map. Three cases, in this order:
+
+1. a long-running session on a healthy node, used every two seconds, is never removed across
+   ten intervals (and the leader checked the node all along);
+2. a session the node dropped without an event (the event bus is stopped, then the session is
+   quit through the node directly, so its `session-closed` is lost) leaves the map within
+   interval + grace, with "node no longer has the session";
+3. the node killed with kill -9 while the event bus is still stopped (no event can ever arrive,
+   not even the distributor's `node-removed`): its sessions leave the map within
+   interval + node-down-after, with "node unreachable for N seconds".
+
+Prints the measured timings. Ends with a line `N passed, M failed`; exits non-zero when anything
+failed. Only 127.0.0.1 is used.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+from procs import Procs, Results, find_leader, http, log, member_args, member_env, wait_until
+
+SECRET = "reconcile-registration-secret"
+CLUSTER_SECRET = "reconcile-cluster-secret"
+BUS_PUB, BUS_SUB, BUS_HTTP = 24442, 24443, 25557
+QUEUE, DISTRIBUTOR, ROUTER, NODE = 25559, 25553, 24444, 25555
+MEMBERS = {1: (25561, 27561), 2: (25562, 27562), 3: (25563, 27563)}
+INTERVAL, GRACE, NODE_DOWN_AFTER = 2, 5, 10
+# Time a check may add on a loaded machine: one node timeout, a commit, a lookup.
+SLACK = 5
+HEALTHY_INTERVALS = 10
+NODE_URI = f"http://127.0.0.1:{NODE}"
+
+results = Results()
+procs = None
+
+
+def check(name, ok, detail=""):
+    return results.check(name, ok, detail)
+
+
+def java(jar, *args):
+    return ["java", "-jar", jar, *args]
+
+
+def bus_args():
+    return ["--publish-events", f"tcp://127.0.0.1:{BUS_PUB}", "--subscribe-events", f"tcp://127.0.0.1:{BUS_SUB}"]
+
+
+def start_members(binary, workdir):
+    with open(os.path.join(workdir, "cluster-secret"), "w") as f:
+        f.write(CLUSTER_SECRET)
+    for mid in MEMBERS:
+        extra = bus_args() + ["--registration-secret", SECRET,
+                              "--reconcile-interval", f"{INTERVAL}s", "--reconcile-grace", f"{GRACE}s",
+                              "--reconcile-node-down-after", f"{NODE_DOWN_AFTER}s"]
+        procs.start(f"gridraft-{mid}", member_args(binary, mid, MEMBERS, workdir, extra=extra), member_env())
+    for mid, (public, _) in MEMBERS.items():
+        wait_until(f"member {mid} ready", lambda p=public: http("GET", f"http://127.0.0.1:{p}/readyz")[0] == 204)
+
+
+def start_bus(jar):
+    procs.start("event-bus", java(jar, "event-bus", *bus_args(), "--port", str(BUS_HTTP), "--host", "127.0.0.1",
+                                  "--registration-secret", SECRET))
+    wait_until("event bus", lambda: http("GET", f"http://127.0.0.1:{BUS_HTTP}/readyz")[0] in (200, 204))
+
+
+def start_grid(jar, workdir):
+    sec = ["--registration-secret", SECRET]
+    sessions = ["--sessions", f"http://127.0.0.1:{MEMBERS[1][0]}"]
+    start_bus(jar)
+    procs.start("sessionqueue", java(jar, "sessionqueue", "--port", str(QUEUE), "--host", "127.0.0.1", *sec))
+    wait_until("session queue", lambda: http("GET", f"http://127.0.0.1:{QUEUE}/readyz")[0] in (200, 204))
+    procs.start("distributor", java(jar, "distributor", *sessions, "--sessionqueue", f"http://127.0.0.1:{QUEUE}",
+                                    "--bind-bus", "false", "--port", str(DISTRIBUTOR), "--host", "127.0.0.1",
+                                    *bus_args(), *sec))
+    procs.start("router", java(jar, "router", *sessions, "--distributor", f"http://127.0.0.1:{DISTRIBUTOR}",
+                               "--sessionqueue", f"http://127.0.0.1:{QUEUE}", "--port", str(ROUTER),
+                               "--host", "127.0.0.1", *sec))
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    stereotype = json.dumps({"browserName": "chrome", "platformName": "linux",
+                             "goog:chromeOptions": {"binary": chromium, "args": [
+                                 "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]}})
+    node_toml = os.path.join(workdir, "node.toml")
+    with open(node_toml, "w") as f:
+        f.write("[node]\ndetect-drivers = false\nselenium-manager = false\nmax-sessions = 3\n"
+                "override-max-sessions = true\n\n[[node.driver-configuration]]\n"
+                f"display-name = \"chromium\"\nwebdriver-executable = \"{chromedriver}\"\nmax-sessions = 3\n"
+                f"stereotype = '{stereotype}'\n")
+    procs.start("node", java(jar, "node", "--config", node_toml, "--port", str(NODE), "--host", "127.0.0.1",
+                             *bus_args(), *sec))
+
+    def grid_ready():
+        code, body = http("GET", f"http://127.0.0.1:{ROUTER}/status")
+        return code == 200 and body["value"]["ready"] and body
+    wait_until("the grid to be ready with a node", grid_ready, timeout=180)
+
+
+def new_session():
+    caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome"}}}
+    code, body = http("POST", f"http://127.0.0.1:{ROUTER}/session", caps, timeout=120)
+    if code != 200:
+        raise RuntimeError(f"new session failed: {code} {body}")
+    return body["value"]["sessionId"]
+
+
+def lookup(mid, sid):
+    """(status, 404 message or node URI) of `sid` on member `mid`."""
+    code, body = http("GET", f"http://127.0.0.1:{MEMBERS[mid][0]}/se/grid/session/{sid}/uri", timeout=10)
+    if code == 200:
+        return code, body["value"]
+    return code, (body or {}).get("value", {}).get("message", str(body))
+
+
+def in_every_map(sid):
+    return all(lookup(mid, sid)[0] == 200 for mid in MEMBERS)
+
+
+def wait_gone_everywhere(sid, timeout):
+    """Seconds until `sid` answers 404 on every member, and the 404 message."""
+    started = time.time()
+    wait_until(f"{sid[:8]} to leave every member", lambda: all(lookup(mid, sid)[0] == 404 for mid in MEMBERS),
+               timeout=timeout, interval=0.2)
+    return time.time() - started, lookup(1, sid)[1]
+
+
+def peer_get(path):
+    port = MEMBERS[leader_id()][1]
+    return http("GET", f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {CLUSTER_SECRET}"})
+
+
+def leader_id():
+    return wait_until("a gridraft leader", lambda: find_leader([p[1] for p in MEMBERS.values()], CLUSTER_SECRET))
+
+
+def metric(text, series):
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def answered_checks():
+    return metric(peer_get("/metrics")[1], 'gridraft_reconcile_node_checks_total{outcome="answered"}')
+
+
+def removal_of(sid):
+    code, body = peer_get(f"/admin/removals?node={NODE_URI}")
+    return next((r for r in (body or {}).get("removals", []) if r["session_id"] == sid), None)
+
+
+def case_healthy(long_sid):
+    """A session in use on a healthy node stays across many intervals."""
+    checks_before = answered_checks()
+    started = time.time()
+    kept = True
+    while time.time() - started < HEALTHY_INTERVALS * INTERVAL:
+        code, body = http("GET", f"http://127.0.0.1:{ROUTER}/session/{long_sid}/title", timeout=30)
+        kept = kept and code == 200 and in_every_map(long_sid)
+        time.sleep(INTERVAL)
+    checks = answered_checks() - checks_before
+    check(f"healthy: the long-running session stayed in every map for {HEALTHY_INTERVALS} intervals "
+          f"({time.time() - started:.0f}s)", kept)
+    check(f"healthy: the leader asked the node at least {HEALTHY_INTERVALS // 2} times meanwhile",
+          checks >= HEALTHY_INTERVALS // 2, f"{checks:.0f} answered checks")
+    check("healthy: the long-running session is not in the removal history", removal_of(long_sid) is None)
+
+
+def case_dropped_without_event(sid):
+    """The bus is stopped, the session quit through the node itself: no session-closed arrives."""
+    log("stopping the event bus (SIGKILL)")
+    procs.signal("event-bus", signal.SIGKILL)
+    code, body = http("DELETE", f"{NODE_URI}/session/{sid}", timeout=60)
+    check("dropped: the node quit the session directly", code == 200, f"got {code} {body}")
+    dropped_at = time.time()
+    bound = INTERVAL + GRACE
+    took, message = wait_gone_everywhere(sid, timeout=bound + SLACK + 20)
+    log(f"TIMING dropped session left every member {took:.1f}s after the node dropped it (bound {bound}s)")
+    check(f"dropped: the session left every member within interval + grace ({took:.1f}s <= {bound}s + {SLACK}s)",
+          took <= bound + SLACK)
+    check("dropped: the 404 says the node no longer has the session",
+          "reason: node no longer has the session" in message, message)
+    r = removal_of(sid)
+    check("dropped: the removal history names the reconciler", r is not None and r["source"] == "reconciler"
+          and r["reason_code"] == "NODE_LOST_SESSION", str(r))
+
+
+def case_node_killed(sids):
+    """kill -9 of the node with the bus still down: only the reconciler can remove its sessions."""
+    log("killing the node and its browsers with SIGKILL (the event bus is still stopped)")
+    os.killpg(procs.procs["node"].pid, signal.SIGKILL)
+    procs.procs["node"].wait(timeout=30)
+    killed_at = time.time()
+    bound = INTERVAL + NODE_DOWN_AFTER
+    for sid in sids:
+        _, message = wait_gone_everywhere(sid, timeout=bound + SLACK + 20)
+        took = time.time() - killed_at
+        log(f"TIMING session {sid[:8]} of the killed node left every member {took:.1f}s after the kill "
+            f"(bound {bound}s)")
+        check(f"killed: session {sid[:8]} left every member within interval + node-down-after "
+              f"({took:.1f}s <= {bound}s + {SLACK}s)", took <= bound + SLACK)
+        check(f"killed: the 404 of {sid[:8]} says the node was unreachable",
+              "reason: node unreachable for " in message, message)
+        r = removal_of(sid)
+        check(f"killed: the removal history has {sid[:8]} as NODE_UNREACHABLE from the reconciler",
+              r is not None and r["source"] == "reconciler" and r["reason_code"] == "NODE_UNREACHABLE", str(r))
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    repo = os.path.dirname(here)
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--gridraft", default=os.path.join(repo, "target", "release", "gridraft"))
+    ap.add_argument("--jar", default=os.environ.get("GRIDRAFT_SELENIUM_JAR", os.path.join(
+        repo, "..", "shared", "selenium", "selenium-server-4.48.0.jar")))
+    ap.add_argument("--keep-logs", action="store_true")
+    args = ap.parse_args()
+    workdir = tempfile.mkdtemp(prefix="gridraft-reconcile-")
+    logdir = os.path.join(workdir, "logs")
+    os.makedirs(logdir)
+    log(f"work dir {workdir}")
+    global procs
+    procs = Procs(logdir)
+    try:
+        start_members(args.gridraft, workdir)
+        start_grid(args.jar, workdir)
+        long_sid, doomed, dropped = new_session(), new_session(), new_session()
+        wait_until("the sessions in every map", lambda: all(in_every_map(s) for s in (long_sid, doomed, dropped)))
+        check("three real sessions are in every member's map", True)
+        case_healthy(long_sid)
+        case_dropped_without_event(dropped)
+        case_node_killed([long_sid, doomed])
+        for mid in MEMBERS:
+            with open(procs.log_path(f"gridraft-{mid}"), errors="replace") as f:
+                text = f.read()
+            check(f"no panic in the log of gridraft-{mid}", "panicked" not in text)
+    except Exception as e:  # noqa: BLE001 - report and count
+        check("the run completed", False, repr(e))
+    finally:
+        procs.stop_all()
+        if results.failed:
+            log(f"logs kept in {logdir}")
+            procs.print_tails()
+        elif not args.keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(results.summary(), flush=True)
+    sys.exit(1 if results.failed else 0)
+
+
+if __name__ == "__main__":
+    main()
