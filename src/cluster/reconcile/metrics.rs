@@ -69,9 +69,16 @@ impl ReconcileMetrics {
             "Unix time when the last complete reconciler run ended.",
         )
         .expect("static metric options");
+        // Every series exists from the start, at 0, so rates and alerts see the first count.
         for reason in ["node_lost_session", "node_unreachable"] {
             removals.with_label_values(&[reason]);
             would_remove.with_label_values(&[reason]);
+        }
+        for outcome in ["answered", "unreachable", "bad_answer", "skipped"] {
+            checks.with_label_values(&[outcome]);
+        }
+        for outcome in ["done", "no_quorum", "failed"] {
+            runs.with_label_values(&[outcome]);
         }
         for collector in [
             Box::new(removals.clone()) as Box<dyn prometheus::core::Collector>,
