@@ -102,6 +102,22 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The value of the reconciler family `gridraft_reconcile_<family>` with its one label.
+fn reconcile_metric(text: &str, family: &str, label: &str, value: &str) -> f64 {
+    metric(
+        text,
+        &format!("gridraft_reconcile_{family}{{{label}=\"{value}\"}}"),
+    )
+}
+
+fn removed(text: &str, reason: &str) -> f64 {
+    reconcile_metric(text, "removals_total", "reason", reason)
+}
+
+fn runs(text: &str, outcome: &str) -> f64 {
+    reconcile_metric(text, "runs_total", "outcome", outcome)
+}
+
 async fn removals(c: &TestCluster, id: u64, query: &str) -> (u16, serde_json::Value) {
     let url = format!("http://{}/admin/removals{query}", c.members[&id].peer);
     let resp = c.http.get(url).bearer_auth(SECRET).send().await.unwrap();
@@ -167,14 +183,8 @@ async fn a_session_its_node_no_longer_holds_leaves_after_the_grace_and_only_the_
     println!("phase: only the leader asked, with the registration secret");
     for id in [1, 2, 3] {
         let text = c.metrics_text(id).await;
-        let answered = metric(
-            &text,
-            "gridraft_reconcile_node_checks_total{outcome=\"answered\"}",
-        );
-        let removed = metric(
-            &text,
-            "gridraft_reconcile_removals_total{reason=\"node_lost_session\"}",
-        );
+        let answered = reconcile_metric(&text, "node_checks_total", "outcome", "answered");
+        let removed = removed(&text, "node_lost_session");
         if id == leader {
             assert!(answered >= 2.0, "leader {id} checked {answered} times");
             assert_eq!(removed, 1.0);
@@ -215,10 +225,9 @@ async fn an_unreachable_node_loses_its_sessions_after_node_down_after_and_a_youn
     assert_eq!(c.add(1, "young", &node.uri).await.status(), 200);
     let seen = Instant::now();
     let leader = c.leader().await;
-    let runs = |text: &str| metric(text, "gridraft_reconcile_runs_total{outcome=\"done\"}");
-    let before = runs(&c.metrics_text(leader).await);
+    let before = runs(&c.metrics_text(leader).await, "done");
     eventually(WAIT, "three more runs", || async {
-        (runs(&c.metrics_text(leader).await) >= before + 3.0).then_some(())
+        (runs(&c.metrics_text(leader).await, "done") >= before + 3.0).then_some(())
     })
     .await;
     if seen.elapsed() < Duration::from_secs(2) {
@@ -242,27 +251,15 @@ async fn dry_run_counts_what_it_would_remove_and_removes_nothing() {
     assert_eq!(c.add(1, "down", &dead_node()).await.status(), 200);
     eventually(WAIT, "both counted as would-remove", || async {
         let text = c.metrics_text(leader).await;
-        let lost = metric(
-            &text,
-            "gridraft_reconcile_would_remove{reason=\"node_lost_session\"}",
-        );
-        let down = metric(
-            &text,
-            "gridraft_reconcile_would_remove{reason=\"node_unreachable\"}",
-        );
+        let lost = reconcile_metric(&text, "would_remove", "reason", "node_lost_session");
+        let down = reconcile_metric(&text, "would_remove", "reason", "node_unreachable");
         (lost == 1.0 && down == 1.0).then_some(())
     })
     .await;
     assert_eq!(c.get_status(2, "lost").await, 200);
     assert_eq!(c.get_status(2, "down").await, 200);
     let text = c.metrics_text(leader).await;
-    assert_eq!(
-        metric(
-            &text,
-            "gridraft_reconcile_removals_total{reason=\"node_lost_session\"}"
-        ),
-        0.0
-    );
+    assert_eq!(removed(&text, "node_lost_session"), 0.0);
     assert_eq!(removals(&c, leader, "").await.1["count"], 0);
     c.shutdown().await;
 }
@@ -283,10 +280,8 @@ async fn a_leader_without_a_quorum_removes_nothing_and_resumes_after_the_heal() 
     for f in &followers {
         c.isolate(*f);
     }
-    let no_quorum =
-        |text: &str| metric(text, "gridraft_reconcile_runs_total{outcome=\"no_quorum\"}");
     eventually(WAIT, "runs skipped for want of a quorum", || async {
-        (no_quorum(&c.metrics_text(leader).await) >= 3.0).then_some(())
+        (runs(&c.metrics_text(leader).await, "no_quorum") >= 3.0).then_some(())
     })
     .await;
     // Past the grace by now (three skipped runs take over 2 s with the barrier's timeouts);
@@ -300,13 +295,7 @@ async fn a_leader_without_a_quorum_removes_nothing_and_resumes_after_the_heal() 
         );
     }
     let text = c.metrics_text(leader).await;
-    assert_eq!(
-        metric(
-            &text,
-            "gridraft_reconcile_removals_total{reason=\"node_lost_session\"}"
-        ),
-        0.0
-    );
+    assert_eq!(removed(&text, "node_lost_session"), 0.0);
 
     println!("phase: healed; the session leaves");
     for f in &followers {
