@@ -17,26 +17,24 @@ failed. Only 127.0.0.1 is used.
 """
 
 import argparse
-import json
 import os
-import shutil
 import signal
-import sys
 import tempfile
 import time
 
 from procs import Procs, Results, find_leader, http, log, member_args, member_env, wait_until
+from selenium_grid import Ports, bus_args, check_logs_have_no_panic, finish, new_session, start_grid
 
 SECRET = "reconcile-registration-secret"
 CLUSTER_SECRET = "reconcile-cluster-secret"
-BUS_PUB, BUS_SUB, BUS_HTTP = 24442, 24443, 25557
-QUEUE, DISTRIBUTOR, ROUTER, NODE = 25559, 25553, 24444, 25555
+PORTS = Ports(bus_pub=24442, bus_sub=24443, bus_http=25557, queue=25559, distributor=25553, router=24444,
+              node=25555)
 MEMBERS = {1: (25561, 27561), 2: (25562, 27562), 3: (25563, 27563)}
 INTERVAL, GRACE, NODE_DOWN_AFTER = 2, 5, 10
 # Time a check may add on a loaded machine: one node timeout, a commit, a lookup.
 SLACK = 5
 HEALTHY_INTERVALS = 10
-NODE_URI = f"http://127.0.0.1:{NODE}"
+NODE_URI = f"http://127.0.0.1:{PORTS.node}"
 
 results = Results()
 procs = None
@@ -46,70 +44,16 @@ def check(name, ok, detail=""):
     return results.check(name, ok, detail)
 
 
-def java(jar, *args):
-    return ["java", "-jar", jar, *args]
-
-
-def bus_args():
-    return ["--publish-events", f"tcp://127.0.0.1:{BUS_PUB}", "--subscribe-events", f"tcp://127.0.0.1:{BUS_SUB}"]
-
-
 def start_members(binary, workdir):
     with open(os.path.join(workdir, "cluster-secret"), "w") as f:
         f.write(CLUSTER_SECRET)
     for mid in MEMBERS:
-        extra = bus_args() + ["--registration-secret", SECRET,
-                              "--reconcile-interval", f"{INTERVAL}s", "--reconcile-grace", f"{GRACE}s",
-                              "--reconcile-node-down-after", f"{NODE_DOWN_AFTER}s"]
+        extra = bus_args(PORTS) + ["--registration-secret", SECRET,
+                                   "--reconcile-interval", f"{INTERVAL}s", "--reconcile-grace", f"{GRACE}s",
+                                   "--reconcile-node-down-after", f"{NODE_DOWN_AFTER}s"]
         procs.start(f"gridraft-{mid}", member_args(binary, mid, MEMBERS, workdir, extra=extra), member_env())
     for mid, (public, _) in MEMBERS.items():
         wait_until(f"member {mid} ready", lambda p=public: http("GET", f"http://127.0.0.1:{p}/readyz")[0] == 204)
-
-
-def start_bus(jar):
-    procs.start("event-bus", java(jar, "event-bus", *bus_args(), "--port", str(BUS_HTTP), "--host", "127.0.0.1",
-                                  "--registration-secret", SECRET))
-    wait_until("event bus", lambda: http("GET", f"http://127.0.0.1:{BUS_HTTP}/readyz")[0] in (200, 204))
-
-
-def start_grid(jar, workdir):
-    sec = ["--registration-secret", SECRET]
-    sessions = ["--sessions", f"http://127.0.0.1:{MEMBERS[1][0]}"]
-    start_bus(jar)
-    procs.start("sessionqueue", java(jar, "sessionqueue", "--port", str(QUEUE), "--host", "127.0.0.1", *sec))
-    wait_until("session queue", lambda: http("GET", f"http://127.0.0.1:{QUEUE}/readyz")[0] in (200, 204))
-    procs.start("distributor", java(jar, "distributor", *sessions, "--sessionqueue", f"http://127.0.0.1:{QUEUE}",
-                                    "--bind-bus", "false", "--port", str(DISTRIBUTOR), "--host", "127.0.0.1",
-                                    *bus_args(), *sec))
-    procs.start("router", java(jar, "router", *sessions, "--distributor", f"http://127.0.0.1:{DISTRIBUTOR}",
-                               "--sessionqueue", f"http://127.0.0.1:{QUEUE}", "--port", str(ROUTER),
-                               "--host", "127.0.0.1", *sec))
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    stereotype = json.dumps({"browserName": "chrome", "platformName": "linux",
-                             "goog:chromeOptions": {"binary": chromium, "args": [
-                                 "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]}})
-    node_toml = os.path.join(workdir, "node.toml")
-    with open(node_toml, "w") as f:
-        f.write("[node]\ndetect-drivers = false\nselenium-manager = false\nmax-sessions = 3\n"
-                "override-max-sessions = true\n\n[[node.driver-configuration]]\n"
-                f"display-name = \"chromium\"\nwebdriver-executable = \"{chromedriver}\"\nmax-sessions = 3\n"
-                f"stereotype = '{stereotype}'\n")
-    procs.start("node", java(jar, "node", "--config", node_toml, "--port", str(NODE), "--host", "127.0.0.1",
-                             *bus_args(), *sec))
-
-    def grid_ready():
-        code, body = http("GET", f"http://127.0.0.1:{ROUTER}/status")
-        return code == 200 and body["value"]["ready"] and body
-    wait_until("the grid to be ready with a node", grid_ready, timeout=180)
-
-
-def new_session():
-    caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome"}}}
-    code, body = http("POST", f"http://127.0.0.1:{ROUTER}/session", caps, timeout=120)
-    if code != 200:
-        raise RuntimeError(f"new session failed: {code} {body}")
-    return body["value"]["sessionId"]
 
 
 def lookup(mid, sid):
@@ -163,7 +107,7 @@ def case_healthy(long_sid):
     started = time.time()
     kept = True
     while time.time() - started < HEALTHY_INTERVALS * INTERVAL:
-        code, body = http("GET", f"http://127.0.0.1:{ROUTER}/session/{long_sid}/title", timeout=30)
+        code, body = http("GET", f"http://127.0.0.1:{PORTS.router}/session/{long_sid}/title", timeout=30)
         kept = kept and code == 200 and in_every_map(long_sid)
         time.sleep(INTERVAL)
     checks = answered_checks() - checks_before
@@ -231,29 +175,18 @@ def main():
     procs = Procs(logdir)
     try:
         start_members(args.gridraft, workdir)
-        start_grid(args.jar, workdir)
-        long_sid, doomed, dropped = new_session(), new_session(), new_session()
+        start_grid(procs, args.jar, workdir, PORTS, f"http://127.0.0.1:{MEMBERS[1][0]}", SECRET, max_sessions=3)
+        long_sid, doomed, dropped = (new_session(PORTS) for _ in range(3))
         wait_until("the sessions in every map", lambda: all(in_every_map(s) for s in (long_sid, doomed, dropped)))
         check("three real sessions are in every member's map", True)
         case_healthy(long_sid)
         case_dropped_without_event(dropped)
         case_node_killed([long_sid, doomed])
-        for mid in MEMBERS:
-            with open(procs.log_path(f"gridraft-{mid}"), errors="replace") as f:
-                text = f.read()
-            check(f"no panic in the log of gridraft-{mid}", "panicked" not in text)
+        check_logs_have_no_panic(procs, results, [f"gridraft-{mid}" for mid in MEMBERS])
     except Exception as e:  # noqa: BLE001 - report and count
         check("the run completed", False, repr(e))
     finally:
-        procs.stop_all()
-        if results.failed:
-            log(f"logs kept in {logdir}")
-            procs.print_tails()
-        elif not args.keep_logs:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(results.summary(), flush=True)
-    sys.exit(1 if results.failed else 0)
-
+        finish(procs, results, logdir, args.keep_logs)
 
 if __name__ == "__main__":
     main()
