@@ -9,17 +9,15 @@ Ends with a line `N passed, M failed`; exits non-zero when anything failed.
 Only 127.0.0.1 is used.
 """
 
-import argparse
 import os
 import signal
-import tempfile
 import threading
 import time
 
 from procs import Procs, Results, find_leader, http, log, member_args, member_env, wait_until, \
     write_haproxy_cfg
 from selenium_grid import Ports, bus_args, check_logs_have_no_panic, finish, new_session as grid_new_session, \
-    start_grid
+    start_grid, tier_arguments, tier_dirs
 
 SECRET = "e2e-registration-secret"
 CLUSTER_SECRET = "e2e-cluster-secret"
@@ -163,19 +161,10 @@ def phase_leader_kill(node_uri, binary, workdir, logdir, seconds):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    repo = os.path.dirname(here)
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--gridraft", default=os.path.join(repo, "target", "release", "gridraft"))
-    ap.add_argument("--jar", default=os.environ.get("GRIDRAFT_SELENIUM_JAR", os.path.join(
-        repo, "..", "shared", "selenium", "selenium-server-4.48.0.jar")))
+    ap = tier_arguments(__doc__)
     ap.add_argument("--seconds", type=float, default=12, help="length of the leader-kill phase")
-    ap.add_argument("--keep-logs", action="store_true")
     args = ap.parse_args()
-    workdir = tempfile.mkdtemp(prefix="gridraft-e2e-")
-    logdir = os.path.join(workdir, "logs")
-    os.makedirs(logdir)
-    log(f"work dir {workdir}")
+    workdir, logdir = tier_dirs("gridraft-e2e-")
     global procs
     procs = Procs(logdir)
     with open(os.path.join(workdir, "cluster-secret"), "w") as f:

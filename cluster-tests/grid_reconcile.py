@@ -16,14 +16,13 @@ Prints the measured timings. Ends with a line `N passed, M failed`; exits non-ze
 failed. Only 127.0.0.1 is used.
 """
 
-import argparse
 import os
 import signal
-import tempfile
 import time
 
 from procs import Procs, Results, find_leader, http, log, member_args, member_env, wait_until
-from selenium_grid import Ports, bus_args, check_logs_have_no_panic, finish, new_session, start_grid
+from selenium_grid import Ports, bus_args, check_logs_have_no_panic, finish, new_session, start_grid, \
+    tier_arguments, tier_dirs
 
 SECRET = "reconcile-registration-secret"
 CLUSTER_SECRET = "reconcile-cluster-secret"
@@ -159,18 +158,9 @@ def case_node_killed(sids):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    repo = os.path.dirname(here)
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--gridraft", default=os.path.join(repo, "target", "release", "gridraft"))
-    ap.add_argument("--jar", default=os.environ.get("GRIDRAFT_SELENIUM_JAR", os.path.join(
-        repo, "..", "shared", "selenium", "selenium-server-4.48.0.jar")))
-    ap.add_argument("--keep-logs", action="store_true")
+    ap = tier_arguments(__doc__)
     args = ap.parse_args()
-    workdir = tempfile.mkdtemp(prefix="gridraft-reconcile-")
-    logdir = os.path.join(workdir, "logs")
-    os.makedirs(logdir)
-    log(f"work dir {workdir}")
+    workdir, logdir = tier_dirs("gridraft-reconcile-")
     global procs
     procs = Procs(logdir)
     try:
@@ -187,6 +177,7 @@ def main():
         check("the run completed", False, repr(e))
     finally:
         finish(procs, results, logdir, args.keep_logs)
+
 
 if __name__ == "__main__":
     main()

@@ -7,15 +7,37 @@ of a tier (stop everything, keep the logs when something failed, `N passed, M fa
 Standard library only.
 """
 
+import argparse
 import collections
 import json
 import os
 import shutil
 import sys
+import tempfile
 
 from procs import http, log, wait_until
 
 Ports = collections.namedtuple("Ports", "bus_pub bus_sub bus_http queue distributor router node")
+
+
+def tier_arguments(description):
+    """The flags every real-Grid tier takes: --gridraft, --jar, --keep-logs (add your own)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--gridraft", default=os.path.join(repo, "target", "release", "gridraft"))
+    ap.add_argument("--jar", default=os.environ.get("GRIDRAFT_SELENIUM_JAR", os.path.join(
+        repo, "..", "shared", "selenium", "selenium-server-4.48.0.jar")))
+    ap.add_argument("--keep-logs", action="store_true")
+    return ap
+
+
+def tier_dirs(prefix):
+    """A fresh work directory and its `logs` folder."""
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    logdir = os.path.join(workdir, "logs")
+    os.makedirs(logdir)
+    log(f"work dir {workdir}")
+    return workdir, logdir
 
 
 def java(jar, *args):

@@ -49,8 +49,9 @@ pub struct Reconciler {
     origin: Instant,
     /// Sessions seen while leading: id → the add index and when first seen with it.
     seen: HashMap<Arc<str>, Known>,
-    /// Nodes that have not answered since: node → the first failed check after their last
-    /// answer.
+    /// Nodes with sessions → when they last answered this leader.
+    last_answer: HashMap<Arc<str>, u64>,
+    /// Nodes that have not answered this leader at all → their first failed check.
     down_since: HashMap<Arc<str>, u64>,
     /// Dry run: ids already logged as "would remove", so each is logged once.
     reported: HashSet<Arc<str>>,
@@ -92,6 +93,7 @@ pub async fn run(
         metrics,
         origin: Instant::now(),
         seen: HashMap::new(),
+        last_answer: HashMap::new(),
         down_since: HashMap::new(),
         reported: HashSet::new(),
         leading: false,
@@ -137,6 +139,7 @@ impl Reconciler {
     /// Forgets every observation: a new term of leadership starts its own clocks.
     fn forget(&mut self) {
         self.seen.clear();
+        self.last_answer.clear();
         self.down_since.clear();
         self.reported.clear();
         self.failing.clear();
@@ -252,6 +255,7 @@ impl Reconciler {
         // Bounded by the map: forget what it no longer holds.
         self.seen.retain(|id, _| live.contains(id));
         self.reported.retain(|id| live.contains(id));
+        self.last_answer.retain(|uri, _| nodes.contains_key(uri));
         self.down_since.retain(|uri, _| nodes.contains_key(uri));
         self.failing.retain(|uri, _| nodes.contains_key(uri));
         nodes
@@ -262,6 +266,7 @@ impl Reconciler {
         let failing = self.failing.entry(uri.clone()).or_default();
         match check {
             Check::Holds(held) => {
+                self.last_answer.insert(uri.clone(), now);
                 self.down_since.remove(uri);
                 if let Some(n) = failing.succeeded() {
                     tracing::info!(node = %uri, failed_checks = n, "reconciler: node answers again");
@@ -273,7 +278,12 @@ impl Reconciler {
                 if let Some(n) = failing.failed(Instant::now(), REPEAT_EVERY) {
                     tracing::warn!(node = %uri, error = %why, failed_checks = n, "reconciler: node status request failed");
                 }
-                let since = *self.down_since.entry(uri.clone()).or_insert(now);
+                // Unreachable since its last answer; a node that never answered this leader,
+                // since the first failed check.
+                let since = match self.last_answer.get(uri) {
+                    Some(at) => *at,
+                    None => *self.down_since.entry(uri.clone()).or_insert(now),
+                };
                 NodeState::Unreachable { since_ms: since }
             }
         }

@@ -32,7 +32,8 @@ pub struct Known {
 pub enum NodeState {
     /// The node answered with the ids of the sessions it holds.
     Answered(HashSet<String>),
-    /// No answer since `since_ms` (the first failed check after the last answer).
+    /// No answer since `since_ms`: the node's last answer, or the first failed check when it
+    /// has not answered this leader at all.
     Unreachable { since_ms: u64 },
     /// Not checked (a URI the reconciler cannot ask): nothing is decided.
     Unchecked,
