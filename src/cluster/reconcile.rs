@@ -194,6 +194,10 @@ impl Reconciler {
         if !self.quorum().await {
             return;
         }
+        if self.cluster.check_leader().is_err() {
+            // Lost the leadership during the run: the next tick pauses the reconciler.
+            return;
+        }
         let outcome = self.propose(plan.remove).await;
         self.finished(outcome);
     }
