@@ -176,6 +176,16 @@ async fn a_session_its_node_no_longer_holds_leaves_after_the_grace_and_only_the_
     let query = format!("?node={}&since=0", node.uri.replace(':', "%3A"));
     assert_eq!(removals(&c, 1, &query).await.1["count"], 1);
     assert_eq!(removals(&c, 1, "?node=http://other:1").await.1["count"], 0);
+    assert_eq!(
+        removals(&c, 1, "?since=2001-02-03T04:05:06Z").await.1["count"],
+        1
+    );
+    assert_eq!(
+        removals(&c, 1, "?since=2999-01-01T00:00:00%2B02:00")
+            .await
+            .1["count"],
+        0
+    );
     let (code, bad) = removals(&c, 1, "?since=yesterday").await;
     assert_eq!(code, 400);
     assert!(bad["error"].as_str().unwrap().contains("since"), "{bad}");
