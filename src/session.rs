@@ -290,7 +290,7 @@ pub enum RemovalReason {
 
 impl RemovalReason {
     /// The reason text shown in the 404 message after removal (docs/compatibility.md#errors).
-    pub fn text(&self) -> std::borrow::Cow<'static, str> {
+    pub fn text(&self) -> String {
         match self {
             RemovalReason::QuitCommand => "session closed normally (QUIT command)".into(),
             RemovalReason::Timeout => "session timed out due to inactivity".into(),
@@ -298,7 +298,7 @@ impl RemovalReason {
             RemovalReason::NodeRestarted => "node was restarted".into(),
             RemovalReason::NodeLostSession => "node no longer has the session".into(),
             RemovalReason::NodeUnreachable { for_ms } => {
-                format!("node unreachable for {} seconds", for_ms / 1000).into()
+                format!("node unreachable for {} seconds", for_ms / 1000)
             }
         }
     }

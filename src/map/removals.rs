@@ -76,7 +76,7 @@ impl SessionMap {
             .map(|(id, t)| Removal {
                 session_id: id.to_string(),
                 node: t.node.clone(),
-                reason: t.reason.text().into_owned(),
+                reason: t.reason.text(),
                 reason_code: t.reason.name(),
                 source: t.source,
                 removed_at: format_instant_nanos(i128::from(t.removed_at)),
