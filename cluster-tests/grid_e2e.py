@@ -9,23 +9,21 @@ Ends with a line `N passed, M failed`; exits non-zero when anything failed.
 Only 127.0.0.1 is used.
 """
 
-import argparse
-import json
 import os
-import shutil
 import signal
-import sys
-import tempfile
 import threading
 import time
 
 from procs import Procs, Results, find_leader, http, log, member_args, member_env, wait_until, \
     write_haproxy_cfg
+from selenium_grid import Ports, bus_args, check_logs_have_no_panic, finish, new_session as grid_new_session, \
+    start_grid, tier_arguments, tier_dirs
 
 SECRET = "e2e-registration-secret"
 CLUSTER_SECRET = "e2e-cluster-secret"
-BUS_PUB, BUS_SUB, BUS_HTTP = 14442, 14443, 15557
-QUEUE, DISTRIBUTOR, ROUTER, NODE = 15559, 15553, 14444, 15555
+PORTS = Ports(bus_pub=14442, bus_sub=14443, bus_http=15557, queue=15559, distributor=15553, router=14444,
+              node=15555)
+ROUTER = PORTS.router
 VIP = 15556
 MEMBERS = {1: (15561, 17561), 2: (15562, 17562), 3: (15563, 17563)}
 PAGE = "data:text/html,<html><head><title>gridraft e2e</title></head><body><p id='greeting'>hello grid</p></body></html>"
@@ -43,9 +41,7 @@ def start(name, args, logdir=None, env=None):
 
 
 def start_member(binary, mid, workdir, logdir):
-    args = member_args(binary, mid, MEMBERS, workdir, extra=[
-        "--publish-events", f"tcp://127.0.0.1:{BUS_PUB}", "--subscribe-events", f"tcp://127.0.0.1:{BUS_SUB}",
-        "--registration-secret", SECRET])
+    args = member_args(binary, mid, MEMBERS, workdir, extra=[*bus_args(PORTS), "--registration-secret", SECRET])
     return start(f"gridraft-{mid}", args, logdir, member_env())
 
 
@@ -54,49 +50,8 @@ def leader():
     return find_leader(live, CLUSTER_SECRET)
 
 
-def start_grid(jar, workdir, logdir):
-    java = ["java", "-jar", jar]
-    bus = ["--publish-events", f"tcp://127.0.0.1:{BUS_PUB}", "--subscribe-events", f"tcp://127.0.0.1:{BUS_SUB}"]
-    sec = ["--registration-secret", SECRET]
-    start("event-bus", java + ["event-bus"] + bus + ["--port", str(BUS_HTTP), "--host", "127.0.0.1"] + sec, logdir)
-    wait_until("event bus", lambda: http("GET", f"http://127.0.0.1:{BUS_HTTP}/readyz")[0] in (200, 204))
-    start("sessionqueue", java + ["sessionqueue", "--port", str(QUEUE), "--host", "127.0.0.1"] + sec, logdir)
-    wait_until("session queue", lambda: http("GET", f"http://127.0.0.1:{QUEUE}/readyz")[0] in (200, 204))
-    start("distributor", java + ["distributor", "--sessions", f"http://127.0.0.1:{VIP}",
-                                 "--sessionqueue", f"http://127.0.0.1:{QUEUE}", "--bind-bus", "false",
-                                 "--port", str(DISTRIBUTOR), "--host", "127.0.0.1"] + bus + sec, logdir)
-    start("router", java + ["router", "--sessions", f"http://127.0.0.1:{VIP}",
-                            "--distributor", f"http://127.0.0.1:{DISTRIBUTOR}",
-                            "--sessionqueue", f"http://127.0.0.1:{QUEUE}",
-                            "--port", str(ROUTER), "--host", "127.0.0.1"] + sec, logdir)
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    node_toml = os.path.join(workdir, "node.toml")
-    stereotype = json.dumps({"browserName": "chrome", "platformName": "linux",
-                             "goog:chromeOptions": {"binary": chromium,
-                                                    "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                                                             "--disable-gpu"]}})
-    with open(node_toml, "w") as f:
-        f.write("[node]\ndetect-drivers = false\nselenium-manager = false\nmax-sessions = 4\n"
-                "override-max-sessions = true\n\n[[node.driver-configuration]]\n"
-                f"display-name = \"chromium\"\nwebdriver-executable = \"{chromedriver}\"\nmax-sessions = 4\n"
-                f"stereotype = '{stereotype}'\n")
-    start("node", java + ["node", "--config", node_toml, "--port", str(NODE), "--host", "127.0.0.1"] + bus + sec, logdir)
-
-    def grid_ready():
-        code, body = http("GET", f"http://127.0.0.1:{ROUTER}/status")
-        return code == 200 and body["value"]["ready"] and body
-    status = wait_until("the grid to be ready with a node", grid_ready, timeout=180)
-    nodes = status["value"]["nodes"]
-    return nodes[0]["uri"]
-
-
 def new_session():
-    caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome"}}}
-    code, body = http("POST", f"http://127.0.0.1:{ROUTER}/session", caps, timeout=120)
-    if code != 200:
-        raise RuntimeError(f"new session failed: {code} {body}")
-    return body["value"]["sessionId"]
+    return grid_new_session(PORTS)
 
 
 def webdriver_round(sid):
@@ -206,19 +161,10 @@ def phase_leader_kill(node_uri, binary, workdir, logdir, seconds):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    repo = os.path.dirname(here)
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--gridraft", default=os.path.join(repo, "target", "release", "gridraft"))
-    ap.add_argument("--jar", default=os.environ.get("GRIDRAFT_SELENIUM_JAR", os.path.join(
-        repo, "..", "shared", "selenium", "selenium-server-4.48.0.jar")))
+    ap = tier_arguments(__doc__)
     ap.add_argument("--seconds", type=float, default=12, help="length of the leader-kill phase")
-    ap.add_argument("--keep-logs", action="store_true")
     args = ap.parse_args()
-    workdir = tempfile.mkdtemp(prefix="gridraft-e2e-")
-    logdir = os.path.join(workdir, "logs")
-    os.makedirs(logdir)
-    log(f"work dir {workdir}")
+    workdir, logdir = tier_dirs("gridraft-e2e-")
     global procs
     procs = Procs(logdir)
     with open(os.path.join(workdir, "cluster-secret"), "w") as f:
@@ -230,25 +176,16 @@ def main():
         write_haproxy_cfg(cfg, VIP, {mid: p[0] for mid, p in MEMBERS.items()})
         start("haproxy", ["haproxy", "-db", "-f", cfg], logdir)
         wait_until("gridraft behind the VIP", lambda: http("GET", f"http://127.0.0.1:{VIP}/readyz")[0] == 204)
-        node_uri = start_grid(args.jar, workdir, logdir)
+        node_uri = start_grid(procs, args.jar, workdir, PORTS, f"http://127.0.0.1:{VIP}", SECRET)
         log(f"grid ready; node {node_uri}")
         phase_plain(node_uri)
         phase_leader_kill(node_uri, args.gridraft, workdir, logdir, args.seconds)
-        for mid in MEMBERS:
-            with open(procs.log_path(f"gridraft-{mid}"), errors="replace") as f:
-                text = f.read()
-            check(f"no panic in the log of gridraft-{mid}", "panicked" not in text)
+        check_logs_have_no_panic(procs, results, [f"gridraft-{mid}" for mid in MEMBERS])
     except Exception as e:  # noqa: BLE001 - report and count
         check("the run completed", False, repr(e))
     finally:
-        procs.stop_all()
-        if results.failed:
-            log(f"logs kept in {logdir}")
-            procs.print_tails()
-        elif not args.keep_logs:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(results.summary(), flush=True)
-    sys.exit(1 if results.failed else 0)
+        finish(procs, results, logdir, args.keep_logs)
+
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,5 @@
 """Local processes for the tests that run real gridraft members on 127.0.0.1 (grid_e2e.py,
-hardening.py): start and stop processes with their logs in one directory, haproxy in front of
+grid_reconcile.py, hardening.py; the Selenium Grid itself is in selenium_grid.py): start and stop processes with their logs in one directory, haproxy in front of
 the members' public ports, JSON over HTTP, waiting with a timeout, and PASS/FAIL counting.
 
 Standard library only.

@@ -134,9 +134,9 @@ def run(binary, jar, workdir, logdir, procs):
                   "3 live sessions on 2 Grid nodes." in dom
                   and f"<td><code>{NODE_A}</code></td><td>2</td>" in dom
                   and f"<td><code>{NODE_B}</code></td><td>1</td>" in dom)
-    results.check("both removals are in the history with their reasons",
-                  re.search(r"<code>sess-gone</code>.*?session closed normally", dom) is not None
-                  and re.search(r"<code>sess-timed-out</code>.*?session timed out", dom) is not None)
+    results.check("both removals are in the history with their reasons and sources",
+                  re.search(r"<code>sess-gone</code>.*?session closed normally.*?<td>delete</td>", dom) is not None
+                  and re.search(r"<code>sess-timed-out</code>.*?session timed out.*?<td>event</td>", dom) is not None)
     results.check("every member is shown connected to the event bus",
                   all("<td>connected; last message " in member_row(dom, mid) for mid in members),
                   member_row(dom, viewer))

@@ -51,6 +51,9 @@ scripts/check-selenium-dropin.sh target/debug/gridraft
 section "a real Selenium Grid on a three-member gridraft, with a leader kill"
 python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft
 
+section "the reconciler on a real Selenium Grid: a killed node, a lost session event, a long session"
+python3 cluster-tests/grid_reconcile.py --gridraft target/debug/gridraft
+
 if [ -z "${SKIP_HARDENING:-}" ]; then
   section "the fault tier: full disk, slow clients, big requests, idle leader, late duplicate event"
   python3 cluster-tests/hardening.py --gridraft target/debug/gridraft

@@ -20,6 +20,7 @@ mod mirror;
 mod raft;
 mod ui;
 pub mod selenium_env;
+mod reconcile;
 pub use cluster::ClusterSettings;
 pub use events::{EventSettings, EVENTS_FRAME_BYTES, EVENTS_RECEIVE_HWM};
 pub use grid::{GridSettings, InputLimits};
@@ -28,6 +29,7 @@ pub use http::{HttpLimits, HttpSettings};
 pub use mirror::{MirrorSettings, MirrorsSettings};
 pub use raft::{RaftSettings, RaftTuning};
 pub use ui::UiSettings;
+pub use reconcile::{ReconcileConfig, ReconcileSettings};
 
 /// Upper bound on `worker-threads`.
 pub const MAX_WORKER_THREADS: usize = 1024;
@@ -72,6 +74,8 @@ pub struct Settings {
     pub disk: DiskSettings,
     /// The status page `/ui`.
     pub ui: UiSettings,
+    /// The leader's check of the Grid nodes that hold sessions.
+    pub reconcile: ReconcileSettings,
 }
 
 impl Default for Settings {
@@ -96,6 +100,7 @@ impl Default for Settings {
             health: HealthSettings::default(),
             disk: DiskSettings::default(),
             ui: UiSettings::default(),
+            reconcile: ReconcileSettings::default(),
         }
     }
 }
@@ -145,6 +150,8 @@ pub struct Resolved {
     pub health: ResolvedHealth,
     /// `[ui]`.
     pub ui: UiSettings,
+    /// `[reconcile]`; `None` when the reconciler is off.
+    pub reconcile: Option<ReconcileConfig>,
 }
 
 impl Settings {
@@ -239,6 +246,10 @@ impl Settings {
         let http = self.http.resolve(&mut problems);
         let cluster_secret = self.secret(&mut problems);
         let events = self.events.resolve(&mut problems);
+        let reconcile = self.reconcile.resolve(
+            events.as_ref().map(|e| e.registration_secret.as_str()),
+            &mut problems,
+        );
         let mirrors = self.mirror.resolve(&mut problems);
         let health = health::resolve(&self.health, &self.disk, &mut problems);
         if members.len() > 1 && cluster_secret.is_none() {
@@ -281,6 +292,7 @@ impl Settings {
             mirrors,
             health,
             ui: self.ui,
+            reconcile,
         })
     }
 

@@ -26,7 +26,10 @@ use uuid::Uuid;
 use crate::raft::MemberId;
 use crate::session::{RemovalReason, Session};
 
-pub use command::{now_nanos, oversized, Applied, Op, Proposal, MAX_PROPOSAL_BYTES};
+pub use command::{
+    now_nanos, oversized, Applied, Op, Proposal, ReconcileRemoval, MAX_PROPOSAL_BYTES,
+};
+pub use removals::{Removal, RemovalSource};
 
 /// How long a removal is remembered for the 404 message (Selenium's `LocalSessionMap`: 60 min).
 pub const TOMBSTONE_TTL_NANOS: i64 = 60 * 60 * 1_000_000_000;
@@ -182,6 +185,8 @@ pub struct Tombstone {
     pub removed_at: i64,
     pub reason: RemovalReason,
     pub node: String,
+    /// What removed it; derived from the command at apply time, so old log entries get one too.
+    pub source: RemovalSource,
 }
 
 /// The answer to a lookup by id.
@@ -250,7 +255,14 @@ impl SessionMap {
                 self.insert(session.clone());
                 1
             }
-            Op::Remove { id, reason } => u32::from(self.remove(id, *reason, p.at)),
+            Op::Remove { id, reason } => {
+                // Only the Grid's DELETE proposes a removal without an event id.
+                let source = match p.event_id {
+                    Some(_) => RemovalSource::Event,
+                    None => RemovalSource::Delete,
+                };
+                u32::from(self.remove(id, *reason, p.at, source))
+            }
             Op::RemoveByUri { uri, reason } => self.remove_on(uri, *reason, p.at, u64::MAX),
             Op::RemoveAddedBy {
                 id,
@@ -260,7 +272,7 @@ impl SessionMap {
                 let limit = first.min(*added_by);
                 match self.sessions.get(id.as_str()) {
                     Some(record) if record.added <= limit => {
-                        u32::from(self.remove(id, *reason, p.at))
+                        u32::from(self.remove(id, *reason, p.at, RemovalSource::Event))
                     }
                     _ => 0,
                 }
@@ -293,6 +305,7 @@ impl SessionMap {
                 }
                 0
             }
+            Op::Reconcile(removals) => removals.iter().map(|r| self.remove_judged(r, p.at)).sum(),
         };
         self.expire_tombstones();
         Applied { changed, duplicate }
@@ -386,7 +399,18 @@ impl SessionMap {
         self.sessions.insert(id, Arc::new(record));
     }
 
-    fn remove(&mut self, id: &str, reason: RemovalReason, at: i64) -> bool {
+    /// Removes a session the reconciler judged, only if it is still the record it judged (the
+    /// same add entry): a session replaced since was not judged.
+    fn remove_judged(&mut self, r: &ReconcileRemoval, at: i64) -> u32 {
+        match self.sessions.get(r.id.as_str()) {
+            Some(record) if record.added == r.added => {
+                u32::from(self.remove(&r.id, r.reason, at, RemovalSource::Reconciler))
+            }
+            _ => 0,
+        }
+    }
+
+    fn remove(&mut self, id: &str, reason: RemovalReason, at: i64, source: RemovalSource) -> bool {
         let Some(old) = self.sessions.remove(id) else {
             return false;
         };
@@ -398,6 +422,7 @@ impl SessionMap {
                 removed_at: at,
                 reason,
                 node: old.uri.to_string(),
+                source,
             },
         );
         true
@@ -438,7 +463,7 @@ impl SessionMap {
         let mut ids = self.ids_on(uri);
         ids.retain(|id| self.sessions.get(id).is_some_and(|r| r.added <= limit));
         ids.iter()
-            .map(|id| u32::from(self.remove(id, reason, at)))
+            .map(|id| u32::from(self.remove(id, reason, at, RemovalSource::Event)))
             .sum()
     }
 
@@ -526,6 +551,12 @@ impl SessionMapReader {
         self.read().low_disk_members()
     }
 
+    /// The removal history, newest first (see [`SessionMap::removals`]); the map is copied
+    /// (O(1)) so the lock is not held while it is read.
+    pub fn removals(&self, since_ms: Option<i64>, node: Option<&str>) -> Vec<Removal> {
+        self.snapshot().removals(since_ms, node)
+    }
+
     /// A consistent copy of the whole map (O(1)).
     pub fn snapshot(&self) -> SessionMap {
         self.read().clone()
@@ -539,10 +570,13 @@ impl SessionMapReader {
 
 pub mod command;
 mod image;
+mod removals;
 
 pub use image::ImageError;
 
 #[cfg(test)]
 mod event_tests;
+#[cfg(test)]
+mod removal_tests;
 #[cfg(test)]
 mod tests;

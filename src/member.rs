@@ -13,6 +13,7 @@ use crate::api::server::{ConnectionMetrics, ListenerSettings};
 use crate::api::{self, fd_budget, AppState};
 use crate::cluster::disk;
 use crate::cluster::health::{self, FatalHandle};
+use crate::cluster::reconcile::{self, ReconcileMetrics};
 use crate::cluster::{bootstrap, event_sink, Cluster, Leader};
 use crate::config::Resolved;
 use crate::events::{spawn_subscriber, EventMetrics};
@@ -122,8 +123,8 @@ async fn start_inner(
     let connection_metrics = ConnectionMetrics::new(&metrics.registry);
     cluster.read_stats().register(&metrics.registry);
     cluster.health.register(&metrics.registry);
-
     cluster.queue_full.register(&metrics.registry);
+    let reconcile_metrics = ReconcileMetrics::new(&metrics.registry);
     let state = Arc::new(AppState {
         cluster: cluster.clone(),
         metrics,
@@ -192,6 +193,15 @@ async fn start_inner(
             event_metrics,
         );
         tokio::spawn(event_sink::run(cluster.clone(), rx, tasks_stop.clone()).in_current_span());
+    }
+    if let Some(reconcile) = &cfg.reconcile {
+        let run = reconcile::run(
+            cluster.clone(),
+            reconcile.clone(),
+            reconcile_metrics,
+            tasks_stop.clone(),
+        );
+        tokio::spawn(run.in_current_span());
     }
     tokio::spawn(
         cluster

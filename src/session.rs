@@ -269,8 +269,10 @@ pub fn w3c_error_body(error: &str, message: &str) -> String {
     out
 }
 
-/// Why a session was removed: Selenium's `SessionClosedReason`. Serialised with the Java enum
-/// names so that log entries and events read the same as on the Java side.
+/// Why a session was removed: Selenium's `SessionClosedReason`, then gridraft's own reasons
+/// (the reconciler's), which no Grid event carries. Serialised with the Java enum names so that
+/// log entries and events read the same as on the Java side. New variants go at the end:
+/// bincode numbers them, and log entries already written must keep decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RemovalReason {
@@ -278,30 +280,63 @@ pub enum RemovalReason {
     Timeout,
     NodeRemoved,
     NodeRestarted,
+    /// The reconciler asked the session's node, which answered without the session.
+    NodeLostSession,
+    /// The reconciler could not reach the session's node for `for_ms` milliseconds.
+    NodeUnreachable {
+        for_ms: u64,
+    },
 }
 
 impl RemovalReason {
     /// The reason text shown in the 404 message after removal (docs/compatibility.md#errors).
-    pub fn text(&self) -> &'static str {
+    pub fn text(&self) -> String {
         match self {
-            RemovalReason::QuitCommand => "session closed normally (QUIT command)",
-            RemovalReason::Timeout => "session timed out due to inactivity",
-            RemovalReason::NodeRemoved => "node was removed from the grid",
-            RemovalReason::NodeRestarted => "node was restarted",
+            RemovalReason::QuitCommand => "session closed normally (QUIT command)".into(),
+            RemovalReason::Timeout => "session timed out due to inactivity".into(),
+            RemovalReason::NodeRemoved => "node was removed from the grid".into(),
+            RemovalReason::NodeRestarted => "node was restarted".into(),
+            RemovalReason::NodeLostSession => "node no longer has the session".into(),
+            RemovalReason::NodeUnreachable { for_ms } => {
+                format!("node unreachable for {} seconds", for_ms / 1000)
+            }
         }
     }
 
-    /// The Java enum name, e.g. `QUIT_COMMAND`.
+    /// The Java enum name, e.g. `QUIT_COMMAND` (gridraft's own reasons have names in the same
+    /// style, which no Grid event carries).
     pub fn name(&self) -> &'static str {
         match self {
             RemovalReason::QuitCommand => "QUIT_COMMAND",
             RemovalReason::Timeout => "TIMEOUT",
             RemovalReason::NodeRemoved => "NODE_REMOVED",
             RemovalReason::NodeRestarted => "NODE_RESTARTED",
+            RemovalReason::NodeLostSession => "NODE_LOST_SESSION",
+            RemovalReason::NodeUnreachable { .. } => "NODE_UNREACHABLE",
         }
     }
 
-    /// Parses an exact Java enum name (case-sensitive, as `Enum.valueOf`).
+    /// How long the node was unreachable, for [`RemovalReason::NodeUnreachable`]; else 0.
+    pub fn detail_ms(&self) -> u64 {
+        match self {
+            RemovalReason::NodeUnreachable { for_ms } => *for_ms,
+            _ => 0,
+        }
+    }
+
+    /// Parses a name written by [`RemovalReason::name`] with its [`RemovalReason::detail_ms`]
+    /// (a snapshot's removal record). Unlike [`RemovalReason::from_name`], it knows gridraft's
+    /// own reasons.
+    pub fn from_stored(name: &str, detail_ms: u64) -> Option<Self> {
+        match name {
+            "NODE_LOST_SESSION" => Some(RemovalReason::NodeLostSession),
+            "NODE_UNREACHABLE" => Some(RemovalReason::NodeUnreachable { for_ms: detail_ms }),
+            other => RemovalReason::from_name(other),
+        }
+    }
+
+    /// Parses an exact Java enum name (case-sensitive, as `Enum.valueOf`); gridraft's own
+    /// reasons are not Java's and never come from the event bus.
     pub fn from_name(name: &str) -> Option<Self> {
         [
             RemovalReason::QuitCommand,

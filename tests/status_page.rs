@@ -102,7 +102,10 @@ async fn status_page_shows_members_sessions_and_removals_without_capabilities() 
         page.contains("<code>gone-1</code>"),
         "removal history: {page}"
     );
-    assert!(page.contains("session closed normally (QUIT command)"));
+    assert!(
+        page.contains("session closed normally (QUIT command)</td><td>delete</td>"),
+        "a DELETE's removal names its source: {page}"
+    );
     assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
 
     tracing::info!("phase: no capability, no markup from the network");

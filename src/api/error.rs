@@ -259,6 +259,9 @@ pub enum PeerError {
         theirs: Option<String>,
         ours: Option<String>,
     },
+    /// 400: a query parameter that does not parse. JSON `{"error": ...}`.
+    #[error("{0}")]
+    BadQuery(String),
 }
 
 fn id_text(id: &Option<String>) -> String {
@@ -270,7 +273,7 @@ impl PeerError {
     pub fn status(&self) -> StatusCode {
         match self {
             PeerError::Unauthorized => StatusCode::UNAUTHORIZED,
-            PeerError::Undecodable(_) => StatusCode::BAD_REQUEST,
+            PeerError::Undecodable(_) | PeerError::BadQuery(_) => StatusCode::BAD_REQUEST,
             PeerError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
             PeerError::Admin(cluster::Error::NoLeader) | PeerError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -291,6 +294,9 @@ impl IntoResponse for PeerError {
             PeerError::Admin(e) | PeerError::Unavailable(e) => {
                 let body = serde_json::json!({ "error": Chain(e).to_string() });
                 (status, Json(body)).into_response()
+            }
+            PeerError::BadQuery(why) => {
+                (status, Json(serde_json::json!({ "error": why }))).into_response()
             }
             _ => (status, format!("{self}\n")).into_response(),
         }

@@ -24,9 +24,9 @@ use percent_encoding::percent_decode_str;
 
 use super::error::{no_content, ok, Action, ApiError};
 use super::AppState;
+use crate::map::TOMBSTONE_TTL_NANOS;
 use crate::map::{now_nanos, Op, Proposal};
-use crate::map::{Tombstone, TOMBSTONE_TTL_NANOS};
-use crate::peer::{LookupKind, PeerLookup};
+use crate::peer::{LookupKind, PeerLookup, Removed};
 use crate::session::{
     not_found_message, parse_add_body_within, AddError, Limit, Refused, RemovalReason,
 };
@@ -282,7 +282,7 @@ async fn lookup(state: &AppState, id: &str, kind: LookupKind) -> Result<Response
 
 /// The 404 message for a removed session; after 60 minutes (by this member's clock) the plain
 /// message, as Java's cache expiry gives.
-pub fn removed_message(id: &str, t: &Tombstone) -> String {
+pub fn removed_message(id: &str, t: &Removed) -> String {
     let now = now_nanos();
     if now.saturating_sub(t.removed_at) >= TOMBSTONE_TTL_NANOS {
         return not_found_message(id, None, 0);

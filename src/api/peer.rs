@@ -52,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(ADD_PATH, post(add_member))
         .route(REMOVE_PATH, post(remove_member))
         .route(crate::mirror::migrate::SESSIONS_PATH, get(sessions))
+        .route(REMOVALS_PATH, get(removals))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -293,6 +294,52 @@ async fn sessions(State(s): State<Arc<AppState>>) -> Result<Response, PeerError>
         Json(serde_json::json!({ "live_sessions": sessions.len(), "sessions": sessions }))
             .into_response(),
     )
+}
+
+/// The removal history route.
+pub const REMOVALS_PATH: &str = "/admin/removals";
+
+/// The removal history, newest first, as this member's map holds it (no read barrier: it is a
+/// record for operators, and answers on a member cut off from the others too). Query: `since`
+/// (RFC 3339, or milliseconds since the Unix epoch) and `node` (an exact node URI), both
+/// optional and percent-decoded.
+async fn removals(
+    State(s): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+) -> Result<Response, PeerError> {
+    let (since, node) = removals_query(uri.query().unwrap_or(""))?;
+    let removals = s.cluster.reader.removals(since, node.as_deref());
+    Ok(Json(serde_json::json!({ "count": removals.len(), "removals": removals })).into_response())
+}
+
+/// `since` in milliseconds since the epoch and `node`, from the query string.
+fn removals_query(query: &str) -> Result<(Option<i64>, Option<String>), PeerError> {
+    let (mut since, mut node) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| PeerError::BadQuery(format!("{key}: not UTF-8 once percent-decoded")))?
+            .into_owned();
+        match key {
+            "since" => {
+                let nanos = crate::session::parse_start(&serde_json::Value::String(value.clone()))
+                    .ok_or_else(|| {
+                        PeerError::BadQuery(format!(
+                            "since: {value:?} is neither an RFC 3339 time (2026-01-02T03:04:05Z) nor milliseconds since the Unix epoch"
+                        ))
+                    })?;
+                since = Some(i64::try_from(nanos.div_euclid(1_000_000)).unwrap_or(i64::MAX));
+            }
+            "node" => node = Some(value),
+            other => {
+                return Err(PeerError::BadQuery(format!(
+                    "unknown parameter {other:?} (known: since, node)"
+                )))
+            }
+        }
+    }
+    Ok((since, node))
 }
 
 async fn init(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, PeerError> {

@@ -308,7 +308,8 @@ fn removals(map: &SessionMap) -> (Vec<RemovalRow>, usize) {
         .map(|Reverse(ByTime(at, id, t))| RemovalRow {
             session_id: id.to_owned(),
             node: t.node.clone(),
-            reason: t.reason.text().to_owned(),
+            reason: t.reason.text(),
+            source: t.source.name(),
             removed_at: format_instant_nanos(i128::from(at)),
         })
         .collect();

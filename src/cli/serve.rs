@@ -164,6 +164,24 @@ pub struct ServeArgs {
     /// Serve the status page at /ui on the public port (true|false, default true).
     #[arg(long, env = "GRIDRAFT_UI_ENABLED", action = clap::ArgAction::Set)]
     pub ui_enabled: Option<bool>,
+    /// Whether the leader checks the Grid nodes and removes sessions they no longer hold
+    /// (true|false; default true when the event bus is configured).
+    #[arg(long, env = "GRIDRAFT_RECONCILE_ENABLED", action = clap::ArgAction::Set)]
+    pub reconcile_enabled: Option<bool>,
+    /// Time between two reconciler runs (default 30s).
+    #[arg(long, env = "GRIDRAFT_RECONCILE_INTERVAL")]
+    pub reconcile_interval: Option<String>,
+    /// Sessions the reconciler has known for less than this are never removed (default 60s).
+    #[arg(long, env = "GRIDRAFT_RECONCILE_GRACE")]
+    pub reconcile_grace: Option<String>,
+    /// A node unreachable for this long loses all its sessions (default 5m).
+    #[arg(long, env = "GRIDRAFT_RECONCILE_NODE_DOWN_AFTER")]
+    pub reconcile_node_down_after: Option<String>,
+    /// Log and count what the reconciler would remove, remove nothing (`--reconcile-dry-run`
+    /// or `--reconcile-dry-run true|false`).
+    #[arg(long, env = "GRIDRAFT_RECONCILE_DRY_RUN", num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub reconcile_dry_run: Option<bool>,
 }
 
 /// Writes [`ServeArgs::apply`] and [`ServeArgs::KEYS`] from one line per flag:
@@ -242,6 +260,11 @@ settings_from_flags! {
     disk_min_free_percent => disk.min_free_percent;
     disk_check_interval => disk.check_interval;
     ui_enabled => ui.enabled;
+    reconcile_enabled => reconcile.enabled;
+    reconcile_interval => reconcile.interval;
+    reconcile_grace => reconcile.grace;
+    reconcile_node_down_after => reconcile.node_down_after;
+    reconcile_dry_run => reconcile.dry_run;
 }
 
 impl ServeArgs {
@@ -302,5 +325,32 @@ mod tests {
         assert_eq!(s.disk.min_free_bytes, 1000);
         assert_eq!(s.disk.min_free_percent, 2);
         assert_eq!(s.disk.check_interval, "500ms");
+    }
+
+    #[test]
+    fn reconcile_flags_overlay_the_file_and_a_bare_dry_run_means_true() {
+        let cli = Cli::try_parse_from([
+            "gridraft",
+            "serve",
+            "--reconcile-enabled",
+            "true",
+            "--reconcile-interval",
+            "2s",
+            "--reconcile-grace",
+            "5s",
+            "--reconcile-node-down-after",
+            "10s",
+            "--reconcile-dry-run",
+        ])
+        .unwrap();
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("expected serve");
+        };
+        let s = args.load().unwrap();
+        assert_eq!(s.reconcile.enabled, Some(true));
+        assert_eq!(s.reconcile.interval, "2s");
+        assert_eq!(s.reconcile.grace, "5s");
+        assert_eq!(s.reconcile.node_down_after, "10s");
+        assert!(s.reconcile.dry_run);
     }
 }

@@ -41,6 +41,7 @@ pub mod quorum;
 mod read;
 pub mod read_batch;
 mod ready;
+pub mod reconcile;
 mod write;
 pub mod write_batch;
 

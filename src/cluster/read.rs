@@ -58,7 +58,7 @@ impl Cluster {
                 LookupKind::Session => record.get_body.clone(),
                 LookupKind::Uri => record.uri_body.clone(),
             }),
-            Lookup::Removed(t) => PeerLookup::Removed(t),
+            Lookup::Removed(t) => PeerLookup::Removed(t.into()),
             Lookup::Missing => PeerLookup::Missing,
         }
     }

@@ -233,3 +233,54 @@ fn each_part_gets_its_settings_from_its_section() {
         "the event secret is redacted"
     );
 }
+
+#[test]
+fn the_reconciler_is_on_with_an_event_bus_and_off_without_unless_set() {
+    let without_bus = Settings::default().validate().unwrap();
+    assert_eq!(without_bus.reconcile, None);
+
+    let s: Settings = toml::from_str(
+        "[events]\npublish-events = \"tcp://bus:4442\"\nregistration-secret = \"r\"\n",
+    )
+    .unwrap();
+    let on = s.validate().unwrap().reconcile.unwrap();
+    assert_eq!(on.interval, Duration::from_secs(30));
+    assert_eq!(on.grace, Duration::from_secs(60));
+    assert_eq!(on.node_down_after, Duration::from_secs(300));
+    assert!(!on.dry_run);
+    assert_eq!(on.registration_secret, "r");
+
+    let s: Settings = toml::from_str(
+        "[events]\npublish-events = \"tcp://bus:4442\"\n[reconcile]\nenabled = false\n",
+    )
+    .unwrap();
+    assert_eq!(s.validate().unwrap().reconcile, None);
+
+    let s: Settings = toml::from_str(
+        "[reconcile]\nenabled = true\ninterval = \"2s\"\ngrace = \"5s\"\nnode-down-after = \"10s\"\ndry-run = true\n",
+    )
+    .unwrap();
+    let forced = s.validate().unwrap().reconcile.unwrap();
+    assert_eq!(forced.interval, Duration::from_secs(2));
+    assert!(forced.dry_run);
+    assert_eq!(forced.registration_secret, "");
+}
+
+#[test]
+fn bad_reconcile_durations_are_reported_with_their_keys() {
+    let s: Settings = toml::from_str(
+        "[reconcile]\nenabled = true\ninterval = \"50ms\"\ngrace = \"soon\"\nnode-down-after = \"10ms\"\n",
+    )
+    .unwrap();
+    let Err(ConfigError::Invalid(problems)) = s.validate() else {
+        panic!("bad durations accepted");
+    };
+    let text = problems.join("\n");
+    for key in [
+        "reconcile.interval",
+        "reconcile.grace",
+        "reconcile.node-down-after",
+    ] {
+        assert!(text.contains(key), "{key} missing from {text}");
+    }
+}

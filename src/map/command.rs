@@ -72,6 +72,21 @@ pub enum Op {
     /// quorum of voters is in it, the cluster refuses adds. Appended last: bincode numbers the
     /// variants, so the entries already in logs keep decoding.
     DiskAlarm { member: MemberId, low: bool },
+    /// The reconciler's removals (see `cluster::reconcile`): sessions their node no longer
+    /// holds, or whose node has been unreachable too long. Each removes its session only if the
+    /// session is still the one judged (added by the same entry). Appended last, like
+    /// `DiskAlarm`; a member of an older version cannot decode it (docs/operations.md).
+    Reconcile(Vec<ReconcileRemoval>),
+}
+
+/// One session the reconciler removes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileRemoval {
+    pub id: String,
+    /// The log index of the entry that added the session as the reconciler saw it.
+    pub added: u64,
+    /// [`RemovalReason::NodeLostSession`] or [`RemovalReason::NodeUnreachable`].
+    pub reason: RemovalReason,
 }
 
 impl Op {

@@ -1,10 +1,12 @@
 //! The snapshot form of a [`SessionMap`], written and read as a stream so that a map of a
 //! million sessions never exists twice in memory.
 //!
-//! Layout (format version 2): the magic `GRSNAP` and the format version (2 bytes), the bincode
+//! Layout (format version 3): the magic `GRSNAP` and the format version (2 bytes), the bincode
 //! [`Header`] (length first), then each live session as its stored parts (the `GET` body as it
 //! is served, so a restore renders nothing) ending with the log index that added it, then each
-//! remembered removal as its id, node URI, time and reason, oldest first, then the log index of
+//! remembered removal as its id, node URI, time, reason, source (`event`, `delete`,
+//! `reconciler`) and the reason's detail (how long the node was unreachable, in ms; else 0),
+//! oldest first, then the log index of
 //! the entry that first carried each remembered event id (one `u64` each, in the header's
 //! order), then the sections, then a CRC-32 of every byte before it. A truncated or damaged file
 //! is an error, never a partial map.
@@ -20,7 +22,8 @@
 //! `Vec<u64>`). Tag 2: the remembered event bounds, oldest first (bincode
 //! `Vec<(Uuid, u64, i64)>`: event id, first log index, proposal time).
 //!
-//! Version 1 is still read, so that a member upgraded in place starts: its sessions carry no add
+//! Versions 1 and 2 are still read, so that a member upgraded in place starts. Their removals
+//! have no source (read as `unknown`) and only Selenium's reasons. Version 1's sessions carry no add
 //! index and its events no first index (both read as 0: such sessions may be removed by any copy
 //! of any event, and such events bound their later copies to them), and it has no sections.
 
@@ -30,11 +33,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Record, SessionMap, Span, Tombstone};
+use super::{Record, RemovalSource, SessionMap, Span, Tombstone};
 use crate::session::RemovalReason;
 
 const MAGIC: &[u8; 6] = b"GRSNAP";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
+/// Version 2: removals without a source or a detail.
+const VERSION_2: u16 = 2;
+/// The first version whose removal records carry a source and a detail.
+const SOURCE_SINCE: u16 = 3;
 /// The first version recording add and event log indexes.
 const ADDED_INDEX_SINCE: u16 = 2;
 /// The first version with sections after the sessions; older snapshots have none.
@@ -60,12 +67,20 @@ struct Header {
     tombstones: u64,
 }
 
+/// A removal as the header of format version 1 held it (bincode: no field may change).
+#[derive(Deserialize)]
+struct TombstoneV1 {
+    removed_at: i64,
+    reason: RemovalReason,
+    node: String,
+}
+
 /// The header of format version 1.
 #[derive(Deserialize)]
 struct HeaderV1 {
     clock: i64,
     /// Removals in the order they happened, oldest first.
-    tombstones: Vec<(String, Tombstone)>,
+    tombstones: Vec<(String, TombstoneV1)>,
     events: Vec<Uuid>,
     mirror_progress: Vec<(String, u64)>,
     sessions: u64,
@@ -80,7 +95,20 @@ impl From<HeaderV1> for (Header, Vec<(String, Tombstone)>) {
             sessions: h.sessions,
             tombstones: 0,
         };
-        (header, h.tombstones)
+        let tombstones = h
+            .tombstones
+            .into_iter()
+            .map(|(id, t)| {
+                let t = Tombstone {
+                    removed_at: t.removed_at,
+                    reason: t.reason,
+                    node: t.node,
+                    source: RemovalSource::Unknown,
+                };
+                (id, t)
+            })
+            .collect();
+        (header, tombstones)
     }
 }
 
@@ -90,7 +118,7 @@ pub enum ImageError {
     Io(#[from] io::Error),
     #[error("not a gridraft snapshot (bad magic)")]
     Magic,
-    #[error("snapshot format version {0} is not supported (this build reads 1 and {VERSION})")]
+    #[error("snapshot format version {0} is not supported (this build reads 1 to {VERSION})")]
     Version(u16),
     #[error("snapshot header: {0}")]
     Header(#[from] bincode::Error),
@@ -100,6 +128,8 @@ pub enum ImageError {
     Record(#[from] super::BadRecord),
     #[error("snapshot removal record: unknown reason {0:?}")]
     Reason(String),
+    #[error("snapshot removal record: unknown source {0:?}")]
+    Source(String),
     #[error("snapshot checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
     Checksum { stored: u32, computed: u32 },
 }
@@ -238,6 +268,8 @@ impl SessionMap {
             put_bytes(&mut w, t.node.as_bytes())?;
             w.write_all(&t.removed_at.to_le_bytes())?;
             put_bytes(&mut w, t.reason.name().as_bytes())?;
+            put_bytes(&mut w, t.source.name().as_bytes())?;
+            put_u64(&mut w, t.reason.detail_ms())?;
         }
         for id in &self.event_order {
             put_u64(&mut w, self.events.get(id).copied().unwrap_or(0))?;
@@ -287,7 +319,7 @@ impl SessionMap {
         r.read_exact(&mut version)?;
         let version = u16::from_le_bytes(version);
         let (header, old_tombstones) = match version {
-            VERSION => (
+            VERSION | VERSION_2 => (
                 bincode::deserialize::<Header>(&get_bytes(&mut r)?)?,
                 Vec::new(),
             ),
@@ -323,7 +355,7 @@ impl SessionMap {
         let mut r = read?;
         let mut tombstones = old_tombstones;
         for _ in 0..header.tombstones {
-            tombstones.push(read_tombstone(&mut r)?);
+            tombstones.push(read_tombstone(&mut r, version >= SOURCE_SINCE)?);
         }
         let mut first_indexes = Vec::with_capacity(header.events.len());
         for _ in &header.events {
@@ -405,17 +437,25 @@ fn read_records(
     Ok(())
 }
 
-fn read_tombstone(r: &mut impl Read) -> Result<(String, Tombstone), ImageError> {
+fn read_tombstone(r: &mut impl Read, with_source: bool) -> Result<(String, Tombstone), ImageError> {
     let id = get_string(r)?;
     let node = get_string(r)?;
     let mut at = [0; 8];
     r.read_exact(&mut at)?;
     let reason = get_string(r)?;
-    let reason = RemovalReason::from_name(&reason).ok_or(ImageError::Reason(reason))?;
+    let (source, detail) = if with_source {
+        let source = get_string(r)?;
+        let source = RemovalSource::from_name(&source).ok_or(ImageError::Source(source))?;
+        (source, get_u64(r)?)
+    } else {
+        (RemovalSource::Unknown, 0)
+    };
+    let reason = RemovalReason::from_stored(&reason, detail).ok_or(ImageError::Reason(reason))?;
     let t = Tombstone {
         removed_at: i64::from_le_bytes(at),
         reason,
         node,
+        source,
     };
     Ok((id, t))
 }

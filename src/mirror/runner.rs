@@ -441,6 +441,11 @@ pub fn collect(entries: &[Entry], last: u64, shadow: &mut UriIndex) -> Pending {
                     pending.touched.extend(shadow.take(uri));
                     pending.remove_uris.push(uri.clone());
                 }
+                Op::Reconcile(removals) => {
+                    pending
+                        .touched
+                        .extend(removals.iter().map(|r| r.id.clone()));
+                }
                 Op::MirrorProgress { .. } | Op::Batch(_) | Op::DiskAlarm { .. } => {}
             }
         }

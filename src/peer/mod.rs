@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::map::Tombstone;
 use crate::raft::MemberId;
+use crate::session::RemovalReason;
 
 pub const WRITE_PATH: &str = "/peer/write";
 pub const READ_INDEX_PATH: &str = "/peer/read-index";
@@ -41,8 +42,28 @@ pub enum Reject {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PeerLookup {
     Found(#[serde(with = "bytes_as_vec")] bytes::Bytes),
-    Removed(Tombstone),
+    Removed(Removed),
     Missing,
+}
+
+/// A removed session as a lookup answers it: the tombstone without its source, in the three
+/// fields earlier versions sent in this order (bincode is positional), so that members of two
+/// versions still read each other's answers during a rolling upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub removed_at: i64,
+    pub reason: RemovalReason,
+    pub node: String,
+}
+
+impl From<Tombstone> for Removed {
+    fn from(t: Tombstone) -> Self {
+        Removed {
+            removed_at: t.removed_at,
+            reason: t.reason,
+            node: t.node,
+        }
+    }
 }
 
 /// `Bytes` on the wire exactly as bincode writes a `Vec<u8>` (length, then the bytes), so the
@@ -93,4 +114,38 @@ pub struct AddMember {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RemoveMember {
     pub id: MemberId,
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    /// The lookup answer as earlier versions declared it.
+    #[derive(Serialize)]
+    enum EarlierLookup {
+        _Found(Vec<u8>),
+        Removed {
+            removed_at: i64,
+            reason: RemovalReason,
+            node: String,
+        },
+    }
+
+    #[test]
+    fn a_removed_answer_is_encoded_as_earlier_versions_encode_it() {
+        let now = PeerLookup::Removed(Removed {
+            removed_at: 42,
+            reason: RemovalReason::NodeRestarted,
+            node: "http://n:5555".into(),
+        });
+        let earlier = EarlierLookup::Removed {
+            removed_at: 42,
+            reason: RemovalReason::NodeRestarted,
+            node: "http://n:5555".into(),
+        };
+        assert_eq!(
+            bincode::serialize(&now).unwrap(),
+            bincode::serialize(&earlier).unwrap()
+        );
+    }
 }

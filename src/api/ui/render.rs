@@ -87,6 +87,8 @@ pub struct RemovalRow {
     pub session_id: String,
     pub node: String,
     pub reason: String,
+    /// `event`, `delete`, `reconciler` or `unknown` (see `map::RemovalSource`).
+    pub source: &'static str,
     pub removed_at: String,
 }
 
@@ -254,16 +256,18 @@ pub fn removals(out: &mut String, rows: &[RemovalRow], left: usize) {
     }
     out.push_str(
         "<table id=\"removals\"><tr><th>Removed at</th><th>Session</th><th>Grid node</th>\
-         <th>Reason</th></tr>\n",
+         <th>Reason</th><th>Source</th></tr>\n",
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td>\
+             <td>{}</td></tr>",
             cell(&r.removed_at),
             cell(&r.session_id),
             cell(&r.node),
             cell(&r.reason),
+            cell(r.source),
         );
     }
     out.push_str("</table>\n");
@@ -339,6 +343,7 @@ mod tests {
             session_id: id.into(),
             node: node.into(),
             reason: "QUIT_COMMAND".into(),
+            source: "event",
             removed_at: "2026-01-01T00:00:00Z".into(),
         }
     }

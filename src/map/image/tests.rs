@@ -1,7 +1,7 @@
 use std::io::{BufReader, BufWriter, Seek, Write};
 
 use super::*;
-use crate::map::Lookup;
+use crate::map::{Lookup, RemovalSource};
 use crate::session::RemovalReason;
 
 /// A map holding only the given tombstones, oldest first, inserted directly (past any cap that
@@ -21,6 +21,7 @@ fn tombstone(at: i64, node: String) -> Tombstone {
         removed_at: at,
         reason: RemovalReason::QuitCommand,
         node,
+        source: RemovalSource::Unknown,
     }
 }
 
@@ -97,6 +98,55 @@ fn a_snapshot_in_the_previous_format_still_decodes() {
     check_fixture(&SessionMap::decode(bytes.as_slice()).unwrap());
 }
 
+/// `testdata/format-v2.snap` was written by the version 2 encoder from the version 1 fixture
+/// above: the same map, with add indexes and sections, and removals without a source.
+#[test]
+fn a_snapshot_in_format_version_2_still_decodes() {
+    let v2 = include_bytes!("../testdata/format-v2.snap");
+    assert_eq!(u16::from_le_bytes([v2[6], v2[7]]), 2);
+    let m = SessionMap::decode(&v2[..]).unwrap();
+    check_fixture(&m);
+    let mut bytes = Vec::new();
+    m.encode(&mut bytes).unwrap();
+    check_fixture(&SessionMap::decode(bytes.as_slice()).unwrap());
+}
+
+#[test]
+fn the_reconciler_reasons_and_every_source_survive_a_snapshot() {
+    let removal = |at, reason, source| Tombstone {
+        removed_at: at,
+        reason,
+        node: "http://n:5555".into(),
+        source,
+    };
+    let m = with_tombstones(vec![
+        (
+            "lost".into(),
+            removal(1, RemovalReason::NodeLostSession, RemovalSource::Reconciler),
+        ),
+        (
+            "down".into(),
+            removal(
+                2,
+                RemovalReason::NodeUnreachable { for_ms: 301_500 },
+                RemovalSource::Reconciler,
+            ),
+        ),
+        (
+            "deleted".into(),
+            removal(3, RemovalReason::QuitCommand, RemovalSource::Delete),
+        ),
+        (
+            "closed".into(),
+            removal(4, RemovalReason::Timeout, RemovalSource::Event),
+        ),
+    ]);
+    let mut bytes = Vec::new();
+    m.encode(&mut bytes).unwrap();
+    let back = SessionMap::decode(bytes.as_slice()).unwrap();
+    assert_eq!(sorted(&back), sorted(&m));
+}
+
 fn check_fixture(m: &SessionMap) {
     assert_eq!(m.len(), 2);
     assert_eq!(m.clock, 16);
@@ -113,7 +163,8 @@ fn check_fixture(m: &SessionMap) {
                 Tombstone {
                     removed_at: 15,
                     reason: RemovalReason::NodeRestarted,
-                    node: "http://n4:5555".into()
+                    node: "http://n4:5555".into(),
+                    source: RemovalSource::Unknown,
                 }
             ),
         ]
