@@ -18,9 +18,9 @@ mod health;
 mod http;
 mod mirror;
 mod raft;
-mod ui;
-pub mod selenium_env;
 mod reconcile;
+pub mod selenium_env;
+mod ui;
 pub use cluster::ClusterSettings;
 pub use events::{EventSettings, EVENTS_FRAME_BYTES, EVENTS_RECEIVE_HWM};
 pub use grid::{GridSettings, InputLimits};
@@ -28,8 +28,8 @@ pub use health::{DiskSettings, HealthSettings, ResolvedHealth};
 pub use http::{HttpLimits, HttpSettings};
 pub use mirror::{MirrorSettings, MirrorsSettings};
 pub use raft::{RaftSettings, RaftTuning};
-pub use ui::UiSettings;
 pub use reconcile::{ReconcileConfig, ReconcileSettings};
+pub use ui::UiSettings;
 
 /// Upper bound on `worker-threads`.
 pub const MAX_WORKER_THREADS: usize = 1024;
