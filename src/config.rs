@@ -31,6 +31,24 @@ pub use raft::{RaftSettings, RaftTuning};
 pub use reconcile::{ReconcileConfig, ReconcileSettings};
 pub use ui::UiSettings;
 
+/// The shortest cluster secret a member accepts: it is all that guards the peer port.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Adds a warning when the secret file at `path` can be read by its group or by others.
+fn warn_if_readable_by_others(key: &str, path: &std::path::Path, warnings: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            warnings.push(format!(
+                "{key}: {} is readable by its group or by others (mode {mode:o}); \
+                 `chmod 600` it, or 400 owned by the member's user",
+                path.display()
+            ));
+        }
+    }
+}
+
 /// Upper bound on `worker-threads`.
 pub const MAX_WORKER_THREADS: usize = 1024;
 /// Upper bound on `grid.max-pending-writes` and `grid.max-pending-reads`.
@@ -131,6 +149,8 @@ pub struct Resolved {
     pub cluster_name: String,
     /// `None` for a single member without a configured secret (a random one is used).
     pub cluster_secret: Option<String>,
+    /// What the settings allow but an operator should hear about (logged as warnings at start).
+    pub warnings: Vec<String>,
     pub log_format: String,
     /// Async worker threads; 0 means one per CPU core.
     pub worker_threads: usize,
@@ -244,8 +264,23 @@ impl Settings {
             problems.push("cluster-name must not be empty".into());
         }
         let http = self.http.resolve(&mut problems);
-        let cluster_secret = self.secret(&mut problems);
+        let mut warnings = Vec::new();
+        let cluster_secret = self.secret(&mut problems, &mut warnings);
         let events = self.events.resolve(&mut problems);
+        if let Some(path) = &self.events.registration_secret_file {
+            warn_if_readable_by_others("events.registration-secret-file", path, &mut warnings);
+        }
+        if events
+            .as_ref()
+            .is_some_and(|e| e.registration_secret.is_empty())
+        {
+            warnings.push(
+                "the event bus is configured without a registration secret \
+                 (events.registration-secret): the Grid's components then run without one, and \
+                 anything that reaches the bus can register a node"
+                    .into(),
+            );
+        }
         let reconcile = self.reconcile.resolve(
             events.as_ref().map(|e| e.registration_secret.as_str()),
             &mut problems,
@@ -269,6 +304,7 @@ impl Settings {
             data_dir: self.data_dir.clone(),
             cluster_name: self.cluster_name.clone(),
             cluster_secret,
+            warnings,
             log_format: self.log_format.clone(),
             worker_threads: self.worker_threads,
             cluster: ClusterSettings {
@@ -296,22 +332,33 @@ impl Settings {
         })
     }
 
-    fn secret(&self, problems: &mut Vec<String>) -> Option<String> {
-        if let Some(s) = &self.cluster_secret {
-            return Some(s.clone());
+    fn secret(&self, problems: &mut Vec<String>, warnings: &mut Vec<String>) -> Option<String> {
+        let (secret, from) = match (&self.cluster_secret, &self.cluster_secret_file) {
+            (Some(s), _) => (s.clone(), "cluster-secret"),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(s) if !s.trim().is_empty() => {
+                    warn_if_readable_by_others("cluster-secret-file", path, warnings);
+                    (s.trim().to_owned(), "cluster-secret-file")
+                }
+                Ok(_) => {
+                    problems.push(format!("cluster-secret-file: {} is empty", path.display()));
+                    return None;
+                }
+                Err(e) => {
+                    problems.push(format!("cluster-secret-file: read {}: {e}", path.display()));
+                    return None;
+                }
+            },
+            (None, None) => return None,
+        };
+        if secret.len() < MIN_SECRET_BYTES {
+            problems.push(format!(
+                "{from}: the cluster secret is {} bytes; at least {MIN_SECRET_BYTES} are required \
+                 (make one with `openssl rand -hex 32`)",
+                secret.len()
+            ));
         }
-        let path = self.cluster_secret_file.as_ref()?;
-        match std::fs::read_to_string(path) {
-            Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-            Ok(_) => {
-                problems.push(format!("cluster-secret-file: {} is empty", path.display()));
-                None
-            }
-            Err(e) => {
-                problems.push(format!("cluster-secret-file: read {}: {e}", path.display()));
-                None
-            }
-        }
+        Some(secret)
     }
 
     /// The settings as TOML, with secrets replaced by `"<redacted>"`.

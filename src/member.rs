@@ -65,6 +65,9 @@ async fn start_inner(
     public: TcpListener,
     peer: TcpListener,
 ) -> Result<Member, MemberError> {
+    for warning in &cfg.warnings {
+        tracing::warn!("{warning}");
+    }
     let secret: Arc<str> = Arc::from(cluster_secret(cfg)?);
     let identity = DataIdentity {
         cluster: cfg.cluster_name.clone(),

@@ -184,7 +184,7 @@ fn print_config_redacts_the_secret() {
 #[test]
 fn each_part_gets_its_settings_from_its_section() {
     let s: Settings = toml::from_str(
-        "id = 2\nmembers = \"1=a:1,2=b:2\"\ncluster-secret = \"s\"\ncluster-name = \"c\"\n\
+        "id = 2\nmembers = \"1=a:1,2=b:2\"\ncluster-secret = \"sixteen-bytes-ok\"\ncluster-name = \"c\"\n\
          [raft]\nheartbeat-interval = \"50ms\"\nelection-timeout-min = \"300ms\"\n\
          election-timeout-max = \"600ms\"\nsnapshot-after-entries = 7\nsnapshot-after-bytes = 9\n\
          keep-entries-after-snapshot = 8\n\
@@ -283,4 +283,83 @@ fn bad_reconcile_durations_are_reported_with_their_keys() {
     ] {
         assert!(text.contains(key), "{key} missing from {text}");
     }
+}
+
+fn three_members(secret: Settings) -> Settings {
+    Settings {
+        members: "1=a:1,2=b:2,3=c:3".into(),
+        ..secret
+    }
+}
+
+fn problems_of(s: &Settings) -> String {
+    match s.validate() {
+        Err(ConfigError::Invalid(problems)) => problems.join("\n"),
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_cluster_secret_shorter_than_sixteen_bytes_is_refused_by_value_or_file() {
+    let short = three_members(Settings {
+        cluster_secret: Some("change-me".into()),
+        ..Default::default()
+    });
+    let text = problems_of(&short);
+    assert!(
+        text.contains("cluster-secret: the cluster secret is 9 bytes; at least 16 are required"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "fifteen-bytes!!\n").unwrap();
+    let from_file = three_members(Settings {
+        cluster_secret_file: Some(path.clone()),
+        ..Default::default()
+    });
+    let text = problems_of(&from_file);
+    assert!(
+        text.contains("cluster-secret-file: the cluster secret is 15 bytes"),
+        "{text}"
+    );
+    std::fs::write(&path, "sixteen-bytes-ok\n").unwrap();
+    assert!(from_file.validate().is_ok());
+}
+
+#[test]
+fn a_secret_file_readable_by_group_or_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "a-secret-long-enough-to-pass").unwrap();
+    let s = three_members(Settings {
+        cluster_secret_file: Some(path.clone()),
+        ..Default::default()
+    });
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warnings = s.validate().unwrap().warnings;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("readable by its group or by others (mode 644)")),
+        "{warnings:?}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(s.validate().unwrap().warnings, Vec::<String>::new());
+}
+
+#[test]
+fn an_event_bus_without_a_registration_secret_is_warned_about() {
+    let mut s = Settings::default();
+    s.events.publish_events = Some("tcp://bus:4442".into());
+    s.events.subscribe_events = Some("tcp://bus:4443".into());
+    let warnings = s.validate().unwrap().warnings;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("configured without a registration secret")),
+        "{warnings:?}"
+    );
+    s.events.registration_secret = Some("grid-secret".into());
+    assert_eq!(s.validate().unwrap().warnings, Vec::<String>::new());
 }
