@@ -13,6 +13,9 @@
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh gridraft
 #                               # gridraft x1 and x3 (spread) only, medians printed, docs untouched
 #                               #   (before/after comparisons of a change)
+#   GRIDRAFT_BIN=old/gridraft scripts/bench.sh cpu
+#                               # server CPU per full GET and per add of a three-member cluster
+#                               #   (all members, from /proc), each run printed, docs untouched
 #
 # Environment: BENCH_RUNS (3), BENCH_DURATION (seconds measured per run, 5), BENCH_WARMUP (1),
 # BENCH_FIRST_WARMUP (8, more warm-up seconds before the first run of each workload),
@@ -384,11 +387,41 @@ gridraft_only() {
   python3 "$ROOT/scripts/bench_report.py" summary "$RESULTS" - -
 }
 
+# Server CPU per request of a three-member cluster (all three members together, from
+# /proc/PID/stat around each run): full GET and add spread over the members, RUNS runs each.
+cpu_per_request() {
+  local hz; hz="$(getconf CLK_TCK)"
+  start_gridraft gr3 3
+  local prefix="cpu$RANDOM$RANDOM"
+  "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration 3 --warmup 0 --mode mix >/dev/null 2>&1 || true
+  "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" >/dev/null
+  for workload in get add; do
+    local args=(--mode write --population 10000)
+    [ "$workload" = get ] && args=(--mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix")
+    for i in $(seq 1 "$RUNS"); do
+      local before=0 after=0 pid
+      for pid in "${GR_PIDS[@]}"; do before=$((before + $(cpu_ticks "$pid"))); done
+      "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup 0 \
+        --json "$RESULTS/cpu.$workload.$i.json" "${args[@]}" >/dev/null 2>&1
+      for pid in "${GR_PIDS[@]}"; do after=$((after + $(cpu_ticks "$pid"))); done
+      python3 - "$RESULTS/cpu.$workload.$i.json" "$before" "$after" "$hz" "$workload" <<'PY'
+import json, sys
+total = json.load(open(sys.argv[1]))["total"]
+cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
+print(f"gridraft x3 spread {sys.argv[5]:4} {total['rps']:9,.0f} req/s  p99 {total['p99_ms']:6.2f} ms  "
+      f"server CPU {cpu:5.1f} s  {cpu / total['requests'] * 1e6:6.1f} us per request")
+PY
+    done
+  done
+  stop_all
+}
+
 case "$WHAT" in
   compare) compare ;;
   gridraft) gridraft_only ;;
+  cpu) cpu_per_request ;;
   scale) scale ;;
   churn) churn_only ;;
   all) compare; scale ;;
-  *) echo "usage: $0 [compare|scale|all|gridraft|churn]" >&2; exit 2 ;;
+  *) echo "usage: $0 [compare|scale|all|gridraft|churn|cpu]" >&2; exit 2 ;;
 esac
