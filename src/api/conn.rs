@@ -47,6 +47,8 @@ pub(crate) enum Phase {
     Busy = 4,
     /// Closed by the listener to make room for a new connection.
     Reclaimed = 5,
+    /// The connection's task ended; nothing moves it any more.
+    Closed = 6,
 }
 
 impl Phase {
@@ -57,7 +59,8 @@ impl Phase {
             2 => Phase::Head,
             3 => Phase::Body,
             4 => Phase::Busy,
-            _ => Phase::Reclaimed,
+            5 => Phase::Reclaimed,
+            _ => Phase::Closed,
         }
     }
 }
@@ -96,6 +99,12 @@ impl ConnShared {
         self.phase
             .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Marks the connection's task ended; true if the listener had reclaimed it. After this it
+    /// cannot be reclaimed, so a reclaim is either seen here or refused.
+    pub(crate) fn finish(&self) -> bool {
+        self.phase.swap(Phase::Closed as u8, Ordering::AcqRel) == Phase::Reclaimed as u8
     }
 
     /// Closes the connection if it is waiting for a request (fresh or idle); false if it is
@@ -152,7 +161,7 @@ impl<T> TimedIo<T> {
             Phase::Fresh | Phase::Head => self.limits.header_read_timeout,
             Phase::Idle => self.limits.idle_timeout,
             Phase::Body => self.limits.body_read_timeout,
-            Phase::Busy | Phase::Reclaimed => return None,
+            Phase::Busy | Phase::Reclaimed | Phase::Closed => return None,
         };
         Some(self.since + limit)
     }

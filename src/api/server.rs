@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -35,8 +36,27 @@ use crate::config::HttpLimits;
 /// then drops new SYNs, so a client arriving during the burst waits a full second for its SYN's
 /// retransmission although the member would accept it at once.
 const LISTEN_BACKLOG: u32 = 65_535;
+/// Connections closed to make room keep their descriptor until their task runs; at most this
+/// many may be closing at once, so a burst of new connections at the cap cannot take the
+/// descriptors `fd_budget` keeps for storage (a new connection past it is refused instead).
+const MAX_CLOSING: usize = 64;
 /// Open connections are checked at most this many at a time for one to reclaim.
 const RECLAIM_SCAN: usize = 256;
+/// Ends a connection's task: counts a reclaimed connection out of [`Server::closing`] once its
+/// socket is dropped (the guard is dropped after the connection, declared first in the task).
+struct ClosedGuard {
+    conn: Arc<ConnShared>,
+    closing: Arc<AtomicUsize>,
+}
+
+impl Drop for ClosedGuard {
+    fn drop(&mut self) {
+        if self.conn.finish() {
+            self.closing.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// Accept errors back off from this delay, doubling up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -126,6 +146,7 @@ pub fn spawn(
         http1: http1::Builder::new(),
         conns: JoinSet::new(),
         order: VecDeque::new(),
+        closing: Arc::new(AtomicUsize::new(0)),
         settings,
     };
     tokio::spawn(server.run(listener, stop).in_current_span())
@@ -141,6 +162,8 @@ struct Server {
     conns: JoinSet<()>,
     /// Open connections in accept order (entries of closed ones are dropped lazily).
     order: VecDeque<Weak<ConnShared>>,
+    /// Connections reclaimed whose task has not ended yet (see [`MAX_CLOSING`]).
+    closing: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -199,6 +222,10 @@ impl Server {
         self.forget_closed();
         let shared = ConnShared::new();
         self.order.push_back(Arc::downgrade(&shared));
+        let closed = ClosedGuard {
+            conn: shared.clone(),
+            closing: self.closing.clone(),
+        };
         let io = TokioIo::new(TimedIo::new(tcp, shared.clone(), self.settings.limits));
         let service = ConnService {
             router: self.router.clone(),
@@ -209,6 +236,7 @@ impl Server {
         self.open.inc();
         self.conns.spawn(
             async move {
+                let _closed = closed;
                 let mut conn = std::pin::pin!(conn);
                 let result = tokio::select! {
                     r = conn.as_mut() => r,
@@ -228,6 +256,9 @@ impl Server {
 
     /// Closes one connection that is waiting for a request, oldest first; false if none is.
     fn reclaim_one(&mut self) -> bool {
+        if self.closing.load(Ordering::Acquire) >= MAX_CLOSING {
+            return false;
+        }
         for _ in 0..self.order.len().min(RECLAIM_SCAN) {
             let Some(weak) = self.order.pop_front() else {
                 return false;
@@ -235,9 +266,12 @@ impl Server {
             let Some(conn) = weak.upgrade() else {
                 continue;
             };
+            // Counted before the connection can see it, so its task never counts it out first.
+            self.closing.fetch_add(1, Ordering::AcqRel);
             if conn.reclaim() {
                 return true;
             }
+            self.closing.fetch_sub(1, Ordering::AcqRel);
             self.order.push_back(weak);
         }
         false
