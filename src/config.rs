@@ -64,6 +64,9 @@ pub struct Settings {
     pub listen: String,
     /// Peer port (Raft RPC, forwarding, admin, /metrics); requires the cluster secret.
     pub peer_listen: String,
+    /// How this member sends requests to other members: `stream` (persistent peer streams;
+    /// HTTP to a member of an earlier version) or `http` (one HTTP request each).
+    pub peer_transport: String,
     /// The peer address other members use to reach this one. Defaults to this member's entry in
     /// `members`, else `peer-listen`.
     pub advertise_peer: Option<String>,
@@ -102,6 +105,7 @@ impl Default for Settings {
             id: 1,
             listen: "0.0.0.0:5556".into(),
             peer_listen: "127.0.0.1:7556".into(),
+            peer_transport: "stream".into(),
             advertise_peer: None,
             data_dir: PathBuf::from("./data"),
             members: String::new(),
@@ -145,6 +149,8 @@ pub enum ConfigError {
 pub struct Resolved {
     pub listen: SocketAddr,
     pub peer_listen: SocketAddr,
+    /// `peer-transport = "stream"`.
+    pub peer_streams: bool,
     pub data_dir: PathBuf,
     pub cluster_name: String,
     /// `None` for a single member without a configured secret (a random one is used).
@@ -239,6 +245,16 @@ impl Settings {
                 false
             }
         };
+        let peer_streams = match self.peer_transport.as_str() {
+            "stream" => true,
+            "http" => false,
+            other => {
+                problems.push(format!(
+                    "peer-transport: {other:?} is neither \"stream\" nor \"http\""
+                ));
+                true
+            }
+        };
         if !matches!(self.log_format.as_str(), "text" | "json") {
             problems.push(format!(
                 "log-format: {:?} is neither \"text\" nor \"json\"",
@@ -301,6 +317,7 @@ impl Settings {
         Ok(Resolved {
             listen,
             peer_listen,
+            peer_streams,
             data_dir: self.data_dir.clone(),
             cluster_name: self.cluster_name.clone(),
             cluster_secret,

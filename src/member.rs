@@ -94,14 +94,13 @@ async fn start_inner(
         .map_err(|e| MemberError::Raft(e.to_string()))?;
     let contacts = Arc::new(Contacts::default());
     let faults = NetworkFaults::default();
-    let network = Network::new(
-        http.clone(),
-        secret.clone(),
-        contacts.clone(),
-        cfg.raft.retry,
-    )
-    .with_cluster_id(cluster_id.clone())
-    .with_faults(faults.clone());
+    let mut peers = PeerClient::new(http, secret.clone())
+        .with_cluster_id(cluster_id.clone())
+        .with_faults(faults.clone());
+    if cfg.peer_streams {
+        peers = peers.with_streams();
+    }
+    let network = Network::new(peers.clone(), contacts.clone(), cfg.raft.retry);
     let raft = Raft::new(
         cfg.cluster.id,
         Arc::new(raft_config),
@@ -111,16 +110,7 @@ async fn start_inner(
     )
     .await
     .map_err(|e| MemberError::Raft(e.to_string()))?;
-    let cluster = Cluster::new(
-        cfg.cluster.clone(),
-        raft,
-        reader,
-        applied,
-        PeerClient::new(http, secret.clone())
-            .with_cluster_id(cluster_id.clone())
-            .with_faults(faults.clone()),
-        contacts,
-    );
+    let cluster = Cluster::new(cfg.cluster.clone(), raft, reader, applied, peers, contacts);
     let metrics = Metrics::new();
     let event_metrics = EventMetrics::new(&metrics.registry);
     let connection_metrics = ConnectionMetrics::new(&metrics.registry);
@@ -128,6 +118,7 @@ async fn start_inner(
     cluster.health.register(&metrics.registry);
     cluster.queue_full.register(&metrics.registry);
     let reconcile_metrics = ReconcileMetrics::new(&metrics.registry);
+    let peer_streams = api::peer_stream::StreamMetrics::new(&metrics.registry);
     let state = Arc::new(AppState {
         cluster: cluster.clone(),
         metrics,
@@ -140,6 +131,7 @@ async fn start_inner(
         failures: Default::default(),
         events: cfg.events.is_some().then(|| event_metrics.clone()),
         ui: api::ui::StatusPage::new(cfg.ui.enabled),
+        peer_streams,
     });
 
     let caps = fd_budget::connection_caps(fd_budget::raise_open_file_limit(), &cfg.http);
@@ -150,16 +142,17 @@ async fn start_inner(
         peer_max_connections = cfg.http.peer_max_connections,
         "connection caps"
     );
-    let listener = |name, cap| ListenerSettings {
+    let listener = |name, cap, streams| ListenerSettings {
         name,
         cap,
         limits: cfg.http,
+        streams,
     };
     let peer_stop = CancellationToken::new();
     let peer_server = api::server::spawn(
         peer,
         api::peer::router(state.clone()),
-        listener("peer", caps.peer),
+        listener("peer", caps.peer, Some(state.clone())),
         &connection_metrics,
         peer_stop.clone(),
     );
@@ -167,7 +160,7 @@ async fn start_inner(
     let public_server = api::server::spawn(
         public,
         api::grid::router(state),
-        listener("public", caps.public),
+        listener("public", caps.public, None),
         &connection_metrics,
         public_stop.clone(),
     );

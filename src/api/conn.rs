@@ -101,6 +101,12 @@ impl ConnShared {
             .is_ok()
     }
 
+    /// Takes a fresh connection out of reclaiming for good (a peer stream: it is never idle in
+    /// HTTP's sense); false if the listener reclaimed it first.
+    pub(crate) fn hold(&self) -> bool {
+        self.advance(Phase::Fresh, Phase::Busy)
+    }
+
     /// Marks the connection's task ended; true if the listener had reclaimed it. After this it
     /// cannot be reclaimed, so a reclaim is either seen here or refused.
     pub(crate) fn finish(&self) -> bool {

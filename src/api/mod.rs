@@ -7,6 +7,7 @@ pub mod error;
 pub mod fd_budget;
 pub mod grid;
 pub mod peer;
+pub mod peer_stream;
 pub mod server;
 pub mod ui;
 
@@ -34,4 +35,6 @@ pub struct AppState {
     pub events: Option<crate::events::EventMetrics>,
     /// The status page (see [`ui`]).
     pub ui: ui::StatusPage,
+    /// Peer streams accepted by the peer listener (see [`peer_stream`]).
+    pub peer_streams: peer_stream::StreamMetrics,
 }

@@ -25,6 +25,7 @@ use crate::cluster::error::Queue;
 use crate::cluster::membership::{ADD_PATH, REMOVE_PATH};
 use crate::cluster::{self};
 use crate::map::Proposal;
+use crate::peer::wire::Rpc;
 use crate::peer::{self, AddMember, LookupKind, PeerInfo, ReadIndexFrom, Reject, RemoveMember};
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::raft::{internals, MemberId, TypeConfig};
@@ -32,13 +33,13 @@ use crate::raft::{internals, MemberId, TypeConfig};
 pub fn router(state: Arc<AppState>) -> Router {
     // The routes only members call: a request from another cluster is refused before them.
     let between_members = Router::new()
-        .route(APPEND_PATH, post(append))
-        .route(VOTE_PATH, post(vote))
-        .route(SNAPSHOT_PATH, post(snapshot))
-        .route(peer::WRITE_PATH, post(forward_write))
-        .route(peer::READ_INDEX_PATH, post(answer_read_index))
-        .route(peer::LOOKUP_PATH, post(lookup))
-        .route(peer::TIMEOUT_NOW_PATH, post(timeout_now))
+        .route(APPEND_PATH, route(Rpc::Append))
+        .route(VOTE_PATH, route(Rpc::Vote))
+        .route(SNAPSHOT_PATH, route(Rpc::Snapshot))
+        .route(peer::WRITE_PATH, route(Rpc::Write))
+        .route(peer::READ_INDEX_PATH, route(Rpc::ReadIndex))
+        .route(peer::LOOKUP_PATH, route(Rpc::Lookup))
+        .route(peer::TIMEOUT_NOW_PATH, route(Rpc::TimeoutNow))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_same_cluster,
@@ -86,27 +87,39 @@ async fn require_same_cluster(
         .headers()
         .get(peer::CLUSTER_ID_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    match same_cluster(&state, theirs, req.uri().path()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Whether a request (on `path`, or a peer stream's hello) comes from this member's cluster;
+/// a refusal is logged once per run with a count.
+pub(super) fn same_cluster(
+    state: &AppState,
+    theirs: Option<String>,
+    path: &str,
+) -> Result<(), PeerError> {
     let ours = state.cluster_id.as_deref();
     if theirs.as_deref() == ours {
-        return next.run(req).await;
+        return Ok(());
     }
     if let Some(count) = state.foreign_cluster_log.failed() {
         tracing::warn!(
-            path = %req.uri().path(),
+            path,
             theirs = theirs.as_deref().unwrap_or("(none)"),
             ours = ours.unwrap_or("(none)"),
             count,
             "refused a request from a member of another cluster"
         );
     }
-    PeerError::ForeignCluster {
+    Err(PeerError::ForeignCluster {
         theirs,
         ours: ours.map(str::to_owned),
-    }
-    .into_response()
+    })
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -114,9 +127,8 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, PeerError> {
     bincode::deserialize(body).map_err(PeerError::Undecodable)
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Response, PeerError> {
-    let bytes = bincode::serialize(value).map_err(PeerError::Encode)?;
-    Ok(Body::from(bytes).into_response())
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, PeerError> {
+    bincode::serialize(value).map_err(PeerError::Encode)
 }
 
 /// The wire form of a cluster error answered to a forwarded request (the peer client converts
@@ -135,11 +147,58 @@ fn reject(e: cluster::Error) -> Reject {
     }
 }
 
-async fn append(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, PeerError> {
-    let req: AppendEntriesRequest<TypeConfig> = decode(&body)?;
-    if let Some(from) = req.vote.leader_id().voted_for() {
+/// Answers a member-to-member request (from its HTTP route or a peer stream): the bincode body
+/// of the answer.
+pub(super) async fn answer(s: &AppState, rpc: Rpc, body: Bytes) -> Result<Vec<u8>, PeerError> {
+    match rpc {
+        Rpc::Append => append(s, &body).await,
+        Rpc::Vote => {
+            let req: VoteRequest<u64> = decode(&body)?;
+            note_sender(s, &req.vote);
+            encode(&s.cluster.raft.vote(req).await)
+        }
+        Rpc::Snapshot => {
+            let req: InstallSnapshotRequest<TypeConfig> = decode(&body)?;
+            note_sender(s, &req.vote);
+            encode(&s.cluster.raft.install_snapshot(req).await)
+        }
+        Rpc::Write => forward_write(s, &body).await,
+        Rpc::ReadIndex => answer_read_index(s, &body).await,
+        Rpc::Lookup => lookup(s, &body).await,
+        Rpc::TimeoutNow => {
+            let result: Result<(), Reject> = s
+                .cluster
+                .raft
+                .trigger()
+                .elect()
+                .await
+                .map_err(|e| Reject::Failed(Chain(&e).to_string()));
+            encode(&result)
+        }
+    }
+}
+
+/// The HTTP route of a member-to-member request.
+fn route(rpc: Rpc) -> axum::routing::MethodRouter<Arc<AppState>> {
+    post(
+        move |State(s): State<Arc<AppState>>, body: Bytes| async move {
+            answer(&s, rpc, body)
+                .await
+                .map(|bytes| Body::from(bytes).into_response())
+        },
+    )
+}
+
+/// A Raft RPC from a leader or candidate: it is reachable.
+fn note_sender(s: &AppState, vote: &openraft::Vote<MemberId>) {
+    if let Some(from) = vote.leader_id().voted_for() {
         s.cluster.contacts.note(from);
     }
+}
+
+async fn append(s: &AppState, body: &[u8]) -> Result<Vec<u8>, PeerError> {
+    let req: AppendEntriesRequest<TypeConfig> = decode(body)?;
+    note_sender(s, &req.vote);
     if s.cluster.health.stopped().is_some() {
         // The answer openraft gives, without the error line it logs for every request (every
         // heartbeat) that reaches a stopped core.
@@ -150,25 +209,9 @@ async fn append(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response,
     encode(&s.cluster.raft.append_entries(req).await)
 }
 
-async fn vote(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, PeerError> {
-    let req: VoteRequest<u64> = decode(&body)?;
-    if let Some(from) = req.vote.leader_id().voted_for() {
-        s.cluster.contacts.note(from);
-    }
-    encode(&s.cluster.raft.vote(req).await)
-}
-
-async fn snapshot(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, PeerError> {
-    let req: InstallSnapshotRequest<TypeConfig> = decode(&body)?;
-    if let Some(from) = req.vote.leader_id().voted_for() {
-        s.cluster.contacts.note(from);
-    }
-    encode(&s.cluster.raft.install_snapshot(req).await)
-}
-
 /// A follower's forwarded write: committed here, on the leader.
-async fn forward_write(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, PeerError> {
-    let p: Proposal = decode(&body)?;
+async fn forward_write(s: &AppState, body: &[u8]) -> Result<Vec<u8>, PeerError> {
+    let p: Proposal = decode(body)?;
     let result = match s.cluster.check_leader() {
         Ok(()) => s.cluster.commit(p, s.cluster.settings.write_timeout).await,
         Err(e) => Err(e),
@@ -177,14 +220,11 @@ async fn forward_write(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Re
 }
 
 /// A follower's ReadIndex request, answered by the leader.
-async fn answer_read_index(
-    State(s): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<Response, PeerError> {
+async fn answer_read_index(s: &AppState, body: &[u8]) -> Result<Vec<u8>, PeerError> {
     let from: Option<ReadIndexFrom> = if body.is_empty() {
         None
     } else {
-        Some(decode(&body)?)
+        Some(decode(body)?)
     };
     let result = match s.cluster.check_leader() {
         Ok(()) => s.cluster.answer_read_index(from).await,
@@ -194,8 +234,8 @@ async fn answer_read_index(
 }
 
 /// A lookup forwarded in read mode `leader`: a read barrier here, then the local map.
-async fn lookup(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response, PeerError> {
-    let (id, kind): (String, LookupKind) = decode(&body)?;
+async fn lookup(s: &AppState, body: &[u8]) -> Result<Vec<u8>, PeerError> {
+    let (id, kind): (String, LookupKind) = decode(body)?;
     let result = match s.cluster.check_leader() {
         Ok(()) => s.cluster.read_barrier().await,
         Err(e) => Err(e),
@@ -205,17 +245,6 @@ async fn lookup(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Response,
             .map(|()| s.cluster.lookup_here(&id, kind))
             .map_err(reject),
     )
-}
-
-async fn timeout_now(State(s): State<Arc<AppState>>) -> Result<Response, PeerError> {
-    let result: Result<(), Reject> = s
-        .cluster
-        .raft
-        .trigger()
-        .elect()
-        .await
-        .map_err(|e| Reject::Failed(Chain(&e).to_string()));
-    encode(&result)
 }
 
 async fn info(State(s): State<Arc<AppState>>) -> Json<PeerInfo> {

@@ -114,6 +114,9 @@ pub struct ListenerSettings {
     /// Most connections open at once.
     pub cap: usize,
     pub limits: HttpLimits,
+    /// The peer listener's state: connections that start with the peer-stream preface are
+    /// served by `api::peer_stream` instead of HTTP. `None` on the public listener.
+    pub streams: Option<Arc<super::AppState>>,
 }
 
 /// Binds a listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
@@ -226,17 +229,37 @@ impl Server {
             conn: shared.clone(),
             closing: self.closing.clone(),
         };
-        let io = TokioIo::new(TimedIo::new(tcp, shared.clone(), self.settings.limits));
+        let limits = self.settings.limits;
         let service = ConnService {
             router: self.router.clone(),
-            conn: shared,
+            conn: shared.clone(),
         };
-        let conn = self.http1.serve_connection(io, service);
+        let http1 = self.http1.clone();
+        let streams = self.settings.streams.clone();
         let stop = stop.clone();
         self.open.inc();
         self.conns.spawn(
             async move {
                 let _closed = closed;
+                if let Some(state) = streams {
+                    let first = tokio::select! {
+                        first = first_byte(&tcp, limits.header_read_timeout) => first,
+                        _ = stop.cancelled() => None,
+                    };
+                    match first {
+                        Some(b) if super::peer_stream::starts_stream(b) => {
+                            if shared.hold() {
+                                let timeout = limits.header_read_timeout;
+                                super::peer_stream::serve(tcp, state, stop, timeout).await;
+                            }
+                            return;
+                        }
+                        Some(_) => {}
+                        None => return,
+                    }
+                }
+                let io = TokioIo::new(TimedIo::new(tcp, shared, limits));
+                let conn = http1.serve_connection(io, service);
                 let mut conn = std::pin::pin!(conn);
                 let result = tokio::select! {
                     r = conn.as_mut() => r,
@@ -287,6 +310,16 @@ impl Server {
                 None => return,
             }
         }
+    }
+}
+
+/// The first byte a connection sends, without taking it; `None` if it closes or sends nothing
+/// within `timeout`.
+async fn first_byte(tcp: &TcpStream, timeout: Duration) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(timeout, tcp.peek(&mut byte)).await {
+        Ok(Ok(1)) => Some(byte[0]),
+        _ => None,
     }
 }
 

@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Peer address for Raft, forwarding and admin (default 127.0.0.1:7556).
     #[arg(long, env = "GRIDRAFT_PEER_LISTEN")]
     pub peer_listen: Option<String>,
+    /// How this member sends requests to other members: `stream` (persistent peer streams,
+    /// HTTP to members of earlier versions) or `http` (default stream).
+    #[arg(long, env = "GRIDRAFT_PEER_TRANSPORT")]
+    pub peer_transport: Option<String>,
     /// Peer address other members use to reach this one.
     #[arg(long, env = "GRIDRAFT_ADVERTISE_PEER")]
     pub advertise_peer: Option<String>,
@@ -210,6 +214,7 @@ settings_from_flags! {
     id => id;
     listen => listen;
     peer_listen => peer_listen;
+    peer_transport => peer_transport;
     advertise_peer => advertise_peer;
     data_dir => data_dir;
     members => members;

@@ -1,5 +1,10 @@
-//! Typed HTTP client for the peer port: write forwarding, ReadIndex, admin. Used by members,
-//! by the `gridraft cluster` CLI and by tests.
+//! Typed client for the peer port: write forwarding, ReadIndex, lookups, admin, and the
+//! transport of Raft's RPCs (see `raft::network`). Used by members, by the `gridraft cluster`
+//! CLI and by tests.
+//!
+//! A member's client sends every member-to-member request ([`Rpc`]) on a peer stream
+//! ([`Links`]) and falls back to the HTTP route of the same name for a member that does not
+//! accept streams (an earlier version). Admin calls, backups and the CLI use HTTP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +12,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::link::{LinkError, Links};
+use super::wire::Rpc;
 use super::*;
 use crate::map::{Applied, Proposal};
 use crate::raft::network::NetworkFaults;
@@ -28,9 +35,49 @@ pub enum ClientError {
     Decode { addr: String, detail: String },
     #[error(transparent)]
     Rejected(#[from] Reject),
-    /// A test marked `addr` unreachable ([`NetworkFaults`]): refused without a request.
-    #[error("request to {addr} failed: connection refused (injected network fault)")]
-    Unreachable { addr: String },
+    /// A member-to-member request got no answer (see [`NoAnswer`]).
+    #[error("request to {addr} failed: {source}")]
+    NoAnswer { addr: String, source: NoAnswer },
+}
+
+/// A request to another member that got no answer: it could not be delivered, the connection
+/// was lost with it in flight, or it timed out.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{cause}")]
+pub struct NoAnswer {
+    /// The connection was refused (or a test made it look so): the member is down or cut off.
+    pub refused: bool,
+    /// The innermost cause ("Connection refused (os error 111)", "timed out").
+    pub cause: String,
+}
+
+impl NoAnswer {
+    fn link(e: LinkError) -> Self {
+        NoAnswer {
+            refused: e.is_refused(),
+            cause: e.to_string(),
+        }
+    }
+
+    fn http(e: &reqwest::Error) -> Self {
+        NoAnswer {
+            refused: e.is_connect(),
+            cause: root_cause(e),
+        }
+    }
+}
+
+/// The innermost cause of a request error ("Connection refused (os error 111)", "timed out"),
+/// without reqwest's and hyper's wrapping layers.
+fn root_cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 impl ClientError {
@@ -38,7 +85,7 @@ impl ClientError {
     pub fn is_refused(&self) -> bool {
         match self {
             ClientError::Http { source, .. } => source.is_connect(),
-            ClientError::Unreachable { .. } => true,
+            ClientError::NoAnswer { source, .. } => source.refused,
             _ => false,
         }
     }
@@ -50,6 +97,8 @@ pub struct PeerClient {
     secret: Arc<str>,
     faults: NetworkFaults,
     cluster_id: Option<Arc<str>>,
+    /// Peer streams, for a member's client; `None` sends everything over HTTP.
+    links: Option<Links>,
 }
 
 impl PeerClient {
@@ -59,7 +108,20 @@ impl PeerClient {
             secret,
             faults: NetworkFaults::default(),
             cluster_id: None,
+            links: None,
         }
+    }
+
+    /// Sends member-to-member requests on peer streams (see [`Links`]), presenting the secret
+    /// and cluster id this client has when called (call it after [`Self::with_cluster_id`]).
+    pub fn with_streams(mut self) -> Self {
+        self.links = Some(Links::new(&self.secret, self.cluster_id.as_deref()));
+        self
+    }
+
+    /// Whether a peer stream to `addr` is open now (false for a client without streams).
+    pub fn stream_open(&self, addr: &str) -> bool {
+        self.links.as_ref().is_some_and(|l| l.is_open(addr))
     }
 
     /// The cluster id this client sends, if any.
@@ -79,11 +141,46 @@ impl PeerClient {
         self
     }
 
-    fn check_reachable(&self, addr: &str) -> Result<(), ClientError> {
+    /// Sends `body` as `rpc` to the member at `addr`, on its stream or else over HTTP, and
+    /// returns the answer's status and body. The one way member-to-member requests leave.
+    pub(crate) async fn exchange(
+        &self,
+        addr: &str,
+        rpc: Rpc,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(u16, bytes::Bytes), NoAnswer> {
         if self.faults.is_unreachable(addr) {
-            return Err(ClientError::Unreachable { addr: addr.into() });
+            return Err(NoAnswer {
+                refused: true,
+                cause: "connection refused (injected network fault)".into(),
+            });
         }
-        Ok(())
+        if let Some(links) = &self.links {
+            match links.call(addr, rpc, &body, timeout).await {
+                Ok(answer) => return Ok(answer),
+                Err(LinkError::Unsupported) => {}
+                Err(LinkError::Hello { status, text }) => return Ok((status, text.into())),
+                Err(e) => return Err(NoAnswer::link(e)),
+            }
+        }
+        let req = self
+            .authorized(self.http.post(format!("http://{addr}{}", rpc.path())))
+            .timeout(timeout)
+            .body(body);
+        let resp = req.send().await.map_err(|e| NoAnswer::http(&e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| NoAnswer::http(&e))?;
+        Ok((status, bytes))
+    }
+
+    /// `req` with the cluster secret and this member's cluster id.
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = req.bearer_auth(&*self.secret);
+        match &self.cluster_id {
+            Some(id) => req.header(CLUSTER_ID_HEADER, &**id),
+            None => req,
+        }
     }
 
     /// Sends a proposal to `addr` (the leader's peer address) and returns what applying it did.
@@ -94,7 +191,7 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Applied, ClientError> {
         let body = bincode::serialize(p).expect("proposals always encode");
-        self.bincode_call(addr, WRITE_PATH, body, timeout).await
+        self.bincode_call(addr, Rpc::Write, body, timeout).await
     }
 
     /// Asks the leader at `addr` for a read index confirmed by a quorum. `from` is this
@@ -111,8 +208,7 @@ impl PeerClient {
             Some(f) => bincode::serialize(f).expect("votes always encode"),
             None => Vec::new(),
         };
-        self.bincode_call(addr, READ_INDEX_PATH, body, timeout)
-            .await
+        self.bincode_call(addr, Rpc::ReadIndex, body, timeout).await
     }
 
     /// Looks a session up on the leader at `addr`, linearizably.
@@ -124,11 +220,11 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<PeerLookup, ClientError> {
         let body = bincode::serialize(&(id, kind)).expect("lookups always encode");
-        self.bincode_call(addr, LOOKUP_PATH, body, timeout).await
+        self.bincode_call(addr, Rpc::Lookup, body, timeout).await
     }
 
     pub async fn timeout_now(&self, addr: &str) -> Result<(), ClientError> {
-        self.bincode_call(addr, TIMEOUT_NOW_PATH, Vec::new(), Duration::from_secs(2))
+        self.bincode_call(addr, Rpc::TimeoutNow, Vec::new(), Duration::from_secs(2))
             .await
     }
 
@@ -168,16 +264,24 @@ impl PeerClient {
     async fn bincode_call<T: DeserializeOwned>(
         &self,
         addr: &str,
-        path: &str,
+        rpc: Rpc,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let req = self
-            .http
-            .post(format!("http://{addr}{path}"))
-            .timeout(timeout)
-            .body(body);
-        let bytes = self.send(addr, req).await?;
+        let (status, bytes) = self
+            .exchange(addr, rpc, body, timeout)
+            .await
+            .map_err(|source| ClientError::NoAnswer {
+                addr: addr.into(),
+                source,
+            })?;
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Status {
+                addr: addr.into(),
+                status,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
         let result: Result<T, Reject> =
             bincode::deserialize(&bytes).map_err(|e| ClientError::Decode {
                 addr: addr.into(),
@@ -236,14 +340,21 @@ impl PeerClient {
         addr: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        self.check_reachable(addr)?;
-        let mut req = req.bearer_auth(&*self.secret);
-        if let Some(id) = &self.cluster_id {
-            req = req.header(CLUSTER_ID_HEADER, &**id);
+        if self.faults.is_unreachable(addr) {
+            return Err(ClientError::NoAnswer {
+                addr: addr.into(),
+                source: NoAnswer {
+                    refused: true,
+                    cause: "connection refused (injected network fault)".into(),
+                },
+            });
         }
-        req.send().await.map_err(|source| ClientError::Http {
-            addr: addr.into(),
-            source,
-        })
+        self.authorized(req)
+            .send()
+            .await
+            .map_err(|source| ClientError::Http {
+                addr: addr.into(),
+                source,
+            })
     }
 }

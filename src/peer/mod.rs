@@ -1,10 +1,14 @@
-//! The peer protocol: the routes members call on each other's peer port and the types they
+//! The peer protocol: the requests members send each other on the peer port and the types they
 //! carry (bincode bodies). [`client::PeerClient`] sends them; `api::peer` serves them. Raft's own
-//! RPCs (append, vote, snapshot) travel on the same port (see `raft::network`).
+//! RPCs (append, vote, snapshot) travel the same way (see `raft::network`). Between members they
+//! travel on persistent peer streams ([`wire`], [`link`]); every one also has an HTTP route,
+//! which members of earlier versions use.
 
 pub mod client;
+pub mod link;
+pub mod wire;
 
-pub use client::{ClientError, PeerClient};
+pub use client::{ClientError, NoAnswer, PeerClient};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,6 @@
-//! Raft RPC between members: bincode bodies over HTTP to the peer port, authenticated with the
-//! cluster secret. The receiving side is `api::peer`.
+//! Raft RPC between members: bincode bodies to the peer port through the member's
+//! [`PeerClient`] (a peer stream, or HTTP to a member of an earlier version), authenticated with
+//! the cluster secret. The receiving side is `api::peer`.
 //!
 //! The peer port refuses a body over its limit (256 MiB) with 413. A leader's requests stay far
 //! below it: an `AppendEntries` carries at most 1 MiB of entries or one entry
@@ -28,9 +29,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{MemberId, TypeConfig};
+use crate::peer::wire::Rpc;
+use crate::peer::PeerClient;
 use crate::telemetry::repeat::{RepeatState, REPEAT_EVERY};
 
-/// Paths of the Raft RPC routes on the peer port.
+/// Paths of the Raft RPC routes on the peer port (HTTP).
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
@@ -197,44 +200,22 @@ impl Iterator for RetryDelays {
     }
 }
 
-/// Creates connections to other members. One HTTP client (and connection pool) is shared.
+/// Creates connections to other members. One [`PeerClient`] (and its streams) is shared with
+/// write forwarding and ReadIndex.
 #[derive(Clone)]
 pub struct Network {
-    client: reqwest::Client,
-    secret: Arc<str>,
-    cluster_id: Option<Arc<str>>,
+    peers: PeerClient,
     contacts: Arc<Contacts>,
     retry: RetrySettings,
-    faults: NetworkFaults,
 }
 
 impl Network {
-    pub fn new(
-        client: reqwest::Client,
-        secret: Arc<str>,
-        contacts: Arc<Contacts>,
-        retry: RetrySettings,
-    ) -> Self {
+    pub fn new(peers: PeerClient, contacts: Arc<Contacts>, retry: RetrySettings) -> Self {
         Network {
-            client,
-            secret,
-            cluster_id: None,
+            peers,
             contacts,
             retry,
-            faults: NetworkFaults::default(),
         }
-    }
-
-    /// Sends `id` (see `crate::peer::CLUSTER_ID_HEADER`) with every Raft RPC.
-    pub fn with_cluster_id(mut self, id: Option<Arc<str>>) -> Self {
-        self.cluster_id = id;
-        self
-    }
-
-    /// Shares `faults` (a test hook) with every connection made from here on.
-    pub fn with_faults(mut self, faults: NetworkFaults) -> Self {
-        self.faults = faults;
-        self
     }
 }
 
@@ -243,29 +224,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: MemberId, node: &BasicNode) -> Connection {
         Connection {
-            client: self.client.clone(),
-            secret: self.secret.clone(),
-            cluster_id: self.cluster_id.clone(),
+            peers: self.peers.clone(),
             addr: node.addr.clone(),
-            base: format!("http://{}", node.addr),
             target,
             contacts: self.contacts.clone(),
             retry: self.retry,
-            faults: self.faults.clone(),
         }
     }
 }
 
 pub struct Connection {
-    client: reqwest::Client,
-    secret: Arc<str>,
-    cluster_id: Option<Arc<str>>,
+    peers: PeerClient,
     addr: String,
-    base: String,
     target: MemberId,
     contacts: Arc<Contacts>,
     retry: RetrySettings,
-    faults: NetworkFaults,
 }
 
 /// Failed requests in a row after which a member that does not answer in time counts as
@@ -280,7 +253,7 @@ impl Connection {
     /// a 413 asks openraft to halve.
     async fn call<Req, Resp, E>(
         &self,
-        path: &str,
+        rpc: Rpc,
         req: &Req,
         ttl: Duration,
         entries: Option<usize>,
@@ -290,40 +263,24 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        if self.faults.is_unreachable(&self.addr) {
-            return Err(self.send_failed("Connection refused (injected network fault)", true));
-        }
         let body = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut req = self
-            .client
-            .post(format!("{}{}", self.base, path))
-            .bearer_auth(&*self.secret)
-            // Below openraft's own deadline, so that a request that times out is seen here.
-            .timeout(ttl * 3 / 4)
-            .body(body);
-        if let Some(id) = &self.cluster_id {
-            req = req.header(crate::peer::CLUSTER_ID_HEADER, &**id);
-        }
-        let resp = req
-            .send()
+        // Below openraft's own deadline, so that a request that times out is seen here.
+        let (status, bytes) = self
+            .peers
+            .exchange(&self.addr, rpc, body, ttl * 3 / 4)
             .await
-            .map_err(|e| self.send_failed(&root_cause(&e), e.is_connect()))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::FORBIDDEN {
+            .map_err(|e| self.send_failed(&e.cause, e.refused))?;
+        if status == 403 {
             // A member of another cluster (see `api::peer`): as good as absent, and backed off.
             return Err(self.send_failed("member of another cluster (403)", true));
         }
         self.contacts.note(self.target);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        if !status.is_success() {
+        if !(200..300).contains(&status) {
             let e = std::io::Error::other(format!(
                 "peer answered {status}: {}",
                 String::from_utf8_lossy(&bytes)
             ));
-            if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+            if status == 413 {
                 if let Some(n) = entries.filter(|n| *n > 1) {
                     let hint = PayloadTooLarge::new_entries_hint(n as u64 / 2);
                     return Err(RPCError::PayloadTooLarge(hint.with_source_error(&e)));
@@ -344,7 +301,7 @@ impl Connection {
         cause: &str,
         refused: bool,
     ) -> RPCError<MemberId, BasicNode, E> {
-        let error = std::io::Error::other(format!("{}: {cause}", self.base));
+        let error = std::io::Error::other(format!("http://{}: {cause}", self.addr));
         let unreachable = self
             .contacts
             .failed(self.target, refused, &error.to_string());
@@ -356,19 +313,6 @@ impl Connection {
     }
 }
 
-/// The innermost cause of a request error ("Connection refused (os error 111)", "timed out"),
-/// without reqwest's and hyper's wrapping layers.
-fn root_cause(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".into();
-    }
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
@@ -376,7 +320,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<MemberId>, openraft::error::Infallible> {
         let entries = rpc.entries.len();
-        self.call(APPEND_PATH, &rpc, option.hard_ttl(), Some(entries))
+        self.call(Rpc::Append, &rpc, option.hard_ttl(), Some(entries))
             .await
     }
 
@@ -385,7 +329,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<MemberId>, InstallSnapshotError> {
-        self.call(SNAPSHOT_PATH, &rpc, option.hard_ttl(), None)
+        self.call(Rpc::Snapshot, &rpc, option.hard_ttl(), None)
             .await
     }
 
@@ -394,7 +338,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<MemberId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<MemberId>, openraft::error::Infallible> {
-        self.call(VOTE_PATH, &rpc, option.hard_ttl(), None).await
+        self.call(Rpc::Vote, &rpc, option.hard_ttl(), None).await
     }
 
     fn backoff(&self) -> Backoff {
@@ -432,12 +376,8 @@ mod tests {
             cap: Duration::from_millis(500),
             cap_alone: RETRY_CAP_WITHOUT_QUORUM,
         };
-        let mut net = Network::new(
-            reqwest::Client::new(),
-            Arc::from("secret"),
-            Arc::default(),
-            retry,
-        );
+        let peers = PeerClient::new(reqwest::Client::new(), Arc::from("secret"));
+        let mut net = Network::new(peers, Arc::default(), retry);
         net.new_client(2, &BasicNode::new(addr.to_string())).await
     }
 
@@ -484,7 +424,9 @@ mod tests {
     async fn a_peer_marked_unreachable_is_refused_at_once_until_cleared() {
         // A peer that would answer every request (413), so only the fault can refuse.
         let mut conn = refusing_peer().await;
-        conn.faults.set_unreachable(&conn.addr.clone(), true);
+        let faults = NetworkFaults::default();
+        conn.peers = conn.peers.clone().with_faults(faults.clone());
+        faults.set_unreachable(&conn.addr, true);
         let started = Instant::now();
         match conn.append_entries(append(1), option()).await {
             Err(RPCError::Unreachable(e)) => assert!(e.to_string().contains("refused"), "{e}"),
@@ -492,7 +434,7 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(conn.contacts.unreachable([2]), 1);
-        conn.faults.set_unreachable(&conn.addr.clone(), false);
+        faults.set_unreachable(&conn.addr, false);
         match conn.append_entries(append(1), option()).await {
             Err(RPCError::Network(e)) => assert!(e.to_string().contains("413"), "{e}"),
             other => panic!("expected the peer's 413, got {other:?}"),

@@ -1,0 +1,239 @@
+//! The peer stream's wire format: one TCP connection from a member to another carries every
+//! request the first sends to the second (Raft RPC, forwarded writes, ReadIndex, lookups), many
+//! in flight at once, each answered on the same connection with its request's id.
+//!
+//! A connection opens with [`PREFACE`] from the connecting member, then a hello frame (id 0,
+//! code [`HELLO`], a bincode [`Hello`] with the cluster secret and cluster id). The accepting
+//! member answers with [`PREFACE`] and a frame of id 0 whose code is 200, or a refusal (401 for
+//! the secret, 403 for another cluster) after which it closes. No request is read before the
+//! hello is accepted.
+//!
+//! Every frame after that is `[u32 length][u64 id][u16 code][body]`, big-endian, `length`
+//! counting what follows it. A request's code is its [`Rpc`]; an answer's code is an HTTP status
+//! (200 with the same bincode body the HTTP route answers, otherwise the error text), so both
+//! transports mean the same thing. The first byte of [`PREFACE`] is NUL, which no HTTP request
+//! starts with: the peer port tells the two apart by it, and a member of an earlier version
+//! answers the preface with HTTP's 400 and the connecting member falls back to HTTP.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+/// The first bytes on a peer stream, from both sides.
+pub const PREFACE: &[u8; 16] = b"\0GRIDRAFT-PEER/1";
+
+/// The hello frame's code.
+pub const HELLO: u16 = 0xFFFF;
+
+/// The largest frame either side accepts: the peer port's HTTP body limit and a header.
+pub const MAX_FRAME: usize = 256 * 1024 * 1024 + HEADER;
+
+/// Bytes of a frame's header after its length: the id and the code.
+pub const HEADER: usize = 8 + 2;
+
+/// The status of an answer that carries the request's result.
+pub const OK: u16 = 200;
+
+/// What a connecting member presents before any request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// The cluster secret (see `api::peer`).
+    pub secret: String,
+    /// The connecting member's cluster id (see `crate::peer::CLUSTER_ID_HEADER`).
+    pub cluster_id: Option<String>,
+}
+
+/// The requests a stream carries, each the body of one HTTP route of the peer port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Rpc {
+    Append = 1,
+    Vote = 2,
+    Snapshot = 3,
+    Write = 4,
+    ReadIndex = 5,
+    Lookup = 6,
+    TimeoutNow = 7,
+}
+
+impl Rpc {
+    pub fn from_code(code: u16) -> Option<Rpc> {
+        Some(match code {
+            1 => Rpc::Append,
+            2 => Rpc::Vote,
+            3 => Rpc::Snapshot,
+            4 => Rpc::Write,
+            5 => Rpc::ReadIndex,
+            6 => Rpc::Lookup,
+            7 => Rpc::TimeoutNow,
+            _ => return None,
+        })
+    }
+
+    /// The HTTP route that takes the same body (the transport of earlier versions).
+    pub fn path(self) -> &'static str {
+        use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+        match self {
+            Rpc::Append => APPEND_PATH,
+            Rpc::Vote => VOTE_PATH,
+            Rpc::Snapshot => SNAPSHOT_PATH,
+            Rpc::Write => super::WRITE_PATH,
+            Rpc::ReadIndex => super::READ_INDEX_PATH,
+            Rpc::Lookup => super::LOOKUP_PATH,
+            Rpc::TimeoutNow => super::TIMEOUT_NOW_PATH,
+        }
+    }
+
+    /// A label for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rpc::Append => "append",
+            Rpc::Vote => "vote",
+            Rpc::Snapshot => "snapshot",
+            Rpc::Write => "write",
+            Rpc::ReadIndex => "read_index",
+            Rpc::Lookup => "lookup",
+            Rpc::TimeoutNow => "timeout_now",
+        }
+    }
+}
+
+/// One frame, length prefix included, ready to write.
+pub fn frame(id: u64, code: u16, body: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(4 + HEADER + body.len());
+    buf.put_u32((HEADER + body.len()) as u32);
+    buf.put_u64(id);
+    buf.put_u16(code);
+    buf.put_slice(body);
+    buf.freeze()
+}
+
+/// Splits a received frame (without its length prefix) into id, code and body; `None` when it
+/// is shorter than its header.
+pub fn split(mut frame: Bytes) -> Option<(u64, u16, Bytes)> {
+    if frame.len() < HEADER {
+        return None;
+    }
+    let id = frame.get_u64();
+    let code = frame.get_u16();
+    Some((id, code, frame))
+}
+
+/// The codec that cuts a stream into frames (length prefix removed), refusing any longer than
+/// [`MAX_FRAME`].
+pub fn codec() -> tokio_util::codec::LengthDelimitedCodec {
+    tokio_util::codec::LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+/// Frames whose bytes are gathered into one write when several are queued.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// Writes the frames queued on `queue` to `out` until the queue's senders are all gone or
+/// `closed` is cancelled, gathering the frames queued meanwhile into one write. Cancels
+/// `closed` when it stops, so the connection's reader stops too.
+pub async fn write_frames(
+    mut queue: tokio::sync::mpsc::Receiver<Bytes>,
+    mut out: impl tokio::io::AsyncWrite + Unpin,
+    closed: tokio_util::sync::CancellationToken,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut batch = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            f = queue.recv() => match f {
+                Some(f) => f,
+                None => break,
+            },
+            _ = closed.cancelled() => break,
+        };
+        let written = match queue.try_recv() {
+            // The common case under light load: one frame, written without a copy.
+            Err(_) => out.write_all(&first).await,
+            Ok(second) => {
+                batch.clear();
+                batch.extend_from_slice(&first);
+                batch.extend_from_slice(&second);
+                while batch.len() < COALESCE_BYTES {
+                    match queue.try_recv() {
+                        Ok(f) => batch.extend_from_slice(&f),
+                        Err(_) => break,
+                    }
+                }
+                out.write_all(&batch).await
+            }
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+    let _ = out.shutdown().await;
+    closed.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use tokio_util::codec::FramedRead;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_written_back_to_back_are_read_whole_and_in_order() {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&frame(7, Rpc::Append as u16, b"abc"));
+        bytes.extend_from_slice(&frame(8, OK, b""));
+        bytes.extend_from_slice(&frame(u64::MAX, 503, &[9; 70_000]));
+        let mut read = FramedRead::new(&bytes[..], codec());
+        let mut got = Vec::new();
+        while let Some(f) = read.next().await {
+            got.push(split(f.unwrap().freeze()).unwrap());
+        }
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], (7, 1, Bytes::from_static(b"abc")));
+        assert_eq!(got[1], (8, 200, Bytes::new()));
+        assert_eq!(
+            (got[2].0, got[2].1, got[2].2.len()),
+            (u64::MAX, 503, 70_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_frame_longer_than_the_limit_is_an_error_not_an_allocation() {
+        let mut bytes = Vec::new();
+        bytes.put_u32(u32::MAX);
+        bytes.extend_from_slice(&[0; 64]);
+        let mut read = FramedRead::new(&bytes[..], codec());
+        assert!(read.next().await.unwrap().is_err());
+    }
+
+    #[test]
+    fn a_frame_shorter_than_its_header_does_not_split() {
+        assert!(split(Bytes::from_static(&[0; HEADER - 1])).is_none());
+    }
+
+    #[test]
+    fn every_rpc_round_trips_through_its_code_and_no_other_code_is_one() {
+        for rpc in [
+            Rpc::Append,
+            Rpc::Vote,
+            Rpc::Snapshot,
+            Rpc::Write,
+            Rpc::ReadIndex,
+            Rpc::Lookup,
+            Rpc::TimeoutNow,
+        ] {
+            assert_eq!(Rpc::from_code(rpc as u16), Some(rpc));
+        }
+        assert_eq!(Rpc::from_code(0), None);
+        assert_eq!(Rpc::from_code(HELLO), None);
+        assert_eq!(Rpc::from_code(OK), None);
+    }
+
+    #[test]
+    fn the_preface_is_not_the_start_of_an_http_request() {
+        assert_eq!(PREFACE[0], 0);
+    }
+}
