@@ -368,6 +368,7 @@ impl Member {
             tracing::error!(error = %e, "final flush failed");
         }
         self.peer_stop.cancel();
+        self.cluster.peers.close_streams();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.peer_server).await;
         tracing::info!("member stopped");
     }
@@ -380,6 +381,7 @@ impl Member {
         self.public_stop.cancel();
         self.peer_stop.cancel();
         self.tasks_stop.cancel();
+        self.cluster.peers.close_streams();
         let _ = self.cluster.raft.shutdown().await;
         for server in [&mut self.public_server, &mut self.peer_server] {
             if tokio::time::timeout(Duration::from_secs(2), &mut *server)

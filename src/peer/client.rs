@@ -119,6 +119,13 @@ impl PeerClient {
         self
     }
 
+    /// Closes this client's peer streams (the member stops).
+    pub fn close_streams(&self) {
+        if let Some(links) = &self.links {
+            links.close_all();
+        }
+    }
+
     /// Whether a peer stream to `addr` is open now (false for a client without streams).
     pub fn stream_open(&self, addr: &str) -> bool {
         self.links.as_ref().is_some_and(|l| l.is_open(addr))

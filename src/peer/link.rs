@@ -73,6 +73,8 @@ pub struct Links {
     /// The preface and hello frame every connection starts with.
     hello: Bytes,
     links: Arc<Mutex<HashMap<String, Arc<Link>>>>,
+    /// Closes every connection (the member stops); each connection's own token is a child.
+    shutdown: CancellationToken,
 }
 
 impl Links {
@@ -87,7 +89,14 @@ impl Links {
         Links {
             hello: Bytes::from(bytes),
             links: Arc::default(),
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// Closes every stream and fails the requests in flight on them; a later request opens
+    /// a new one. Called when the member stops.
+    pub fn close_all(&self) {
+        self.shutdown.cancel();
     }
 
     /// Sends `body` as `rpc` to the member at `addr` and returns its answer's status and body.
@@ -100,7 +109,10 @@ impl Links {
     ) -> Result<(u16, Bytes), LinkError> {
         let deadline = Instant::now() + timeout;
         let link = self.link(addr);
-        let conn = match tokio::time::timeout_at(deadline, link.conn(&self.hello)).await {
+        if self.shutdown.is_cancelled() {
+            return Err(LinkError::Lost("the member is stopping".into()));
+        }
+        let conn = match tokio::time::timeout_at(deadline, link.conn(self)).await {
             Ok(conn) => conn?,
             Err(_) => return Err(LinkError::TimedOut),
         };
@@ -157,7 +169,7 @@ impl Link {
     }
 
     /// The open connection, or the outcome of opening one.
-    async fn conn(self: &Arc<Self>, hello: &Bytes) -> Result<Arc<Conn>, LinkError> {
+    async fn conn(self: &Arc<Self>, links: &Links) -> Result<Arc<Conn>, LinkError> {
         let attempt = {
             let mut state = self.lock();
             match &*state {
@@ -167,7 +179,7 @@ impl Link {
                 }
                 State::Connecting(attempt) => attempt.clone(),
                 _ => {
-                    let attempt = self.clone().connect(hello.clone());
+                    let attempt = self.clone().connect(links);
                     *state = State::Connecting(attempt.clone());
                     attempt
                 }
@@ -178,10 +190,13 @@ impl Link {
 
     /// Starts opening a connection in a task of its own, so that it completes (and settles the
     /// link's state) even when every caller waiting for it gives up first.
-    fn connect(self: Arc<Self>, hello: Bytes) -> Connecting {
+    fn connect(self: Arc<Self>, links: &Links) -> Connecting {
+        let hello = links.hello.clone();
+        let closed = links.shutdown.child_token();
         let task = tokio::spawn(
             async move {
-                let outcome = tokio::time::timeout(CONNECT_TIMEOUT, open(&self.addr, &hello))
+                let open = open(&self.addr, &hello, closed);
+                let outcome = tokio::time::timeout(CONNECT_TIMEOUT, open)
                     .await
                     .unwrap_or(Err(LinkError::TimedOut));
                 *self.lock() = match &outcome {
@@ -209,7 +224,8 @@ impl Link {
 }
 
 /// Connects to `addr`, presents the hello and starts the connection's reader and writer.
-async fn open(addr: &str, hello: &[u8]) -> Result<Arc<Conn>, LinkError> {
+/// `closed` is the connection's token, cancelled to close it.
+async fn open(addr: &str, hello: &[u8], closed: CancellationToken) -> Result<Arc<Conn>, LinkError> {
     let mut tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| LinkError::Refused(e.to_string()))?;
@@ -245,7 +261,7 @@ async fn open(addr: &str, hello: &[u8]) -> Result<Arc<Conn>, LinkError> {
         queue: tx,
         pending: Mutex::default(),
         next_id: AtomicU64::new(1),
-        closed: CancellationToken::new(),
+        closed,
         received: AtomicU64::new(0),
         silent_timeouts: AtomicU32::new(0),
     });

@@ -359,6 +359,12 @@ mod tests {
 
     /// A peer whose every Raft route answers 413, as the peer port does past its body limit.
     async fn refusing_peer() -> Connection {
+        refusing_http_peer(PeerClient::new(reqwest::Client::new(), Arc::from("secret"))).await
+    }
+
+    /// [`refusing_peer`] reached through `peers`. Its server is plain HTTP (hyper, through
+    /// axum), as the peer port of a member of an earlier version is.
+    async fn refusing_http_peer(peers: PeerClient) -> Connection {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let too_large = || async {
@@ -376,7 +382,6 @@ mod tests {
             cap: Duration::from_millis(500),
             cap_alone: RETRY_CAP_WITHOUT_QUORUM,
         };
-        let peers = PeerClient::new(reqwest::Client::new(), Arc::from("secret"));
         let mut net = Network::new(peers, Arc::default(), retry);
         net.new_client(2, &BasicNode::new(addr.to_string())).await
     }
@@ -418,6 +423,19 @@ mod tests {
             Err(RPCError::Network(e)) => assert!(e.to_string().contains("413"), "{e}"),
             other => panic!("expected a network error, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_member_that_speaks_only_http_is_reached_over_http_by_a_client_with_streams() {
+        let peers = PeerClient::new(reqwest::Client::new(), Arc::from("secret")).with_streams();
+        let mut conn = refusing_http_peer(peers).await;
+        for _ in 0..2 {
+            match conn.append_entries(append(8), option()).await {
+                Err(RPCError::PayloadTooLarge(e)) => assert_eq!(e.entries_hint(), 4),
+                other => panic!("expected the HTTP route's 413, got {other:?}"),
+            }
+        }
+        assert!(!conn.peers.stream_open(&conn.addr));
     }
 
     #[tokio::test]
