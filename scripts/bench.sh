@@ -3,7 +3,8 @@
 #
 #   scripts/bench.sh            # compare: Java LocalSessionMap, Java RedisBackedSessionMap,
 #                               #   etcd x3, gridraft x1, gridraft x3 (spread / follower / leader,
-#                               #   read-mode follower and leader); writes the table into
+#                               #   read-mode follower and leader), the ceiling x3 (a constant-
+#                               #   answer server, full GET only); writes the table into
 #                               #   docs/benchmarks.md
 #   scripts/bench.sh scale      # 1k / 100k / 1M live sessions, memory per session, start and
 #                               #   restart times, churn; writes its section of docs/benchmarks.md
@@ -11,8 +12,9 @@
 #   CHURN_SESSIONS=10000000 scripts/bench.sh churn
 #                               # churn only, memory and disk every twentieth (docs untouched)
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh gridraft
-#                               # gridraft x1 and x3 (spread) only, medians printed, docs untouched
-#                               #   (before/after comparisons of a change)
+#                               # gridraft x1 and x3 (spread) and the ceiling x3 only, medians
+#                               #   and x3's full GET as a share of the ceiling printed, docs
+#                               #   untouched (before/after comparisons of a change)
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh cpu
 #                               # server CPU per full GET and per add of a three-member cluster
 #                               #   (all members, from /proc), each run printed, docs untouched
@@ -23,8 +25,9 @@
 # SCALE_MAX (1000000), CHURN_SESSIONS (1000000), JAVA_SESSIONS (100000, the Java map's memory test),
 # GRIDRAFT_BIN (another gridraft build), BENCH_SKIP_BUILD=1,
 # BENCH_MEMBER_THREADS (1: each member of a three-member gridraft or etcd cluster gets one
-# thread's share of the cores, `--worker-threads 1` and GOMAXPROCS=1; 0 leaves their defaults,
-# one thread per core each, six busy threads on two cores).
+# thread's share of the cores, `--worker-threads 1` and GOMAXPROCS=1, and so does each port of
+# the ceiling server; 0 leaves their defaults, one thread per core each, six busy threads on two
+# cores).
 # Everything listens on 127.0.0.1 only. Client and servers share this machine's cores.
 set -euo pipefail
 
@@ -101,6 +104,18 @@ wait_for() { # wait_for URL [STATUS] [SECONDS]
   log "timeout waiting for $url"; return 1
 }
 
+# free_ports N: N distinct ports nothing listens on at 127.0.0.1 (bound to port 0 together, then
+# released), space separated.
+free_ports() {
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # settle PID: waits (at most 120 s) until PID uses under a tenth of a core over one second, so
@@ -137,6 +152,28 @@ bench_sessionmap() {
   bench "$system" uri "$urls" --mode read --read-kind uri --population 1000 --skip-preload --id-prefix "$prefix"
   bench "$system" add "$urls" --mode write --population 10000
   bench "$system" mix "$urls" --mode mix --gets 20
+}
+
+# The machine's ceiling for a full GET: gridraft-bench's constant-answer server
+# (`--mode ceiling-server`) on three free ports, each port on its own runtime with a member's
+# threads (BENCH_MEMBER_THREADS; at 0 one per core), answering every full GET with gridraft's
+# answer for the session asked (same bytes and headers, the id spliced in) and doing nothing else.
+# Measured with gridraft x3 spread's full-GET workload; recorded as ceiling-3-spread.
+bench_ceiling() {
+  local ports listen="" urls="" threads="$MEMBER_THREADS" p
+  [ "$threads" -gt 0 ] || threads="$(nproc)"
+  read -r -a ports <<< "$(free_ports 3)"
+  [ "${#ports[@]}" = 3 ] || { log "ceiling: no free ports"; return 1; }
+  for p in "${ports[@]}"; do
+    listen+="${listen:+,}127.0.0.1:$p"
+    urls+="${urls:+,}http://127.0.0.1:$p"
+  done
+  spawn "$WORK/ceiling.log" "$BENCH" --mode ceiling-server --listen "$listen" --threads "$threads"
+  for p in "${ports[@]}"; do wait_for "http://127.0.0.1:$p/readyz" 204 30; done
+  # Nothing to load (any id is answered), but ids of bench_sessionmap's form: answers of its size.
+  bench ceiling-3-spread get "$urls" --mode read --read-kind full --population 1000 --skip-preload \
+    --id-prefix "pre$RANDOM$RANDOM"
+  stop_all
 }
 
 # --- the systems ---------------------------------------------------------------------------
@@ -246,6 +283,8 @@ compare() {
   bench_sessionmap gridraft-3-follower "$GR_FOLLOWER"
   bench_sessionmap gridraft-3-leader "$GR_LEADER"
   stop_all
+  log "ceiling x3 (constant answer)"
+  bench_ceiling
   log "gridraft x3, read mode leader"
   start_gridraft gr3l 3 --read-mode leader
   bench_sessionmap gridraft-3-readleader-spread "$GR_URLS"
@@ -381,9 +420,10 @@ churn_only() {
 }
 
 gridraft_only() {
-  rm -f "$RESULTS"/gridraft-*.json
+  rm -f "$RESULTS"/gridraft-*.json "$RESULTS"/ceiling-*.json
   start_gridraft gr1 1; bench_sessionmap gridraft-1 "$GR_URLS"; stop_all
   start_gridraft gr3 3; bench_sessionmap gridraft-3-spread "$GR_URLS"; stop_all
+  bench_ceiling
   python3 "$ROOT/scripts/bench_report.py" summary "$RESULTS" - -
 }
 

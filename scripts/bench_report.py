@@ -12,12 +12,15 @@ import os
 import statistics
 import sys
 
+CEILING = "ceiling-3-spread"
 SYSTEMS = [
     ("java-local", "Java LocalSessionMap (1 process, in memory)"),
     ("java-redis", "Java RedisBackedSessionMap (Redis, no fsync)"),
     ("etcd-3", "etcd ×3 (linearizable range, put; fsync)"),
     ("gridraft-1", "gridraft ×1 (fsync)"),
     ("gridraft-3-spread", "gridraft ×3, requests spread over all members"),
+    # Full GET only: gridraft-bench's constant-answer server (scripts/bench.sh bench_ceiling).
+    (CEILING, "ceiling ×3 spread (constant answer)"),
     ("gridraft-3-follower", "gridraft ×3, through a follower"),
     ("gridraft-3-leader", "gridraft ×3, through the leader"),
     ("gridraft-3-readleader-spread", "gridraft ×3 `--read-mode leader`, spread"),
@@ -48,6 +51,15 @@ def fmt_rps(v):
 
 def fmt_ms(v):
     return f"{v:.2f}" if v is not None else "–"
+
+
+def share_of_ceiling(results):
+    """gridraft ×3 spread's full GET as a percentage of the ceiling's (median runs), or None."""
+    gr = median_run(load(results, "gridraft-3-spread", "get"))
+    ceiling = median_run(load(results, CEILING, "get"))
+    if not gr or not ceiling or not ceiling["total"]["rps"]:
+        return None
+    return gr["total"]["rps"] / ceiling["total"]["rps"] * 100
 
 
 def replace_section(md_path, kind, body):
@@ -130,6 +142,8 @@ def compare(results, md, command):
     for w in ("get", "uri", "add", "mix"):
         v = ratio(rps(gr, w), rps("java-local", w))
         etcd_rows.append(f"| gridraft ×3 spread vs Java LocalSessionMap, {w} | {'–' if v is None else f'{v:.2f}×'} |")
+    share = share_of_ceiling(results)
+    etcd_rows.append(f"| gridraft ×3 spread full GET, share of the ceiling | {'–' if share is None else f'{share:.0f} %'} |")
 
     head = ("| System | full GET req/s | p50 ms | p99 ms | p99.9 ms | `/uri` req/s | p50 | p99 | p99.9 "
             "| add req/s | p50 | p99 | p99.9 | Grid mix req/s | p50 | p99 | p99.9 | errors |\n"
@@ -145,7 +159,10 @@ write on gridraft and etcd); *Grid mix* is, per session, one add, 20 full GETs, 
 DELETE (requests/s over all of them). Sessions carry about 3 KB of Chrome capabilities. Every
 answer is verified (status, the session's own id and per-add token); *errors* counts wrong,
 missing, stale or failed answers over all runs. etcd is driven through its JSON gateway
-(`/v3/kv/range` linearizable, `/v3/kv/put`), its value being the same session JSON.
+(`/v3/kv/range` linearizable, `/v3/kv/put`), its value being the same session JSON. The
+*ceiling* row is the machine's limit for a full GET: a server that answers every one with
+gridraft's answer (same bytes and headers, the asked id spliced in) and does nothing else, on
+three ports with a member's threads each, measured the same way.
 
 {head}
 {chr(10).join(rows)}
@@ -229,7 +246,8 @@ Repeat with: `{command}`
 
 
 def summary(results, _md, _command):
-    """Medians per system and workload, printed (for before/after runs)."""
+    """Medians per system and workload, printed (for before/after runs), and gridraft ×3
+    spread's full GET as a share of the ceiling."""
     for system, _ in SYSTEMS:
         for w in WORKLOADS:
             r = median_run(load(results, system, w))
@@ -237,6 +255,9 @@ def summary(results, _md, _command):
                 t = r["total"]
                 print(f"{system:<32} {w:<4} {t['rps']:>9,.0f} req/s  p50 {t['p50_ms']:7.2f}  "
                       f"p99 {t['p99_ms']:7.2f}  p99.9 {t['p999_ms']:7.2f}  errors {r['errors']['total']}")
+    share = share_of_ceiling(results)
+    if share is not None:
+        print(f"gridraft-3-spread get: {share:.0f} % of the ceiling ({CEILING} get)")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft
 section "the reconciler on a real Selenium Grid: a killed node, a lost session event, a long session"
 python3 cluster-tests/grid_reconcile.py --gridraft target/debug/gridraft
 
+section "a rolling upgrade from the release before peer streams to this build, under load"
+python3 cluster-tests/rolling_upgrade.py --gridraft target/debug/gridraft --previous "$(scripts/build-previous.sh)"
 if [ -z "${SKIP_HARDENING:-}" ]; then
   section "the fault tier: full disk, slow clients, big requests, idle leader, late duplicate event"
   python3 cluster-tests/hardening.py --gridraft target/debug/gridraft

@@ -91,6 +91,7 @@ pub(super) async fn serve(
     stop: CancellationToken,
     hello_timeout: Duration,
 ) {
+    wire::keep_alive(&tcp);
     let checked = match tokio::time::timeout(hello_timeout, read_hello(&mut tcp)).await {
         Ok(Ok(hello)) => check(&state, hello),
         Ok(Err(Some(e))) => Err(("hello", e)),

@@ -178,8 +178,9 @@ impl Link {
                     return Err(LinkError::Unsupported)
                 }
                 State::Connecting(attempt) => attempt.clone(),
-                _ => {
-                    let attempt = self.clone().connect(links);
+                other => {
+                    let asked_before = matches!(other, State::Http(_));
+                    let attempt = self.clone().connect(links, asked_before);
                     *state = State::Connecting(attempt.clone());
                     attempt
                 }
@@ -189,8 +190,9 @@ impl Link {
     }
 
     /// Starts opening a connection in a task of its own, so that it completes (and settles the
-    /// link's state) even when every caller waiting for it gives up first.
-    fn connect(self: Arc<Self>, links: &Links) -> Connecting {
+    /// link's state) even when every caller waiting for it gives up first. `asked_before`: the
+    /// member was found to speak only HTTP, and this asks again (logged only when that changed).
+    fn connect(self: Arc<Self>, links: &Links, asked_before: bool) -> Connecting {
         let hello = links.hello.clone();
         let closed = links.shutdown.child_token();
         let task = tokio::spawn(
@@ -200,12 +202,19 @@ impl Link {
                     .await
                     .unwrap_or(Err(LinkError::TimedOut));
                 *self.lock() = match &outcome {
-                    Ok(conn) => State::Up(conn.clone()),
+                    Ok(conn) => {
+                        if asked_before {
+                            tracing::info!(peer = %self.addr, "peer accepts streams now");
+                        }
+                        State::Up(conn.clone())
+                    }
                     Err(LinkError::Unsupported) => {
-                        tracing::info!(
-                            peer = %self.addr,
-                            "peer does not accept streams (an earlier version): using HTTP"
-                        );
+                        if !asked_before {
+                            tracing::info!(
+                                peer = %self.addr,
+                                "peer does not accept streams (an earlier version): using HTTP"
+                            );
+                        }
                         State::Http(Instant::now() + RETRY_STREAM_AFTER)
                     }
                     Err(_) => State::Idle,
@@ -230,6 +239,7 @@ async fn open(addr: &str, hello: &[u8], closed: CancellationToken) -> Result<Arc
         .await
         .map_err(|e| LinkError::Refused(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
+    wire::keep_alive(&tcp);
     tcp.write_all(hello)
         .await
         .map_err(|e| LinkError::Lost(e.to_string()))?;

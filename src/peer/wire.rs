@@ -127,6 +127,19 @@ pub fn codec() -> tokio_util::codec::LengthDelimitedCodec {
         .new_codec()
 }
 
+/// Turns on TCP keepalive for a stream's connection (both sides), so that a connection whose
+/// other end vanished without closing it (a machine lost, a partition that outlived a restart)
+/// is found dead within about half a minute even while nothing is sent on it.
+pub fn keep_alive(tcp: &tokio::net::TcpStream) {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(10))
+        .with_interval(std::time::Duration::from_secs(5))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
+        tracing::debug!(error = %e, "TCP keepalive not set on a peer stream");
+    }
+}
+
 /// Frames whose bytes are gathered into one write when several are queued.
 const COALESCE_BYTES: usize = 64 * 1024;
 

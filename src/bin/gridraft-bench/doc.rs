@@ -139,6 +139,12 @@ pub(crate) fn session_doc(
     }
 }
 
+/// The token of the pre-loaded session `id`: derived from the id, so a reader (or the ceiling
+/// server) knows it without having loaded the session itself.
+pub(crate) fn preload_token(id: &str) -> String {
+    format!("tok-{id}-fixed")
+}
+
 pub(crate) fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);

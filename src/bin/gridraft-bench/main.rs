@@ -11,7 +11,11 @@
 //! The client is a minimal HTTP/1.1 implementation on raw sockets (content-length and chunked
 //! bodies) because on a small machine the client shares the cores with the servers it measures:
 //! every microsecond it spends is taken from them.
+//!
+//! `--mode ceiling-server` is the other side: a constant-answer server giving gridraft's full-GET
+//! answer with no work behind it, the machine's ceiling for that workload (`ceiling.rs`).
 
+mod ceiling;
 mod doc;
 mod http;
 
@@ -19,10 +23,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
 use serde_json::json;
 
-use doc::{rand_u64, session_doc, SessionDoc};
+use doc::{preload_token, rand_u64, session_doc, SessionDoc};
 use http::Conn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,6 +42,9 @@ enum Mode {
     Preload,
     /// Add and remove `--population` new sessions as fast as possible, then exit.
     Churn,
+    /// Not a load generator: answer full GETs on `--listen` with gridraft's answer for a
+    /// pre-loaded session (the asked id spliced in) and nothing else, until killed.
+    CeilingServer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,9 +61,13 @@ enum ReadKind {
     about = "Load generator for Selenium Grid session maps"
 )]
 struct Args {
-    /// Target base URL(s), comma separated; requests rotate over them.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Target base URL(s), comma separated; requests rotate over them (every mode but
+    /// `ceiling-server`).
+    #[arg(long, value_delimiter = ',')]
     url: Vec<String>,
+    /// `ceiling-server` only: addresses to answer on, comma separated; each gets its own runtime.
+    #[arg(long, value_delimiter = ',')]
+    listen: Vec<std::net::SocketAddr>,
     /// Drive etcd's v3 JSON gateway (`/v3/kv/put`, `/v3/kv/range`, linearizable) instead.
     #[arg(long)]
     etcd: bool,
@@ -93,7 +105,8 @@ struct Args {
     /// Approximate size of a session's capabilities in bytes (real ones are 2–10 KiB).
     #[arg(long, default_value_t = 3000)]
     caps_bytes: usize,
-    /// Client runtime threads (default: the number of cores).
+    /// Client runtime threads (default: the number of cores); `ceiling-server`: threads per
+    /// listen address (default 1, a current-thread runtime on one OS thread).
     #[arg(long)]
     threads: Option<usize>,
     /// Name of the system under test, copied into the report.
@@ -106,6 +119,32 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    // The server mode takes `--listen`, every other mode `--url`.
+    let serving = args.mode == Mode::CeilingServer;
+    let wrong = match (serving, args.url.is_empty(), args.listen.is_empty()) {
+        (true, _, true) => Some((ErrorKind::MissingRequiredArgument, "--listen is required")),
+        (true, false, _) => Some((
+            ErrorKind::ArgumentConflict,
+            "--url is not for --mode ceiling-server",
+        )),
+        (false, true, _) => Some((ErrorKind::MissingRequiredArgument, "--url is required")),
+        (false, _, false) => Some((
+            ErrorKind::ArgumentConflict,
+            "--listen is for --mode ceiling-server only",
+        )),
+        _ => None,
+    };
+    if let Some((kind, message)) = wrong {
+        Args::command().error(kind, message).exit();
+    }
+    if serving {
+        let served = ceiling::serve(&args.listen, args.threads.unwrap_or(1), args.caps_bytes);
+        if let Err(e) = served {
+            eprintln!("gridraft-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -384,6 +423,7 @@ impl Worker {
                     }
                 }
                 Mode::Preload | Mode::Churn => unreachable!("handled by preload()"),
+                Mode::CeilingServer => unreachable!("handled by main()"),
             }
         }
     }
@@ -393,7 +433,7 @@ impl Worker {
 /// without having loaded the session itself.
 fn preload_doc(shared: &Shared, i: u64) -> SessionDoc {
     let id = format!("{}-p{i}", shared.prefix);
-    let token = format!("tok-{id}-fixed");
+    let token = preload_token(&id);
     session_doc(id, i, token, shared.args.caps_bytes, shared.args.etcd)
 }
 
