@@ -42,13 +42,21 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// The URL to GET (plain http).
+    /// The URL to GET (http, or https with `--ca-file`).
     #[arg(
         long,
         env = "GRIDRAFT_PROBE_URL",
         default_value = "http://127.0.0.1:5556/readyz"
     )]
     pub url: String,
+    /// For an https URL: the CA that signed the member's certificate (PEM).
+    #[arg(long, env = "GRIDRAFT_PROBE_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate to present (a port with `tls.client-ca-file`), with `--key-file`.
+    #[arg(long, env = "GRIDRAFT_PROBE_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<std::path::PathBuf>,
+    #[arg(long, env = "GRIDRAFT_PROBE_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<std::path::PathBuf>,
     /// How long to wait for the answer.
     #[arg(long, default_value = "2s")]
     pub timeout: String,

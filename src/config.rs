@@ -20,6 +20,7 @@ mod mirror;
 mod raft;
 mod reconcile;
 pub mod selenium_env;
+mod tls;
 mod ui;
 pub use cluster::ClusterSettings;
 pub use events::{EventSettings, EVENTS_FRAME_BYTES, EVENTS_RECEIVE_HWM};
@@ -29,6 +30,7 @@ pub use http::{HttpLimits, HttpSettings};
 pub use mirror::{MirrorSettings, MirrorsSettings};
 pub use raft::{RaftSettings, RaftTuning};
 pub use reconcile::{ReconcileConfig, ReconcileSettings};
+pub use tls::TlsSettings;
 pub use ui::UiSettings;
 
 /// The shortest cluster secret a member accepts: it is all that guards the peer port.
@@ -95,6 +97,8 @@ pub struct Settings {
     pub disk: DiskSettings,
     /// The status page `/ui`.
     pub ui: UiSettings,
+    /// HTTPS on the public port.
+    pub tls: TlsSettings,
     /// The leader's check of the Grid nodes that hold sessions.
     pub reconcile: ReconcileSettings,
 }
@@ -122,6 +126,7 @@ impl Default for Settings {
             health: HealthSettings::default(),
             disk: DiskSettings::default(),
             ui: UiSettings::default(),
+            tls: TlsSettings::default(),
             reconcile: ReconcileSettings::default(),
         }
     }
@@ -176,6 +181,8 @@ pub struct Resolved {
     pub health: ResolvedHealth,
     /// `[ui]`.
     pub ui: UiSettings,
+    /// `[tls]`; `None` serves plain HTTP on the public port.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// `[reconcile]`; `None` when the reconciler is off.
     pub reconcile: Option<ReconcileConfig>,
 }
@@ -280,6 +287,7 @@ impl Settings {
             problems.push("cluster-name must not be empty".into());
         }
         let http = self.http.resolve(&mut problems);
+        let tls = self.tls.resolve(&mut problems);
         let mut warnings = Vec::new();
         let cluster_secret = self.secret(&mut problems, &mut warnings);
         let events = self.events.resolve(&mut problems);
@@ -345,6 +353,7 @@ impl Settings {
             mirrors,
             health,
             ui: self.ui,
+            tls,
             reconcile,
         })
     }

@@ -13,7 +13,7 @@
 //!   bootstrap, membership, health.
 //! - [`events`]: the Selenium Grid event-bus subscriber (libzmq), decoding and de-duplication.
 //! - [`api`]: the public Grid listener and the secret-guarded peer listener, served with their
-//!   timeouts and connection caps.
+//!   timeouts and connection caps; [`tls`]: the public port's certificates, reloaded on change.
 //! - [`mirror`]: write-through copies in Selenium's Postgres and Redis layouts; import/export.
 //! - [`backup`]: the online backup file, `gridraft backup` and `gridraft restore`.
 //! - [`config`], [`cli`], [`telemetry`]: settings, flags, logs and metrics.
@@ -33,3 +33,4 @@ pub mod raft;
 pub mod session;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -114,10 +114,15 @@ async fn wait_for_signal() {
 async fn probe(args: ProbeArgs) -> Result<()> {
     let timeout = gridraft::config::parse_duration(&args.timeout)
         .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .context("build the HTTP client")?;
+    let mut client = reqwest::Client::builder().timeout(timeout);
+    if let Some(ca) = &args.ca_file {
+        let identity = match (&args.cert_file, &args.key_file) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
+        };
+        client = client.use_preconfigured_tls(gridraft::tls::client_config(ca, identity)?);
+    }
+    let client = client.build().context("build the HTTP client")?;
     let status = client
         .get(&args.url)
         .send()

@@ -22,6 +22,7 @@ use crate::raft::network::{Contacts, Network, NetworkFaults};
 use crate::raft::{open_storage, OpenStorageError, Raft};
 use crate::store::durable::{DataIdentity, LogStats, Storage};
 use crate::telemetry::Metrics;
+use crate::tls::ServerTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemberError {
@@ -31,6 +32,8 @@ pub enum MemberError {
     RaftConfig(#[from] openraft::ConfigError),
     #[error("start raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cluster secret at {path}: {source}")]
     Secret {
         path: std::path::PathBuf,
@@ -69,6 +72,15 @@ async fn start_inner(
         tracing::warn!("{warning}");
     }
     let secret: Arc<str> = Arc::from(cluster_secret(cfg)?);
+    // Before storage and Raft: a certificate that does not load stops the start at once.
+    let public_tls = match &cfg.tls {
+        Some(files) => {
+            let tls = Arc::new(ServerTls::load(files.clone())?);
+            tracing::info!(cert = %files.cert.display(), client_ca = files.client_ca.is_some(), "the public port serves HTTPS");
+            Some(tls)
+        }
+        None => None,
+    };
     let identity = DataIdentity {
         cluster: cfg.cluster_name.clone(),
         node_id: cfg.cluster.id,
@@ -142,17 +154,18 @@ async fn start_inner(
         peer_max_connections = cfg.http.peer_max_connections,
         "connection caps"
     );
-    let listener = |name, cap, streams| ListenerSettings {
+    let listener = |name, cap, streams, tls| ListenerSettings {
         name,
         cap,
         limits: cfg.http,
         streams,
+        tls,
     };
     let peer_stop = CancellationToken::new();
     let peer_server = api::server::spawn(
         peer,
         api::peer::router(state.clone()),
-        listener("peer", caps.peer, Some(state.clone())),
+        listener("peer", caps.peer, Some(state.clone()), None),
         &connection_metrics,
         peer_stop.clone(),
     );
@@ -160,7 +173,7 @@ async fn start_inner(
     let public_server = api::server::spawn(
         public,
         api::grid::router(state),
-        listener("public", caps.public, None),
+        listener("public", caps.public, None, public_tls.clone()),
         &connection_metrics,
         public_stop.clone(),
     );
@@ -206,6 +219,9 @@ async fn start_inner(
             .in_current_span(),
     );
     tokio::spawn(health::watch_raft(cluster.clone(), tasks_stop.clone()).in_current_span());
+    if let Some(tls) = public_tls {
+        tokio::spawn(crate::tls::watch(tls, tasks_stop.clone()).in_current_span());
+    }
     let disk = cfg.health.disk_watch(cfg.data_dir.clone());
     tokio::spawn(disk::watch_disk(cluster.clone(), disk, tasks_stop.clone()).in_current_span());
     tokio::spawn(

@@ -30,6 +30,7 @@ use tracing::Instrument;
 
 use super::conn::{ConnService, ConnShared, TimedIo};
 use crate::config::HttpLimits;
+use crate::telemetry::repeat::Repeated;
 
 /// The listen backlog asked for; Linux caps it at `net.core.somaxconn` (4096 on current kernels).
 /// tokio's default of 1024 overflows when thousands of clients connect at once, and the kernel
@@ -69,6 +70,7 @@ pub struct ConnectionMetrics {
     open: IntGaugeVec,
     refused: IntCounterVec,
     reclaimed: IntCounterVec,
+    tls_failures: IntCounterVec,
 }
 
 impl ConnectionMetrics {
@@ -95,11 +97,21 @@ impl ConnectionMetrics {
                 &["listener"],
             )
             .expect("valid metric"),
+            tls_failures: IntCounterVec::new(
+                Opts::new(
+                    "gridraft_tls_handshake_failures_total",
+                    "TLS handshakes that failed (no or a refused client certificate, plain HTTP \
+                     on an HTTPS port, a client that gave up), by listener",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.open.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.refused.clone()),
             Box::new(m.reclaimed.clone()),
+            Box::new(m.tls_failures.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -117,6 +129,8 @@ pub struct ListenerSettings {
     /// The peer listener's state: connections that start with the peer-stream preface are
     /// served by `api::peer_stream` instead of HTTP. `None` on the public listener.
     pub streams: Option<Arc<super::AppState>>,
+    /// HTTPS: every connection's TLS handshake, within the header timeout, before HTTP.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// Binds a listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
@@ -147,6 +161,11 @@ pub fn spawn(
         refused: metrics.refused.with_label_values(&[name]),
         reclaimed: metrics.reclaimed.with_label_values(&[name]),
         http1: http1::Builder::new(),
+        tls_failures: Arc::new(TlsFailures {
+            count: metrics.tls_failures.with_label_values(&[name]),
+            log: Repeated::new(FAILURE_LOG_EVERY),
+            listener: name,
+        }),
         conns: JoinSet::new(),
         order: VecDeque::new(),
         closing: Arc::new(AtomicUsize::new(0)),
@@ -162,6 +181,7 @@ struct Server {
     refused: IntCounter,
     reclaimed: IntCounter,
     http1: http1::Builder,
+    tls_failures: Arc<TlsFailures>,
     conns: JoinSet<()>,
     /// Open connections in accept order (entries of closed ones are dropped lazily).
     order: VecDeque<Weak<ConnShared>>,
@@ -236,6 +256,8 @@ impl Server {
         };
         let http1 = self.http1.clone();
         let streams = self.settings.streams.clone();
+        let tls = self.settings.tls.as_ref().map(|t| t.acceptor());
+        let tls_failures = self.tls_failures.clone();
         let stop = stop.clone();
         self.open.inc();
         self.conns.spawn(
@@ -258,15 +280,17 @@ impl Server {
                         None => return,
                     }
                 }
-                let io = TokioIo::new(TimedIo::new(tcp, shared, limits));
-                let conn = http1.serve_connection(io, service);
-                let mut conn = std::pin::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
+                // The handshake's reads are timed like a first request's header (from the accept).
+                let io = TimedIo::new(tcp, shared, limits);
+                let result = match tls {
+                    None => serve_http(&http1, io, service, &stop).await,
+                    Some(acceptor) => match acceptor.accept(io).await {
+                        Ok(tls) => serve_http(&http1, tls, service, &stop).await,
+                        Err(e) => {
+                            tls_failures.failed(&e);
+                            return;
+                        }
+                    },
                 };
                 if let Err(e) = result {
                     // Timeouts, resets and malformed requests are the client's business.
@@ -309,6 +333,45 @@ impl Server {
                 Some(_) => {}
                 None => return,
             }
+        }
+    }
+}
+
+/// Failed TLS handshakes of one listener: counted, and logged once per run of failures with a
+/// count (a scanner or a misconfigured client fails every attempt).
+struct TlsFailures {
+    count: IntCounter,
+    log: Repeated,
+    listener: &'static str,
+}
+
+impl TlsFailures {
+    fn failed(&self, e: &io::Error) {
+        self.count.inc();
+        if let Some(count) = self.log.failed() {
+            tracing::warn!(listener = self.listener, error = %e, count, "TLS handshake failed");
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `io` until the connection ends, or answers the request in progress and
+/// closes once `stop` is cancelled.
+async fn serve_http<I>(
+    http1: &http1::Builder,
+    io: I,
+    service: ConnService,
+    stop: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http1.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
     }
 }

@@ -27,6 +27,15 @@ pub struct ServeArgs {
     /// HTTP to members of earlier versions) or `http` (default stream).
     #[arg(long, env = "GRIDRAFT_PEER_TRANSPORT")]
     pub peer_transport: Option<String>,
+    /// The public port's certificate chain (PEM); with `--tls-key-file` it serves HTTPS only.
+    #[arg(long, env = "GRIDRAFT_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The public port's private key (PEM).
+    #[arg(long, env = "GRIDRAFT_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Clients of the public port must present a certificate signed by a CA in this file.
+    #[arg(long, env = "GRIDRAFT_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Peer address other members use to reach this one.
     #[arg(long, env = "GRIDRAFT_ADVERTISE_PEER")]
     pub advertise_peer: Option<String>,
@@ -215,6 +224,9 @@ settings_from_flags! {
     listen => listen;
     peer_listen => peer_listen;
     peer_transport => peer_transport;
+    tls_cert_file => tls.cert_file;
+    tls_key_file => tls.key_file;
+    tls_client_ca_file => tls.client_ca_file;
     advertise_peer => advertise_peer;
     data_dir => data_dir;
     members => members;

@@ -43,6 +43,7 @@ pub struct ClusterBuilder {
     mirrors: Vec<MirrorConfig>,
     tune: fn(&mut Settings),
     seed: Option<Seed>,
+    tls: Option<gridraft::tls::TlsFiles>,
 }
 
 /// Fills a member's data directory before its first start, given the member and the member
@@ -71,6 +72,12 @@ impl ClusterBuilder {
     /// Every member's `[grid]` section, instead of the harness's (15 s timeouts).
     pub fn grid(mut self, grid: GridSettings) -> Self {
         self.grid = Some(grid);
+        self
+    }
+
+    /// Every member's public port serves HTTPS with `files` (see [`TestCluster::https_url`]).
+    pub fn tls(mut self, files: gridraft::tls::TlsFiles) -> Self {
+        self.tls = Some(files);
         self
     }
 
@@ -147,6 +154,7 @@ impl TestCluster {
             mirrors: Vec::new(),
             tune: |_| {},
             seed: None,
+            tls: None,
         }
     }
 
@@ -218,6 +226,7 @@ impl TestCluster {
         if !b.mirrors.is_empty() {
             cfg.mirrors = b.mirrors.clone();
         }
+        cfg.tls = b.tls.clone();
         cfg
     }
 
@@ -239,6 +248,11 @@ impl TestCluster {
 
     pub fn url(&self, id: u64, path: &str) -> String {
         format!("http://{}{}", self.members[&id].public, path)
+    }
+
+    /// [`TestCluster::url`] for a public port that serves HTTPS.
+    pub fn https_url(&self, id: u64, path: &str) -> String {
+        format!("https://{}{}", self.members[&id].public, path)
     }
 
     fn current_leader(&self, id: u64) -> Option<u64> {

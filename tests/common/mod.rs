@@ -7,12 +7,14 @@
 //! - [`java`]: [`java::JavaProcess`], the one way tests run Java from Selenium's jar;
 //! - [`deps`]: where Java, PostgreSQL and Redis are, and the skip rule when they are not
 //!   (`GRIDRAFT_TEST_REQUIRE_ALL=1` turns a skip into a failure);
-//! - [`disk`]: a fake free-space probe.
+//! - [`disk`]: a fake free-space probe;
+//! - [`certs`]: a CA and certificates made at run time, and an HTTPS client trusting them.
 //!
 //! Helpers specific to the mirror and event-bus tests live in `tests/mirror_common` and
 //! `tests/event_bus_common`, on top of this.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod certs;
 pub mod cluster;
 pub mod deps;
 pub mod disk;
