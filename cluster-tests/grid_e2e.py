@@ -5,17 +5,25 @@ behind haproxy (checking /readyz). Creates real browser sessions, runs WebDriver
 the session map on every member, quits, checks the sessions leave the map through the
 `session-closed` event; then does it again while the gridraft leader is killed with SIGKILL.
 
+With `--tls` the members' public ports serve HTTPS only (a CA and a certificate made with
+openssl at start), haproxy passes TLS through and checks /readyz over TLS, and the router and the
+distributor reach the map at https://… with the CA in a Java trust store (keytool).
+
 Ends with a line `N passed, M failed`; exits non-zero when anything failed.
 Only 127.0.0.1 is used.
 """
 
 import os
 import signal
+import ssl
+import subprocess
 import threading
 import time
+import traceback
 
-from procs import Procs, Results, find_leader, http, log, member_args, member_env, wait_until, \
-    write_haproxy_cfg
+import procs as procs_module
+from procs import Procs, Results, find_leader, http, log, make_certs, member_args, member_env, wait_until, \
+    write_haproxy_cfg, write_haproxy_tls_cfg
 from selenium_grid import Ports, bus_args, check_logs_have_no_panic, finish, new_session as grid_new_session, \
     start_grid, tier_arguments, tier_dirs
 
@@ -30,6 +38,9 @@ PAGE = "data:text/html,<html><head><title>gridraft e2e</title></head><body><p id
 
 results = Results()
 procs = None
+# "http" or "https": the scheme of the members' public ports and the VIP.
+SCHEME = "http"
+TLS_ARGS = []
 
 
 def check(name, ok, detail=""):
@@ -41,7 +52,8 @@ def start(name, args, logdir=None, env=None):
 
 
 def start_member(binary, mid, workdir, logdir):
-    args = member_args(binary, mid, MEMBERS, workdir, extra=[*bus_args(PORTS), "--registration-secret", SECRET])
+    args = member_args(binary, mid, MEMBERS, workdir,
+                       extra=[*bus_args(PORTS), "--registration-secret", SECRET, *TLS_ARGS])
     return start(f"gridraft-{mid}", args, logdir, member_env())
 
 
@@ -74,7 +86,7 @@ def webdriver_round(sid):
 
 
 def map_uri(mid, sid):
-    return http("GET", f"http://127.0.0.1:{MEMBERS[mid][0]}/se/grid/session/{sid}/uri")
+    return http("GET", f"{SCHEME}://127.0.0.1:{MEMBERS[mid][0]}/se/grid/session/{sid}/uri")
 
 
 def live_members():
@@ -96,7 +108,7 @@ def quit_and_check_gone(sids, phase):
     for sid in sids:
         for mid in live_members():
             def gone():
-                code, body = http("GET", f"http://127.0.0.1:{MEMBERS[mid][0]}/se/grid/session/{sid}")
+                code, body = http("GET", f"{SCHEME}://127.0.0.1:{MEMBERS[mid][0]}/se/grid/session/{sid}")
                 return code == 404 and body
             try:
                 body = wait_until(f"{sid} to leave member {mid}", gone, timeout=30)
@@ -154,7 +166,7 @@ def phase_leader_kill(node_uri, binary, workdir, logdir, seconds):
     log(f"restarting member {victim}")
     start_member(binary, victim, workdir, logdir)
     wait_until(f"member {victim} to be ready",
-               lambda: http("GET", f"http://127.0.0.1:{MEMBERS[victim][0]}/readyz")[0] == 204, timeout=60)
+               lambda: http("GET", f"{SCHEME}://127.0.0.1:{MEMBERS[victim][0]}/readyz")[0] == 204, timeout=60)
     for sid in sids:
         code, _ = map_uri(victim, sid)
         check(f"kill: restarted member {victim} does not resurrect {sid[:8]}", code == 404, f"got {code}")
@@ -163,25 +175,47 @@ def phase_leader_kill(node_uri, binary, workdir, logdir, seconds):
 def main():
     ap = tier_arguments(__doc__)
     ap.add_argument("--seconds", type=float, default=12, help="length of the leader-kill phase")
+    ap.add_argument("--tls", action="store_true", help="HTTPS between the Grid and the session map")
     args = ap.parse_args()
-    workdir, logdir = tier_dirs("gridraft-e2e-")
-    global procs
+    workdir, logdir = tier_dirs("gridraft-e2e-tls-" if args.tls else "gridraft-e2e-")
+    global procs, SCHEME
     procs = Procs(logdir)
+    java_opts = []
+    if args.tls:
+        ca, cert, key = make_certs(workdir)
+        SCHEME = "https"
+        TLS_ARGS.extend(["--tls-cert-file", cert, "--tls-key-file", key])
+        procs_module.TLS_CONTEXT = ssl.create_default_context(cafile=ca)
+        store = os.path.join(workdir, "gridraft-ca.jks")
+        subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "gridraft", "-file", ca,
+                        "-keystore", store, "-storepass", "changeit"], check=True, capture_output=True)
+        java_opts = [f"-Djavax.net.ssl.trustStore={store}", "-Djavax.net.ssl.trustStorePassword=changeit"]
     with open(os.path.join(workdir, "cluster-secret"), "w") as f:
         f.write(CLUSTER_SECRET)
     try:
         for mid in MEMBERS:
             start_member(args.gridraft, mid, workdir, logdir)
         cfg = os.path.join(workdir, "haproxy.cfg")
-        write_haproxy_cfg(cfg, VIP, {mid: p[0] for mid, p in MEMBERS.items()})
+        publics = {mid: p[0] for mid, p in MEMBERS.items()}
+        if args.tls:
+            write_haproxy_tls_cfg(cfg, VIP, publics, ca)
+        else:
+            write_haproxy_cfg(cfg, VIP, publics)
         start("haproxy", ["haproxy", "-db", "-f", cfg], logdir)
-        wait_until("gridraft behind the VIP", lambda: http("GET", f"http://127.0.0.1:{VIP}/readyz")[0] == 204)
-        node_uri = start_grid(procs, args.jar, workdir, PORTS, f"http://127.0.0.1:{VIP}", SECRET)
+        vip = f"{SCHEME}://127.0.0.1:{VIP}"
+        wait_until("gridraft behind the VIP", lambda: http("GET", f"{vip}/readyz")[0] == 204)
+        if args.tls:
+            plain = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+                                    f"http://127.0.0.1:{MEMBERS[1][0]}/readyz"], capture_output=True, text=True)
+            check("tls: a member's public port answers no plain HTTP", plain.stdout.strip() in ("000", ""),
+                  f"curl printed {plain.stdout!r}")
+        node_uri = start_grid(procs, args.jar, workdir, PORTS, vip, SECRET, java_opts=java_opts)
         log(f"grid ready; node {node_uri}")
         phase_plain(node_uri)
         phase_leader_kill(node_uri, args.gridraft, workdir, logdir, args.seconds)
         check_logs_have_no_panic(procs, results, [f"gridraft-{mid}" for mid in MEMBERS])
     except Exception as e:  # noqa: BLE001 - report and count
+        traceback.print_exc()
         check("the run completed", False, repr(e))
     finally:
         finish(procs, results, logdir, args.keep_logs)

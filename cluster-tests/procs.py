@@ -41,6 +41,10 @@ class Results:
         return f"{self.passed} passed, {self.failed} failed"
 
 
+# The TLS context `http` uses for https URLs (a tier that serves HTTPS sets it to trust its CA).
+TLS_CONTEXT = None
+
+
 def http(method, url, body=None, headers=None, timeout=60, raw_body=None):
     """One request; returns (status, decoded JSON or text). `raw_body` sends bytes as they are."""
     data = raw_body if raw_body is not None else (None if body is None else json.dumps(body).encode())
@@ -48,7 +52,7 @@ def http(method, url, body=None, headers=None, timeout=60, raw_body=None):
     if data is not None:
         req.add_header("Content-Type", "application/json; charset=utf-8")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=TLS_CONTEXT) as r:
             raw = r.read()
             return r.status, _decode(raw)
     except urllib.error.HTTPError as e:
@@ -155,6 +159,23 @@ def member_args(binary, mid, members, workdir, data_dir=None, extra=()):
             *extra]
 
 
+def make_certs(workdir):
+    """A CA and a certificate for localhost and 127.0.0.1 signed by it, made with openssl in
+    `workdir`; returns (ca.crt, member.crt, member.key). Nothing is kept after the tier."""
+    ca_key, ca_crt = os.path.join(workdir, "ca.key"), os.path.join(workdir, "ca.crt")
+    key, csr, crt = (os.path.join(workdir, f"member.{ext}") for ext in ("key", "csr", "crt"))
+    ext = os.path.join(workdir, "member.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", *ec, "-days", "2", "-subj", "/CN=gridraft test CA", "-keyout", ca_key, "-out", ca_crt)
+    run("req", *ec, "-subj", "/CN=gridraft member", "-keyout", key, "-out", csr)
+    run("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+        "-extfile", ext, "-out", crt)
+    return ca_crt, crt, key
+
+
 def member_env():
     return dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "gridraft=info,openraft=warn"))
 
@@ -201,6 +222,36 @@ backend gridraft
     http-check expect status 204
 {servers}
 """
+
+
+HAPROXY_TLS_CFG = """
+global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 120s
+    timeout server 120s
+    retries 5
+    option redispatch 1
+frontend vip
+    bind 127.0.0.1:{vip}
+    default_backend gridraft
+backend gridraft
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 204
+{servers}
+"""
+
+
+def write_haproxy_tls_cfg(path, vip, public_ports, ca_file, check="inter 300ms fall 2 rise 1"):
+    """haproxy passing TLS through to HTTPS public ports ({id: port}), checking /readyz over TLS
+    against the members' CA (204 = ready)."""
+    servers = "\n".join(f"    server m{mid} 127.0.0.1:{port} check check-ssl verify required ca-file {ca_file} {check}"
+                        for mid, port in public_ports.items())
+    with open(path, "w") as f:
+        f.write(HAPROXY_TLS_CFG.format(vip=vip, servers=servers))
 
 
 def write_haproxy_cfg(path, vip, public_ports, check="inter 300ms fall 2 rise 1", stats_socket=None):

@@ -40,8 +40,8 @@ def tier_dirs(prefix):
     return workdir, logdir
 
 
-def java(jar, *args):
-    return ["java", "-jar", jar, *args]
+def java(jar, *args, opts=()):
+    return ["java", *opts, "-jar", jar, *args]
 
 
 def bus_args(ports):
@@ -55,9 +55,10 @@ def start_bus(procs, jar, ports, secret):
     wait_until("event bus", lambda: http("GET", f"http://127.0.0.1:{ports.bus_http}/readyz")[0] in (200, 204))
 
 
-def start_grid(procs, jar, workdir, ports, sessions_url, secret, max_sessions=4):
+def start_grid(procs, jar, workdir, ports, sessions_url, secret, max_sessions=4, java_opts=()):
     """Starts the Grid with its session map at `sessions_url`; returns the node's URI once the
-    router is ready with it."""
+    router is ready with it. `java_opts` go to the JVMs of the distributor and the router, the
+    components that talk to the session map (a trust store for an https map)."""
     sec = ["--registration-secret", secret]
     start_bus(procs, jar, ports, secret)
     procs.start("sessionqueue", java(jar, "sessionqueue", "--port", str(ports.queue), "--host", "127.0.0.1", *sec))
@@ -65,11 +66,11 @@ def start_grid(procs, jar, workdir, ports, sessions_url, secret, max_sessions=4)
     procs.start("distributor", java(jar, "distributor", "--sessions", sessions_url,
                                     "--sessionqueue", f"http://127.0.0.1:{ports.queue}", "--bind-bus", "false",
                                     "--port", str(ports.distributor), "--host", "127.0.0.1",
-                                    *bus_args(ports), *sec))
+                                    *bus_args(ports), *sec, opts=java_opts))
     procs.start("router", java(jar, "router", "--sessions", sessions_url,
                                "--distributor", f"http://127.0.0.1:{ports.distributor}",
                                "--sessionqueue", f"http://127.0.0.1:{ports.queue}",
-                               "--port", str(ports.router), "--host", "127.0.0.1", *sec))
+                               "--port", str(ports.router), "--host", "127.0.0.1", *sec, opts=java_opts))
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     stereotype = json.dumps({"browserName": "chrome", "platformName": "linux",

@@ -2,7 +2,7 @@
 # Installs, from Debian's packages, everything the test suite needs that a fresh Debian 12
 # machine with Rust and Docker lacks: a Java 17 runtime (the real Selenium server), PostgreSQL,
 # Redis, haproxy, Chromium and its driver (the real Grid end to end), debootstrap (local images),
-# promtool (the monitoring check).
+# promtool (the monitoring check), openssl and curl (certificates and checks of the HTTPS tier).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 log() { echo "install-test-deps: $*" >&2; }
@@ -18,6 +18,8 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v python3 >/dev/null || need+=(python3)
 command -v c++ >/dev/null || need+=(g++)
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 
 if [ "${#need[@]}" -eq 0 ]; then
   log "everything is installed"

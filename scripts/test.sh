@@ -50,6 +50,8 @@ scripts/check-selenium-dropin.sh target/debug/gridraft
 
 section "a real Selenium Grid on a three-member gridraft, with a leader kill"
 python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft
+section "the same Grid over HTTPS: the session map's public port on TLS, the JVMs trusting its CA"
+python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft --tls
 
 section "the reconciler on a real Selenium Grid: a killed node, a lost session event, a long session"
 python3 cluster-tests/grid_reconcile.py --gridraft target/debug/gridraft
