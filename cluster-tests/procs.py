@@ -224,25 +224,11 @@ backend gridraft
 """
 
 
-HAPROXY_TLS_CFG = """
-global
-    maxconn 4096
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 120s
-    timeout server 120s
-    retries 5
-    option redispatch 1
-frontend vip
-    bind 127.0.0.1:{vip}
-    default_backend gridraft
-backend gridraft
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 204
-{servers}
-"""
+# The TLS variant: TCP mode (TLS passes through to the members), the same checks over TLS.
+HAPROXY_TLS_CFG = (HAPROXY_CFG.replace("mode http", "mode tcp")
+                   .replace("    timeout http-request 30s\n", "")
+                   .replace("    retry-on conn-failure empty-response response-timeout\n", "")
+                   .replace("    option http-buffer-request\n", ""))
 
 
 def write_haproxy_tls_cfg(path, vip, public_ports, ca_file, check="inter 300ms fall 2 rise 1"):
@@ -251,7 +237,7 @@ def write_haproxy_tls_cfg(path, vip, public_ports, ca_file, check="inter 300ms f
     servers = "\n".join(f"    server m{mid} 127.0.0.1:{port} check check-ssl verify required ca-file {ca_file} {check}"
                         for mid, port in public_ports.items())
     with open(path, "w") as f:
-        f.write(HAPROXY_TLS_CFG.format(vip=vip, servers=servers))
+        f.write(HAPROXY_TLS_CFG.format(vip=vip, servers=servers, stats=""))
 
 
 def write_haproxy_cfg(path, vip, public_ports, check="inter 300ms fall 2 rise 1", stats_socket=None):

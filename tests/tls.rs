@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::certs::{self, Ca};
@@ -21,27 +22,44 @@ fn metric(text: &str, name: &str) -> f64 {
 
 const FAILURES: &str = "gridraft_tls_handshake_failures_total{listener=\"public\"}";
 
+/// A one-member cluster whose public port serves HTTPS with `cert` and `key` (and checks client
+/// certificates against `client_ca`).
+async fn https_member(cert: PathBuf, key: PathBuf, client_ca: Option<PathBuf>) -> TestCluster {
+    TestCluster::builder(1)
+        .tls(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })
+        .start()
+        .await
+}
+
+/// `GET /readyz` on member 1 through `client`: its status, or `None` when no answer came.
+async fn readyz(c: &TestCluster, client: &reqwest::Client) -> Option<u16> {
+    let answer = client.get(c.https_url(1, "/readyz")).send().await;
+    answer.ok().map(|a| a.status().as_u16())
+}
+
+/// Adds session `id` through member 1 with `client`; its status.
+async fn add(c: &TestCluster, client: &reqwest::Client, id: &str) -> u16 {
+    let answer = client
+        .post(c.https_url(1, "/se/grid/session"))
+        .body(session_body(id, "http://node:5555"))
+        .send()
+        .await
+        .unwrap();
+    answer.status().as_u16()
+}
+
 #[tokio::test]
 async fn the_public_port_serves_the_grid_over_https_and_refuses_plain_http() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("gridraft test CA");
     let (cert, key) = ca.leaf("member", false).write(dir.path(), "member");
-    let c = TestCluster::builder(1)
-        .tls(TlsFiles {
-            cert,
-            key,
-            client_ca: None,
-        })
-        .start()
-        .await;
+    let c = https_member(cert, key, None).await;
     let https = certs::client(&ca.pem(), None);
-    let add = https
-        .post(c.https_url(1, "/se/grid/session"))
-        .body(session_body("tls-1", "http://node:5555"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(add.status(), 200);
+    assert_eq!(add(&c, &https, "tls-1").await, 200);
     let get = https
         .get(c.https_url(1, "/se/grid/session/tls-1"))
         .send()
@@ -53,16 +71,14 @@ async fn the_public_port_serves_the_grid_over_https_and_refuses_plain_http() {
         .await
         .unwrap()
         .contains("\"sessionId\": \"tls-1\""));
-    let ready = https.get(c.https_url(1, "/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 204);
+    assert_eq!(readyz(&c, &https).await, Some(204));
 
     // Plain HTTP gets no answer (the bytes are not a TLS hello), and is counted.
     let plain = c.http.get(c.url(1, "/readyz")).send().await;
     assert!(plain.is_err(), "plain HTTP on the HTTPS port: {plain:?}");
     // A client that does not trust the member's CA refuses the member.
     let stranger = certs::client(&Ca::new("another CA").pem(), None);
-    let refused = stranger.get(c.https_url(1, "/readyz")).send().await;
-    assert!(refused.is_err(), "a client of another CA: {refused:?}");
+    assert_eq!(readyz(&c, &stranger).await, None, "a client of another CA");
 
     // `gridraft probe`, the container health check, given the CA (and only then).
     let ca_file = certs::write(dir.path(), "ca.pem", &ca.pem());
@@ -92,8 +108,7 @@ async fn the_public_port_serves_the_grid_over_https_and_refuses_plain_http() {
     let text = c.metrics_text(1).await;
     assert!(metric(&text, FAILURES) >= 3.0, "{text}");
     // The port still serves.
-    let again = https.get(c.https_url(1, "/readyz")).send().await.unwrap();
-    assert_eq!(again.status(), 204);
+    assert_eq!(readyz(&c, &https).await, Some(204));
     c.shutdown().await;
 }
 
@@ -103,14 +118,7 @@ async fn with_a_client_ca_only_clients_with_a_valid_certificate_of_that_ca_are_s
     let ca = Ca::new("gridraft test CA");
     let (cert, key) = ca.leaf("member", false).write(dir.path(), "member");
     let client_ca = certs::write(dir.path(), "clients.pem", &ca.pem());
-    let c = TestCluster::builder(1)
-        .tls(TlsFiles {
-            cert,
-            key,
-            client_ca: Some(client_ca),
-        })
-        .start()
-        .await;
+    let c = https_member(cert, key, Some(client_ca)).await;
     let other = Ca::new("another CA");
     let refused = [
         ("no certificate", certs::client(&ca.pem(), None)),
@@ -124,19 +132,11 @@ async fn with_a_client_ca_only_clients_with_a_valid_certificate_of_that_ca_are_s
         ),
     ];
     for (what, client) in &refused {
-        let answer = client.get(c.https_url(1, "/readyz")).send().await;
-        assert!(answer.is_err(), "{what}: {answer:?}");
+        assert_eq!(readyz(&c, client).await, None, "{what}");
     }
     let router = certs::client(&ca.pem(), Some(&ca.leaf("router", false)));
-    let ready = router.get(c.https_url(1, "/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 204);
-    let add = router
-        .post(c.https_url(1, "/se/grid/session"))
-        .body(session_body("mtls-1", "http://node:5555"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(add.status(), 200);
+    assert_eq!(readyz(&c, &router).await, Some(204));
+    assert_eq!(add(&c, &router, "mtls-1").await, 200);
     let text = c.metrics_text(1).await;
     assert!(metric(&text, FAILURES) >= 3.0, "{text}");
     c.shutdown().await;
@@ -147,44 +147,17 @@ async fn a_renewed_certificate_is_used_by_new_connections_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let old_ca = Ca::new("old CA");
     let (cert, key) = old_ca.leaf("member", false).write(dir.path(), "member");
-    let c = TestCluster::builder(1)
-        .tls(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            client_ca: None,
-        })
-        .start()
-        .await;
+    let c = https_member(cert.clone(), key.clone(), None).await;
     let trusts_old = certs::client(&old_ca.pem(), None);
     let trusts_new_ca = Ca::new("new CA");
     let trusts_new = certs::client(&trusts_new_ca.pem(), None);
-    assert_eq!(
-        trusts_old
-            .get(c.https_url(1, "/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
-    assert!(trusts_new
-        .get(c.https_url(1, "/readyz"))
-        .send()
-        .await
-        .is_err());
+    assert_eq!(readyz(&c, &trusts_old).await, Some(204));
+    assert_eq!(readyz(&c, &trusts_new).await, None);
 
     // A file that does not load is refused, and the certificate in use stays.
     std::fs::write(&cert, "not a certificate").unwrap();
     tokio::time::sleep(gridraft::tls::RELOAD_CHECK * 2).await;
-    assert_eq!(
-        trusts_old
-            .get(c.https_url(1, "/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    assert_eq!(readyz(&c, &trusts_old).await, Some(204));
 
     // The renewed pair (as cert-manager writes it) is taken for new connections.
     let renewed = trusts_new_ca.leaf("member", false);
@@ -193,21 +166,10 @@ async fn a_renewed_certificate_is_used_by_new_connections_without_a_restart() {
     eventually(
         Duration::from_secs(20),
         "the renewed certificate",
-        || async {
-            let answer = trusts_new
-                .get(c.https_url(1, "/readyz"))
-                .send()
-                .await
-                .ok()?;
-            (answer.status() == 204).then_some(())
-        },
+        || async { (readyz(&c, &trusts_new).await == Some(204)).then_some(()) },
     )
     .await;
-    assert!(trusts_old
-        .get(c.https_url(1, "/readyz"))
-        .send()
-        .await
-        .is_err());
+    assert_eq!(readyz(&c, &trusts_old).await, None);
     c.shutdown().await;
 }
 
