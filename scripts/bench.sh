@@ -15,6 +15,9 @@
 #                               # gridraft x1 and x3 (spread) and the ceiling x3 only, medians
 #                               #   and x3's full GET as a share of the ceiling printed, docs
 #                               #   untouched (before/after comparisons of a change)
+#   scripts/bench.sh tls       # gridraft x3 spread, full GET and add, plain HTTP against HTTPS on
+#                               #   the public port, alternating, RUNS runs each; medians and the
+#                               #   cost of TLS printed, docs untouched
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh cpu
 #                               # server CPU per full GET and per add of a three-member cluster
 #                               #   (all members, from /proc), each run printed, docs untouched
@@ -97,7 +100,7 @@ stop_all() { cleanup; sleep 0.5; }
 wait_for() { # wait_for URL [STATUS] [SECONDS]
   local url="$1" want="${2:-2}" secs="${3:-60}" code
   for _ in $(seq 1 $((secs * 20))); do
-    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)"
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 ${CURL_CA:+--cacert "$CURL_CA"} "$url" || true)"
     [[ "$code" == "$want"* ]] && return 0
     sleep 0.05
   done
@@ -230,8 +233,8 @@ start_gridraft() {
       --cluster-secret-file "$SECRET_FILE" "${member_args[@]}" "$@"
     GR_PIDS+=("$LAST_PID")
   done
-  for i in $(seq 1 "$n"); do wait_for "http://127.0.0.1:${base}0$i/readyz" 204 60; done
-  GR_URLS="$urls"
+  for i in $(seq 1 "$n"); do wait_for "${GR_SCHEME:-http}://127.0.0.1:${base}0$i/readyz" 204 60; done
+  GR_URLS="${urls//http:/${GR_SCHEME:-http}:}"
   GR_LEADER="" GR_FOLLOWER=""
   for i in $(seq 1 "$n"); do
     if curl -s -H "Authorization: Bearer $SECRET" "http://127.0.0.1:$((base + 1))0$i/metrics" \
@@ -456,12 +459,63 @@ PY
   stop_all
 }
 
+# What TLS on the public port costs: a three-member cluster plain, then with --tls-cert-file and
+# --tls-key-file (a CA and a certificate for 127.0.0.1 made with openssl), alternating RUNS
+# times; full GET and add spread over the members; medians and the HTTPS/HTTP ratio printed.
+tls_cost() {
+  local dir="$WORK/tls" i mode
+  mkdir -p "$dir"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=bench CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+  openssl req "${ec[@]}" -subj "/CN=bench member" -keyout "$dir/member.key" -out "$dir/member.csr" 2>/dev/null
+  openssl x509 -req -in "$dir/member.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+    -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth') -out "$dir/member.crt" 2>/dev/null
+  rm -f "$RESULTS"/tls-*.json
+  for i in $(seq 1 "$RUNS"); do
+    for mode in http https; do
+      if [ "$mode" = https ]; then
+        GR_SCHEME=https CURL_CA="$dir/ca.crt" start_gridraft "gr3$mode" 3 \
+          --tls-cert-file "$dir/member.crt" --tls-key-file "$dir/member.key"
+      else
+        start_gridraft "gr3$mode" 3
+      fi
+      local prefix="tls$RANDOM$RANDOM" tls_args=()
+      [ "$mode" = https ] && tls_args=(--ca-file "$dir/ca.crt")
+      "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration 3 --warmup 0 --mode mix "${tls_args[@]}" >/dev/null 2>&1 || true
+      "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" "${tls_args[@]}" >/dev/null
+      "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" "${tls_args[@]}" \
+        --json "$RESULTS/tls-$mode.get.$i.json" --mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix" >&2 || true
+      "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" "${tls_args[@]}" \
+        --json "$RESULTS/tls-$mode.add.$i.json" --mode write --population 10000 >&2 || true
+      stop_all
+    done
+  done
+  python3 - "$RESULTS" <<'PY'
+import glob, json, statistics, sys
+res = sys.argv[1]
+med = {}
+for mode in ("http", "https"):
+    for w in ("get", "add"):
+        runs = [json.load(open(f))["total"] for f in sorted(glob.glob(f"{res}/tls-{mode}.{w}.*.json"))]
+        rps = [r["rps"] for r in runs]
+        med[mode, w] = statistics.median(rps) if rps else 0
+        p99 = statistics.median([r["p99_ms"] for r in runs]) if runs else 0
+        print(f"gridraft x3 spread {w} over {mode:5}  runs {' / '.join(f'{x:,.0f}' for x in rps)} req/s  "
+              f"median {med[mode, w]:,.0f}  p99 {p99:.2f} ms")
+for w in ("get", "add"):
+    if med["http", w]:
+        print(f"{w}: HTTPS at {med['https', w] / med['http', w] * 100:.0f} % of plain HTTP "
+              f"(costs {(1 - med['https', w] / med['http', w]) * 100:.0f} %)")
+PY
+}
+
 case "$WHAT" in
   compare) compare ;;
   gridraft) gridraft_only ;;
   cpu) cpu_per_request ;;
+  tls) tls_cost ;;
   scale) scale ;;
   churn) churn_only ;;
   all) compare; scale ;;
-  *) echo "usage: $0 [compare|scale|all|gridraft|churn|cpu]" >&2; exit 2 ;;
+  *) echo "usage: $0 [compare|scale|all|gridraft|churn|cpu|tls]" >&2; exit 2 ;;
 esac

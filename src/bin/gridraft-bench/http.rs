@@ -1,11 +1,66 @@
 //! HTTP/1.1 over one keep-alive connection, written for a load generator: no allocation per
-//! request beyond the response buffer.
+//! request beyond the response buffer. `https://` URLs go over TLS (`--ca-file`).
 
 use std::fmt::Write as _;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// The TLS client of `https://` URLs, set once from `--ca-file`.
+pub(crate) static TLS: OnceLock<TlsConnector> = OnceLock::new();
+
+/// A connection, plain or TLS.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // HTTP/1.1 over one keep-alive connection.
@@ -13,9 +68,11 @@ use tokio::net::TcpStream;
 pub(crate) struct Conn {
     pub(crate) addr: SocketAddr,
     pub(crate) host: String,
-    pub(crate) stream: Option<TcpStream>,
+    pub(crate) stream: Option<Stream>,
     pub(crate) buf: Vec<u8>,
     pub(crate) req: Vec<u8>,
+    /// For an `https://` URL: the TLS client and the name to verify.
+    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
 }
 
 pub(crate) struct Answer<'a> {
@@ -25,10 +82,28 @@ pub(crate) struct Answer<'a> {
 
 impl Conn {
     pub(crate) fn new(url: &str) -> Result<Conn, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            _ => {
+                return Err(format!(
+                    "{url}: only http:// and https:// URLs are supported"
+                ))
+            }
+        };
         let host = rest.trim_end_matches('/').to_owned();
+        let tls = match https {
+            false => None,
+            true => {
+                let connector = TLS
+                    .get()
+                    .ok_or_else(|| format!("{url}: an https URL needs --ca-file"))?;
+                let name = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+                let name = rustls::pki_types::ServerName::try_from(name.to_owned())
+                    .map_err(|e| format!("{url}: {e}"))?;
+                Some((connector.clone(), name))
+            }
+        };
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&host)
             .map_err(|e| format!("{url}: {e}"))?
             .next()
@@ -39,6 +114,7 @@ impl Conn {
             stream: None,
             buf: Vec::with_capacity(16 * 1024),
             req: Vec::with_capacity(8 * 1024),
+            tls,
         })
     }
 
@@ -92,7 +168,16 @@ impl Conn {
                 .await
                 .map_err(|e| format!("connect {}: {e}", self.addr))?;
             s.set_nodelay(true).map_err(|e| e.to_string())?;
-            self.stream = Some(s);
+            self.stream = Some(match &self.tls {
+                None => Stream::Plain(s),
+                Some((connector, name)) => {
+                    let tls = connector
+                        .connect(name.clone(), s)
+                        .await
+                        .map_err(|e| format!("TLS handshake with {}: {e}", self.addr))?;
+                    Stream::Tls(Box::new(tls))
+                }
+            });
         }
         let result = self.exchange_on_stream(head).await;
         if result.is_err() {
@@ -192,7 +277,7 @@ impl std::fmt::Write for Wr<'_> {
     }
 }
 
-pub(crate) async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) async fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> Result<(), String> {
     buf.reserve(8192);
     match stream.read_buf(buf).await {
         Ok(0) => Err("connection closed by the server".into()),
@@ -203,7 +288,7 @@ pub(crate) async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Resu
 
 /// Decodes a chunked body that starts at `buf[start..]` in place; returns the body's end.
 pub(crate) async fn dechunk(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     start: usize,
 ) -> Result<usize, String> {

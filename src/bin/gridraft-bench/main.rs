@@ -115,6 +115,9 @@ struct Args {
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// The CA (PEM) that signed the servers' certificates, for `https://` URLs.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -144,6 +147,19 @@ fn main() {
             std::process::exit(1);
         }
         return;
+    }
+    if let Some(ca) = &args.ca_file {
+        match gridraft::tls::client_config(ca, None) {
+            Ok(config) => {
+                let _ = http::TLS.set(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                    config,
+                )));
+            }
+            Err(e) => {
+                eprintln!("gridraft-bench: --ca-file: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     let threads = args
         .threads
