@@ -170,3 +170,74 @@ async fn export_writes_the_cluster_into_a_selenium_table() {
     wait_rows_equal(&url, &truth, Duration::from_secs(5)).await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_mirror_over_tls_checks_the_servers_certificate_as_libpq_does() {
+    if common::deps::postgres().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::certs::Ca::new("postgres CA");
+    let (cert, key) = ca.leaf("postgres", false).write(dir.path(), "postgres");
+    let ca_file = common::certs::write(dir.path(), "ca.pem", &ca.pem());
+    let other_ca = common::certs::write(
+        dir.path(),
+        "other.pem",
+        &common::certs::Ca::new("another CA").pem(),
+    );
+    let pg = OwnPostgres::start_tls(&cert, &key);
+    let tls_url = |mode: &str, root: &std::path::Path| {
+        format!("{}?sslmode={mode}&sslrootcert={}", pg.url(), root.display())
+    };
+
+    // verify-full with the server's CA: the mirror writes, over TLS.
+    let url = tls_url("verify-full", &ca_file);
+    let c = mirrored(1, vec![mirror(MirrorKind::Postgres, &url)]).await;
+    let truth = add_sessions(&c).await;
+    wait_rows_equal(&url, &truth, Duration::from_secs(60)).await;
+    let mut con = connect_pg(&url).await;
+    let ssl: bool = sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        .fetch_one(&mut con)
+        .await
+        .unwrap();
+    assert!(ssl, "the test's own connection with the same URL is TLS");
+    let tls_writers: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_ssl s join pg_stat_activity a using (pid) \
+         where s.ssl and a.pid <> pg_backend_pid() and a.datname = 'postgres'",
+    )
+    .fetch_one(&mut con)
+    .await
+    .unwrap();
+    assert!(tls_writers >= 1, "the mirror's connection is TLS");
+    c.shutdown().await;
+
+    // A CA that did not sign the server's certificate: no connection, the mirror is down and
+    // the Grid is served.
+    let (c, error) = failed_or_down(&tls_url("verify-full", &other_ca)).await;
+    assert_still_serving(&c).await;
+    tracing::info!(error, "refused as expected");
+    c.shutdown().await;
+}
+
+/// One member mirroring to Postgres at `url` that cannot connect: waits until the leader
+/// reports the mirror down; its last error.
+async fn failed_or_down(url: &str) -> (common::TestCluster, String) {
+    let c = mirrored(1, vec![mirror(MirrorKind::Postgres, url)]).await;
+    wait_mirror_down(&c, "postgres", false).await;
+    let leader = c.leader().await;
+    let error = c.status(leader).await["mirrors"]["postgres"]["error"].to_string();
+    (c, error)
+}
+
+/// Twenty sessions added through the one member; the map they make.
+async fn add_sessions(c: &common::TestCluster) -> gridraft::map::SessionMap {
+    for i in 0..20 {
+        let id = format!("tls-{i}");
+        let status = c
+            .add(1, &id, &format!("http://node-{i}:5555"))
+            .await
+            .status();
+        assert_eq!(status, 200, "add {id}");
+    }
+    c.truth().await
+}

@@ -264,3 +264,70 @@ async fn in_sync_mode_a_session_is_in_redis_when_the_grid_gets_its_answer() {
     assert_eq!(timeouts, 0);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_mirror_over_tls_checks_the_servers_certificate_against_its_ca_file() {
+    if common::deps::redis().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::certs::Ca::new("redis CA");
+    let (cert, key) = ca.leaf("redis", false).write(dir.path(), "redis");
+    let ca_file = common::certs::write(dir.path(), "ca.pem", &ca.pem());
+    let other_ca = common::certs::write(
+        dir.path(),
+        "other.pem",
+        &common::certs::Ca::new("another CA").pem(),
+    );
+    let redis = OwnRedis::start_tls(&cert, &key, &ca_file).await;
+
+    // rediss:// with the server's CA: every session arrives.
+    let mut tls = mirror(MirrorKind::Redis, &redis.url());
+    tls.ca_file = Some(ca_file.clone());
+    let c = mirrored(1, vec![tls]).await;
+    let truth = add_sessions(&c).await;
+    wait_caught_up(&c, 1, MirrorKind::Redis).await;
+    let mut con = redis
+        .client()
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for s in truth.sessions() {
+        let uri: Option<String> = redis::cmd("GET")
+            .arg(format!("session:{}:uri", s.id))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(uri.as_deref(), Some(s.uri.as_str()), "session {}", s.id);
+    }
+    c.shutdown().await;
+
+    // Another CA's file, and plain redis:// against the TLS port: the mirror is down and the
+    // Grid is served.
+    let mut wrong_ca = mirror(MirrorKind::Redis, &redis.url());
+    wrong_ca.ca_file = Some(other_ca);
+    let plain = mirror(
+        MirrorKind::Redis,
+        &redis.url().replacen("rediss://", "redis://", 1),
+    );
+    for cfg in [wrong_ca, plain] {
+        let c = mirrored(1, vec![cfg]).await;
+        wait_mirror_down(&c, "redis", false).await;
+        assert_still_serving(&c).await;
+        c.shutdown().await;
+    }
+}
+
+/// Twenty sessions added through the one member; the map they make.
+async fn add_sessions(c: &common::TestCluster) -> gridraft::map::SessionMap {
+    for i in 0..20 {
+        let id = format!("tls-{i}");
+        let status = c
+            .add(1, &id, &format!("http://node-{i}:5555"))
+            .await
+            .status();
+        assert_eq!(status, 200, "add {id}");
+    }
+    c.truth().await
+}

@@ -157,6 +157,9 @@ pub struct ServeArgs {
     /// How long a sync-mode write waits for the Redis mirror (default 2s).
     #[arg(long, env = "GRIDRAFT_MIRROR_REDIS_SYNC_TIMEOUT")]
     pub mirror_redis_sync_timeout: Option<String>,
+    /// Redis over TLS (rediss://): the CA that signed the server's certificate (PEM).
+    #[arg(long, env = "GRIDRAFT_MIRROR_REDIS_CA_FILE")]
+    pub mirror_redis_ca_file: Option<PathBuf>,
     /// Exit non-zero once Raft has stopped on this member, after --fatal-drain (true|false,
     /// default true).
     #[arg(long, env = "GRIDRAFT_EXIT_ON_FATAL", action = clap::ArgAction::Set)]
@@ -271,6 +274,7 @@ settings_from_flags! {
     mirror_redis_url => mirror.redis.url, clearing mirror.redis.url_file;
     mirror_redis_mode => mirror.redis.mode;
     mirror_redis_sync_timeout => mirror.redis.sync_timeout;
+    mirror_redis_ca_file => mirror.redis.ca_file;
     exit_on_fatal => health.exit_on_fatal;
     fatal_drain => health.fatal_drain;
     disk_min_free_bytes => disk.min_free_bytes;

@@ -29,6 +29,9 @@ pub struct MirrorSettings {
     /// `async` (Grid writes never wait) or `sync` (the leader waits up to `sync-timeout`).
     pub mode: String,
     pub sync_timeout: String,
+    /// Redis over TLS (`rediss://`): the CA that signed the server's certificate (PEM). Postgres
+    /// takes `sslmode` and `sslrootcert` in its URL instead, as libpq does.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for MirrorSettings {
@@ -36,6 +39,7 @@ impl Default for MirrorSettings {
         MirrorSettings {
             url: None,
             url_file: None,
+            ca_file: None,
             mode: "async".into(),
             sync_timeout: "2s".into(),
         }
@@ -87,16 +91,31 @@ impl MirrorsSettings {
                     "{key}.url: must start with {}",
                     match kind {
                         MirrorKind::Postgres => "postgres:// or postgresql://",
-                        MirrorKind::Redis => "redis://",
+                        MirrorKind::Redis => "redis:// or rediss://",
                     }
                 ));
                 continue;
+            }
+            if let Some(ca) = &m.ca_file {
+                if kind == MirrorKind::Postgres {
+                    problems.push(format!(
+                        "{key}.ca-file: Postgres takes its CA in the URL \
+                         (?sslmode=verify-full&sslrootcert=/path/ca.crt)"
+                    ));
+                } else if !url.to_ascii_lowercase().starts_with("rediss://") {
+                    problems.push(format!(
+                        "{key}.ca-file: needs a rediss:// URL (Redis over TLS)"
+                    ));
+                } else if let Err(e) = std::fs::metadata(ca) {
+                    problems.push(format!("{key}.ca-file: {}: {e}", ca.display()));
+                }
             }
             out.push(MirrorConfig {
                 kind,
                 url,
                 mode,
                 sync_timeout,
+                ca_file: m.ca_file.clone(),
             });
         }
         out

@@ -363,3 +363,37 @@ fn an_event_bus_without_a_registration_secret_is_warned_about() {
     s.events.registration_secret = Some("grid-secret".into());
     assert_eq!(s.validate().unwrap().warnings, Vec::<String>::new());
 }
+
+#[test]
+fn a_mirror_ca_file_is_for_rediss_urls_and_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "PEM").unwrap();
+    let problems = |toml: &str| match toml::from_str::<Settings>(toml).unwrap().validate() {
+        Ok(r) => Ok(r.mirrors),
+        Err(e) => Err(e.to_string()),
+    };
+    let ca_path = ca.display();
+    let ok = problems(&format!(
+        "[mirror.redis]\nurl = \"rediss://cache:6380\"\nca-file = \"{ca_path}\"\n"
+    ))
+    .unwrap();
+    assert_eq!(ok[0].ca_file.as_deref(), Some(ca.as_path()));
+    for (toml, expected) in [
+        (
+            format!("[mirror.redis]\nurl = \"redis://cache\"\nca-file = \"{ca_path}\"\n"),
+            "mirror.redis.ca-file: needs a rediss:// URL",
+        ),
+        (
+            "[mirror.redis]\nurl = \"rediss://cache\"\nca-file = \"/nowhere/ca.pem\"\n".into(),
+            "mirror.redis.ca-file: /nowhere/ca.pem",
+        ),
+        (
+            format!("[mirror.postgres]\nurl = \"postgres://db/s\"\nca-file = \"{ca_path}\"\n"),
+            "sslrootcert",
+        ),
+    ] {
+        let error = problems(&toml).unwrap_err();
+        assert!(error.contains(expected), "{error}");
+    }
+}

@@ -63,7 +63,7 @@ pub async fn read_store(url: &str) -> Result<Vec<StoredSession>, MigrateError> {
                 .read_all()
                 .await?
         }
-        MirrorKind::Redis => RedisMirror::connect(url).await?.read_all().await?,
+        MirrorKind::Redis => RedisMirror::connect(url, None).await?.read_all().await?,
     })
 }
 
@@ -180,9 +180,11 @@ pub async fn export(
 ) -> Result<ExportSummary, MigrateError> {
     let skipped = match kind(to)? {
         MirrorKind::Postgres => {
-            write(PostgresMirror::connect(to).await?, sessions, replace).await?
+            write(PostgresMirror::connect(to, None).await?, sessions, replace).await?
         }
-        MirrorKind::Redis => write(RedisMirror::connect(to).await?, sessions, replace).await?,
+        MirrorKind::Redis => {
+            write(RedisMirror::connect(to, None).await?, sessions, replace).await?
+        }
     };
     Ok(ExportSummary {
         written: sessions.len() - skipped,

@@ -47,7 +47,7 @@ impl MirrorKind {
         let scheme = url.split_once("://")?.0.to_ascii_lowercase();
         match scheme.as_str() {
             "postgres" | "postgresql" => Some(MirrorKind::Postgres),
-            "redis" => Some(MirrorKind::Redis),
+            "redis" | "rediss" => Some(MirrorKind::Redis),
             _ => None,
         }
     }
@@ -78,6 +78,9 @@ pub struct MirrorConfig {
     pub url: String,
     pub mode: MirrorMode,
     pub sync_timeout: Duration,
+    /// Redis over TLS (`rediss://`): the CA that signed the server's certificate (PEM); without
+    /// it, the system's trust store. Postgres takes `sslrootcert` in its URL instead.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for MirrorConfig {
@@ -87,6 +90,7 @@ impl std::fmt::Debug for MirrorConfig {
             .field("url", &redact_url(&self.url))
             .field("mode", &self.mode)
             .field("sync_timeout", &self.sync_timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -129,7 +133,11 @@ impl MirrorBatch {
 pub trait Mirror: Sized + Send + 'static {
     /// Connects, creates the layout when missing and checks it when present
     /// ([`MirrorError::Incompatible`] if it cannot be written safely).
-    fn connect(url: &str) -> impl Future<Output = Result<Self, MirrorError>> + Send;
+    /// `ca_file`: the CA of a TLS server (Redis; see [`MirrorConfig::ca_file`]).
+    fn connect(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> impl Future<Output = Result<Self, MirrorError>> + Send;
     /// Applies one batch: URI deletes first, then deletes and upserts by id. Returns how many
     /// sessions the store cannot hold (they are deleted there instead, and logged).
     fn apply(

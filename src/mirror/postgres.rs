@@ -224,7 +224,8 @@ impl PostgresMirror {
 }
 
 impl Mirror for PostgresMirror {
-    async fn connect(url: &str) -> Result<Self, MirrorError> {
+    /// TLS comes from the URL as libpq users write it (`sslmode`, `sslrootcert`).
+    async fn connect(url: &str, _ca_file: Option<&std::path::Path>) -> Result<Self, MirrorError> {
         let mut mirror = Self::open(url).await?;
         mirror.prepare().await?;
         Ok(mirror)

@@ -117,10 +117,21 @@ impl RedisMirror {
 }
 
 impl Mirror for RedisMirror {
-    async fn connect(url: &str) -> Result<Self, MirrorError> {
-        let client = redis::Client::open(url).map_err(|e| {
-            MirrorError::Incompatible(format!("redis url {}: {e}", redact_url(url)))
-        })?;
+    async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, MirrorError> {
+        let client = match ca_file {
+            None => redis::Client::open(url),
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|e| {
+                    MirrorError::Unavailable(format!("read the CA file {}: {e}", path.display()))
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(url, certs)
+            }
+        }
+        .map_err(|e| MirrorError::Incompatible(format!("redis url {}: {e}", redact_url(url))))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(30)))

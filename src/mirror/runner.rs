@@ -54,7 +54,11 @@ pub fn spawn_all(
     for cfg in configs {
         let handle = mirrors.register(cfg);
         let span = tracing::info_span!("mirror", mirror = cfg.kind.name());
-        let (url, ctx, stop) = (cfg.url.clone(), ctx.clone(), stop.clone());
+        let (url, ctx, stop) = (
+            (cfg.url.clone(), cfg.ca_file.clone()),
+            ctx.clone(),
+            stop.clone(),
+        );
         match cfg.kind {
             MirrorKind::Postgres => {
                 tokio::spawn(
@@ -77,6 +81,7 @@ pub fn spawn_all(
 struct Runner<M> {
     handle: Arc<MirrorHandle>,
     url: String,
+    ca_file: Option<std::path::PathBuf>,
     ctx: RunnerContext,
     _store: PhantomData<fn() -> M>,
 }
@@ -100,10 +105,17 @@ fn is_leader(raft: &Raft) -> bool {
 }
 
 impl<M: Mirror> Runner<M> {
-    fn new(handle: Arc<MirrorHandle>, url: String, ctx: RunnerContext) -> Self {
+    /// `target`: the store's URL and its CA file (see `MirrorConfig`).
+    fn new(
+        handle: Arc<MirrorHandle>,
+        target: (String, Option<std::path::PathBuf>),
+        ctx: RunnerContext,
+    ) -> Self {
+        let (url, ca_file) = target;
         Runner {
             handle,
             url,
+            ca_file,
             ctx,
             _store: PhantomData,
         }
@@ -171,7 +183,7 @@ impl<M: Mirror> Runner<M> {
         let mut down_since: Option<Instant> = None;
         let mut instance: Option<String> = None;
         loop {
-            let result = match M::connect(&self.url).await {
+            let result = match M::connect(&self.url, self.ca_file.as_deref()).await {
                 Ok(mut store) => {
                     let now = store.instance().map(str::to_owned);
                     if instance.is_some() && now != instance {

@@ -29,6 +29,7 @@ pub fn mirror(kind: MirrorKind, url: &str) -> MirrorConfig {
         url: url.to_owned(),
         mode: MirrorMode::Async,
         sync_timeout: Duration::from_secs(2),
+        ca_file: None,
     }
 }
 

@@ -30,10 +30,21 @@ pub struct OwnPostgres {
     pub port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// `ssl = on` with this certificate and key (copied into the cluster's directory).
+    tls: bool,
 }
 
 impl OwnPostgres {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A cluster that also accepts TLS (`ssl = on`) with `cert` and `key` (PEM).
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Self {
         // Callers checked `deps::postgres()`: the shared server proves the packages are
         // installed (the script ran).
         let bin = std::fs::read_dir("/usr/lib/postgresql")
@@ -49,10 +60,22 @@ impl OwnPostgres {
                 .arg("postgres:")
                 .arg(dir.path()));
         }
+        if let Some((cert, key)) = tls {
+            // Postgres wants its key readable by its own user only.
+            for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = dir.path().join(to);
+                std::fs::copy(from, &to).unwrap();
+                run(Command::new("chmod").arg("600").arg(&to));
+                if is_root() {
+                    run(Command::new("chown").arg("postgres:").arg(&to));
+                }
+            }
+        }
         let pg = OwnPostgres {
             port: free_port(),
             dir,
             bin,
+            tls: tls.is_some(),
         };
         pg.as_pg(&[
             "initdb",
@@ -95,11 +118,17 @@ impl OwnPostgres {
 
     pub fn restart(&self) {
         tracing::info!(port = self.port, "starting postgres");
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let dir = self.dir.path().display();
+            opts += &format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            );
+        }
         let log = self.dir.path().join("server.log").display().to_string();
         self.as_pg(&[
             "pg_ctl",
@@ -130,21 +159,53 @@ pub struct OwnRedis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// TLS only (`--port 0 --tls-port`), with this certificate, key and CA (PEM files).
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl OwnRedis {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server that speaks TLS only, with `cert` and `key`, its clients verifying it with `ca`
+    /// (it asks no client certificate).
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        Self::start_with(Some((cert.to_owned(), key.to_owned(), ca.to_owned()))).await
+    }
+
+    async fn start_with(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Self {
         let mut r = OwnRedis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            tls,
         };
         r.restart().await;
         r
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// A client of this server (trusting its CA when it speaks TLS).
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            None => redis::Client::open(self.url()),
+            Some((_, _, ca)) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).unwrap()),
+                },
+            ),
+        }
     }
 
     /// Kills the server abruptly (SIGKILL); fsync-always keeps what it acknowledged.
@@ -158,15 +219,27 @@ impl OwnRedis {
 
     pub async fn restart(&mut self) {
         tracing::info!(port = self.port, "starting redis");
+        let port = self.port.to_string();
+        let ports: Vec<&std::ffi::OsStr> = match &self.tls {
+            None => vec!["--port".as_ref(), port.as_ref()],
+            Some((cert, key, ca)) => vec![
+                "--port".as_ref(),
+                "0".as_ref(),
+                "--tls-port".as_ref(),
+                port.as_ref(),
+                "--tls-cert-file".as_ref(),
+                cert.as_os_str(),
+                "--tls-key-file".as_ref(),
+                key.as_os_str(),
+                "--tls-ca-cert-file".as_ref(),
+                ca.as_os_str(),
+                "--tls-auth-clients".as_ref(),
+                "no".as_ref(),
+            ],
+        };
         let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-            ])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(ports)
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -174,12 +247,10 @@ impl OwnRedis {
             .spawn()
             .expect("redis-server runs (scripts/start-test-services.sh installs it)");
         self.child = Some(child);
-        let url = self.url();
         eventually(Duration::from_secs(20), "redis to answer", || {
-            let url = url.clone();
+            let client = self.client();
             async move {
-                let client = redis::Client::open(url).ok()?;
-                let mut con = client.get_multiplexed_async_connection().await.ok()?;
+                let mut con = client.ok()?.get_multiplexed_async_connection().await.ok()?;
                 redis::cmd("PING")
                     .query_async::<String>(&mut con)
                     .await
