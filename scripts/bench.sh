@@ -463,7 +463,7 @@ PY
 # --tls-key-file (a CA and a certificate for 127.0.0.1 made with openssl), alternating RUNS
 # times; full GET and add spread over the members; medians and the HTTPS/HTTP ratio printed.
 tls_cost() {
-  local dir="$WORK/tls" i mode
+  local dir="$WORK/tls" run mode
   mkdir -p "$dir"
   local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
   openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=bench CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
@@ -471,7 +471,7 @@ tls_cost() {
   openssl x509 -req -in "$dir/member.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
     -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth') -out "$dir/member.crt" 2>/dev/null
   rm -f "$RESULTS"/tls-*.json
-  for i in $(seq 1 "$RUNS"); do
+  for run in $(seq 1 "$RUNS"); do
     for mode in http https; do
       if [ "$mode" = https ]; then
         GR_SCHEME=https CURL_CA="$dir/ca.crt" start_gridraft "gr3$mode" 3 \
@@ -484,9 +484,9 @@ tls_cost() {
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration 3 --warmup 0 --mode mix "${tls_args[@]}" >/dev/null 2>&1 || true
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" "${tls_args[@]}" >/dev/null
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" "${tls_args[@]}" \
-        --json "$RESULTS/tls-$mode.get.$i.json" --mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix" >&2 || true
+        --json "$RESULTS/tls-$mode.get.$run.json" --mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix" >&2 || true
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" "${tls_args[@]}" \
-        --json "$RESULTS/tls-$mode.add.$i.json" --mode write --population 10000 >&2 || true
+        --json "$RESULTS/tls-$mode.add.$run.json" --mode write --population 10000 >&2 || true
       stop_all
     done
   done
