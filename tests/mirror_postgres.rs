@@ -177,15 +177,9 @@ async fn a_postgres_mirror_over_tls_checks_the_servers_certificate_as_libpq_does
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let ca = common::certs::Ca::new("postgres CA");
-    let (cert, key) = ca.leaf("postgres", false).write(dir.path(), "postgres");
-    let ca_file = common::certs::write(dir.path(), "ca.pem", &ca.pem());
-    let other_ca = common::certs::write(
-        dir.path(),
-        "other.pem",
-        &common::certs::Ca::new("another CA").pem(),
-    );
-    let pg = OwnPostgres::start_tls(&cert, &key);
+    let files = mirror_common::TlsFiles::new(dir.path(), "postgres");
+    let (ca_file, other_ca) = (files.ca.clone(), files.other_ca.clone());
+    let pg = OwnPostgres::start_tls(&files.cert, &files.key);
     let tls_url = |mode: &str, root: &std::path::Path| {
         format!("{}?sslmode={mode}&sslrootcert={}", pg.url(), root.display())
     };
@@ -193,7 +187,7 @@ async fn a_postgres_mirror_over_tls_checks_the_servers_certificate_as_libpq_does
     // verify-full with the server's CA: the mirror writes, over TLS.
     let url = tls_url("verify-full", &ca_file);
     let c = mirrored(1, vec![mirror(MirrorKind::Postgres, &url)]).await;
-    let truth = add_sessions(&c).await;
+    let truth = mirror_common::add_sessions(&c).await;
     wait_rows_equal(&url, &truth, Duration::from_secs(60)).await;
     let mut con = connect_pg(&url).await;
     let ssl: bool = sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
@@ -227,17 +221,4 @@ async fn failed_or_down(url: &str) -> (common::TestCluster, String) {
     let leader = c.leader().await;
     let error = c.status(leader).await["mirrors"]["postgres"]["error"].to_string();
     (c, error)
-}
-
-/// Twenty sessions added through the one member; the map they make.
-async fn add_sessions(c: &common::TestCluster) -> gridraft::map::SessionMap {
-    for i in 0..20 {
-        let id = format!("tls-{i}");
-        let status = c
-            .add(1, &id, &format!("http://node-{i}:5555"))
-            .await
-            .status();
-        assert_eq!(status, 200, "add {id}");
-    }
-    c.truth().await
 }

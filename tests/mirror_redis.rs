@@ -271,21 +271,15 @@ async fn a_redis_mirror_over_tls_checks_the_servers_certificate_against_its_ca_f
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let ca = common::certs::Ca::new("redis CA");
-    let (cert, key) = ca.leaf("redis", false).write(dir.path(), "redis");
-    let ca_file = common::certs::write(dir.path(), "ca.pem", &ca.pem());
-    let other_ca = common::certs::write(
-        dir.path(),
-        "other.pem",
-        &common::certs::Ca::new("another CA").pem(),
-    );
-    let redis = OwnRedis::start_tls(&cert, &key, &ca_file).await;
+    let files = mirror_common::TlsFiles::new(dir.path(), "redis");
+    let (ca_file, other_ca) = (files.ca.clone(), files.other_ca.clone());
+    let redis = OwnRedis::start_tls(&files.cert, &files.key, &ca_file).await;
 
     // rediss:// with the server's CA: every session arrives.
     let mut tls = mirror(MirrorKind::Redis, &redis.url());
     tls.ca_file = Some(ca_file.clone());
     let c = mirrored(1, vec![tls]).await;
-    let truth = add_sessions(&c).await;
+    let truth = mirror_common::add_sessions(&c).await;
     wait_caught_up(&c, 1, MirrorKind::Redis).await;
     let mut con = redis
         .client()
@@ -317,17 +311,4 @@ async fn a_redis_mirror_over_tls_checks_the_servers_certificate_against_its_ca_f
         assert_still_serving(&c).await;
         c.shutdown().await;
     }
-}
-
-/// Twenty sessions added through the one member; the map they make.
-async fn add_sessions(c: &common::TestCluster) -> gridraft::map::SessionMap {
-    for i in 0..20 {
-        let id = format!("tls-{i}");
-        let status = c
-            .add(1, &id, &format!("http://node-{i}:5555"))
-            .await
-            .status();
-        assert_eq!(status, 200, "add {id}");
-    }
-    c.truth().await
 }

@@ -59,3 +59,39 @@ pub async fn assert_still_serving(c: &TestCluster) {
         .unwrap();
     assert_eq!(resp.status(), 200, "the cluster is unaffected");
 }
+
+/// A server certificate and key for 127.0.0.1 written into `dir`, the CA that signed them and
+/// another CA (PEM files), for the mirrors' TLS tests.
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+    pub other_ca: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    pub fn new(dir: &std::path::Path, server: &str) -> Self {
+        use crate::common::certs::{write, Ca};
+        let ca = Ca::new(&format!("{server} CA"));
+        let (cert, key) = ca.leaf(server, false).write(dir, server);
+        TlsFiles {
+            cert,
+            key,
+            ca: write(dir, "ca.pem", &ca.pem()),
+            other_ca: write(dir, "other.pem", &Ca::new("another CA").pem()),
+        }
+    }
+}
+
+/// Twenty sessions added through member 1; the map they make.
+pub async fn add_sessions(c: &TestCluster) -> gridraft::map::SessionMap {
+    for i in 0..20 {
+        let id = format!("tls-{i}");
+        let status = c
+            .add(1, &id, &format!("http://node-{i}:5555"))
+            .await
+            .status();
+        assert_eq!(status, 200, "add {id}");
+    }
+    c.truth().await
+}
