@@ -217,7 +217,7 @@ start_etcd() {
 # start_gridraft NAME COUNT [EXTRA ARGS...]; members on 127.0.0.1:61N1.. (public), 62N1.. (peer)
 start_gridraft() {
   local name="$1" n="$2"; shift 2
-  local base="${GR_BASE:-61}" members="" urls=""
+  local base="${GR_BASE:-61}" members="" urls="" i
   for i in $(seq 1 "$n"); do
     members+="${members:+,}$i=127.0.0.1:$((base + 1))0$i"
     urls+="${urls:+,}http://127.0.0.1:${base}0$i"

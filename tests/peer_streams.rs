@@ -27,9 +27,8 @@ async fn hello(addr: std::net::SocketAddr, secret: &str, cluster_id: Option<&str
         secret: secret.into(),
         cluster_id: cluster_id.map(str::to_owned),
     };
-    let mut bytes = PREFACE.to_vec();
-    bytes.extend_from_slice(&wire::frame(0, HELLO, &bincode::serialize(&hello).unwrap()));
-    tcp.write_all(&bytes).await.unwrap();
+    let body = bincode::serialize(&hello).unwrap();
+    tcp.write_all(&wire::opening(HELLO, &body)).await.unwrap();
     tcp
 }
 

@@ -105,19 +105,12 @@ pub(super) async fn serve(
             let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
             tracing::warn!(%peer, reason, error = %e, count, "refused a peer stream");
         }
-        let mut refusal = PREFACE.to_vec();
-        refusal.extend_from_slice(&wire::frame(
-            0,
-            e.status().as_u16(),
-            e.to_string().as_bytes(),
-        ));
+        let refusal = wire::opening(e.status().as_u16(), e.to_string().as_bytes());
         let _ = tcp.write_all(&refusal).await;
         let _ = tcp.shutdown().await;
         return;
     }
-    let mut accepted = PREFACE.to_vec();
-    accepted.extend_from_slice(&wire::frame(0, OK, b""));
-    if tcp.write_all(&accepted).await.is_err() {
+    if tcp.write_all(&wire::opening(OK, b"")).await.is_err() {
         return;
     }
     state.peer_streams.open.inc();

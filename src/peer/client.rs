@@ -52,6 +52,14 @@ pub struct NoAnswer {
 }
 
 impl NoAnswer {
+    /// A test marked the address unreachable ([`NetworkFaults`]): refused without a request.
+    fn injected() -> Self {
+        NoAnswer {
+            refused: true,
+            cause: "connection refused (injected network fault)".into(),
+        }
+    }
+
     fn link(e: LinkError) -> Self {
         NoAnswer {
             refused: e.is_refused(),
@@ -158,10 +166,7 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<(u16, bytes::Bytes), NoAnswer> {
         if self.faults.is_unreachable(addr) {
-            return Err(NoAnswer {
-                refused: true,
-                cause: "connection refused (injected network fault)".into(),
-            });
+            return Err(NoAnswer::injected());
         }
         if let Some(links) = &self.links {
             match links.call(addr, rpc, &body, timeout).await {
@@ -350,10 +355,7 @@ impl PeerClient {
         if self.faults.is_unreachable(addr) {
             return Err(ClientError::NoAnswer {
                 addr: addr.into(),
-                source: NoAnswer {
-                    refused: true,
-                    cause: "connection refused (injected network fault)".into(),
-                },
+                source: NoAnswer::injected(),
             });
         }
         self.authorized(req)

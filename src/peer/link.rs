@@ -84,10 +84,8 @@ impl Links {
             cluster_id: cluster_id.map(str::to_owned),
         };
         let body = bincode::serialize(&hello).expect("hellos always encode");
-        let mut bytes = PREFACE.to_vec();
-        bytes.extend_from_slice(&wire::frame(0, HELLO, &body));
         Links {
-            hello: Bytes::from(bytes),
+            hello: wire::opening(HELLO, &body),
             links: Arc::default(),
             shutdown: CancellationToken::new(),
         }

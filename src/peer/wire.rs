@@ -107,6 +107,15 @@ pub fn frame(id: u64, code: u16, body: &[u8]) -> Bytes {
     buf.freeze()
 }
 
+/// What each side sends first: [`PREFACE`] and the frame of id 0 (the hello, or the answer
+/// to it).
+pub fn opening(code: u16, body: &[u8]) -> Bytes {
+    let mut bytes = BytesMut::with_capacity(PREFACE.len() + 4 + HEADER + body.len());
+    bytes.put_slice(PREFACE);
+    bytes.put_slice(&frame(0, code, body));
+    bytes.freeze()
+}
+
 /// Splits a received frame (without its length prefix) into id, code and body; `None` when it
 /// is shorter than its header.
 pub fn split(mut frame: Bytes) -> Option<(u64, u16, Bytes)> {

@@ -301,7 +301,7 @@ impl Connection {
         cause: &str,
         refused: bool,
     ) -> RPCError<MemberId, BasicNode, E> {
-        let error = std::io::Error::other(format!("http://{}: {cause}", self.addr));
+        let error = std::io::Error::other(format!("peer {}: {cause}", self.addr));
         let unreachable = self
             .contacts
             .failed(self.target, refused, &error.to_string());
