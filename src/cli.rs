@@ -2,8 +2,12 @@
 //! (see `config/gridraft.example.toml`); flags win over the environment, which wins over the file.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::peer::client::PeerClient;
+use crate::tls::{PeerTls, TlsFiles};
 
 mod serve;
 pub use serve::ServeArgs;
@@ -83,8 +87,78 @@ pub struct ClusterArgs {
         hide_env_values = true
     )]
     pub cluster_secret: Option<String>,
+    #[command(flatten)]
+    pub tls: PeerTlsArgs,
     #[command(subcommand)]
     pub action: ClusterAction,
+}
+
+impl ClusterArgs {
+    /// A client of the peer port these flags describe (see [`peer_client`]).
+    pub fn client(&self) -> Result<PeerClient, String> {
+        peer_client(
+            self.cluster_secret.as_deref(),
+            self.cluster_secret_file.as_deref(),
+            &self.tls,
+        )
+    }
+}
+
+/// Mutual TLS to a peer port with `peer-tls`: the same files (and variables) a member uses.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PeerTlsArgs {
+    /// The CA that signed the members' peer certificates (PEM).
+    #[arg(long, global = true, env = "GRIDRAFT_PEER_TLS_CA_FILE")]
+    pub peer_tls_ca_file: Option<PathBuf>,
+    /// A certificate signed by that CA to present (PEM), with `--peer-tls-key-file`.
+    #[arg(long, global = true, env = "GRIDRAFT_PEER_TLS_CERT_FILE")]
+    pub peer_tls_cert_file: Option<PathBuf>,
+    #[arg(long, global = true, env = "GRIDRAFT_PEER_TLS_KEY_FILE")]
+    pub peer_tls_key_file: Option<PathBuf>,
+}
+
+impl PeerTlsArgs {
+    /// The files, when given; all three or none.
+    fn files(&self) -> Result<Option<TlsFiles>, String> {
+        match (
+            &self.peer_tls_cert_file,
+            &self.peer_tls_key_file,
+            &self.peer_tls_ca_file,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: Some(ca.clone()),
+            })),
+            (None, None, None) => Ok(None),
+            _ => Err("give all of --peer-tls-cert-file, --peer-tls-key-file and \
+                      --peer-tls-ca-file (or their GRIDRAFT_PEER_TLS_* variables), or none"
+                .into()),
+        }
+    }
+}
+
+/// A client of a member's peer port: with the cluster secret, over mutual TLS when `tls` has
+/// files. A secret is required unless TLS is given (a cluster with peer TLS may have none).
+pub fn peer_client(
+    secret: Option<&str>,
+    secret_file: Option<&std::path::Path>,
+    tls: &PeerTlsArgs,
+) -> Result<PeerClient, String> {
+    let tls = match tls.files()? {
+        Some(files) => Some(Arc::new(PeerTls::load(files).map_err(|e| e.to_string())?)),
+        None => None,
+    };
+    let secret = match cluster_secret(secret, secret_file) {
+        Ok(s) => s,
+        Err(_) if tls.is_some() && secret.is_none() && secret_file.is_none() => String::new(),
+        Err(e) => return Err(e),
+    };
+    let client = PeerClient::new(reqwest::Client::new(), Arc::from(secret));
+    Ok(match tls {
+        Some(tls) => client.with_tls(tls),
+        None => client,
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,14 +210,17 @@ pub struct PeerArgs {
     pub cluster_secret_file: Option<PathBuf>,
     #[arg(long, env = "GRIDRAFT_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    #[command(flatten)]
+    pub tls: PeerTlsArgs,
 }
 
 impl PeerArgs {
-    /// The cluster secret these flags give (see [`cluster_secret`]).
-    pub fn secret(&self) -> Result<String, String> {
-        cluster_secret(
+    /// A client of the peer port these flags describe (see [`peer_client`]).
+    pub fn client(&self) -> Result<PeerClient, String> {
+        peer_client(
             self.cluster_secret.as_deref(),
             self.cluster_secret_file.as_deref(),
+            &self.tls,
         )
     }
 }
@@ -153,8 +230,6 @@ pub struct BackupArgs {
     /// The member the backup is taken from, at a linearizable point.
     #[command(flatten)]
     pub member: PeerArgs,
-    // TLS client options (CA file, client certificate) belong here once the peer port speaks
-    // TLS; until then the peer port is plain HTTP on a private network.
     /// The file to write; written under a temporary name, fsynced, checked, then renamed.
     #[arg(long)]
     pub out: PathBuf,

@@ -30,7 +30,7 @@ pub use http::{HttpLimits, HttpSettings};
 pub use mirror::{MirrorSettings, MirrorsSettings};
 pub use raft::{RaftSettings, RaftTuning};
 pub use reconcile::{ReconcileConfig, ReconcileSettings};
-pub use tls::TlsSettings;
+pub use tls::{PeerTlsSettings, TlsSettings};
 pub use ui::UiSettings;
 
 /// The shortest cluster secret a member accepts: it is all that guards the peer port.
@@ -99,6 +99,8 @@ pub struct Settings {
     pub ui: UiSettings,
     /// HTTPS on the public port.
     pub tls: TlsSettings,
+    /// `[peer-tls]`: mutual TLS between members.
+    pub peer_tls: PeerTlsSettings,
     /// The leader's check of the Grid nodes that hold sessions.
     pub reconcile: ReconcileSettings,
 }
@@ -127,6 +129,7 @@ impl Default for Settings {
             disk: DiskSettings::default(),
             ui: UiSettings::default(),
             tls: TlsSettings::default(),
+            peer_tls: PeerTlsSettings::default(),
             reconcile: ReconcileSettings::default(),
         }
     }
@@ -183,6 +186,8 @@ pub struct Resolved {
     pub ui: UiSettings,
     /// `[tls]`; `None` serves plain HTTP on the public port.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// `[peer-tls]`; `None` keeps the peer port on plain TCP. Its `client_ca` is the peer CA.
+    pub peer_tls: Option<crate::tls::TlsFiles>,
     /// `[reconcile]`; `None` when the reconciler is off.
     pub reconcile: Option<ReconcileConfig>,
 }
@@ -288,6 +293,7 @@ impl Settings {
         }
         let http = self.http.resolve(&mut problems);
         let tls = self.tls.resolve(&mut problems);
+        let peer_tls = self.peer_tls.resolve(&mut problems);
         let mut warnings = Vec::new();
         let cluster_secret = self.secret(&mut problems, &mut warnings);
         let events = self.events.resolve(&mut problems);
@@ -311,8 +317,8 @@ impl Settings {
         );
         let mirrors = self.mirror.resolve(&mut problems);
         let health = health::resolve(&self.health, &self.disk, &mut problems);
-        if members.len() > 1 && cluster_secret.is_none() {
-            problems.push("cluster-secret-file (or GRIDRAFT_CLUSTER_SECRET) is required when members lists more than one member".into());
+        if members.len() > 1 && cluster_secret.is_none() && peer_tls.is_none() {
+            problems.push("cluster-secret-file (or GRIDRAFT_CLUSTER_SECRET) is required when members lists more than one member, unless peer-tls is configured".into());
         }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
@@ -354,6 +360,7 @@ impl Settings {
             health,
             ui: self.ui,
             tls,
+            peer_tls,
             reconcile,
         })
     }

@@ -1,12 +1,11 @@
 //! The `gridraft` binary: parse flags, load settings, run.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use gridraft::cli::{Cli, ClusterAction, ClusterArgs, Command, ProbeArgs, ServeArgs};
-use gridraft::peer::{AddMember, PeerClient, RemoveMember};
+use gridraft::peer::{AddMember, RemoveMember};
 use gridraft::{member, telemetry};
 
 /// jemalloc rather than glibc's allocator: on the write path glibc's `malloc` and `free` took a
@@ -141,12 +140,7 @@ fn print_config(args: ServeArgs) -> Result<()> {
 }
 
 async fn cluster(args: ClusterArgs) -> Result<()> {
-    let secret = gridraft::cli::cluster_secret(
-        args.cluster_secret.as_deref(),
-        args.cluster_secret_file.as_deref(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    let client = PeerClient::new(reqwest::Client::new(), Arc::from(secret));
+    let client = args.client().map_err(anyhow::Error::msg)?;
     let post = reqwest::Method::POST;
     let answer = match args.action {
         ClusterAction::Status => {

@@ -22,7 +22,7 @@ use crate::raft::network::{Contacts, Network, NetworkFaults};
 use crate::raft::{open_storage, OpenStorageError, Raft};
 use crate::store::durable::{DataIdentity, LogStats, Storage};
 use crate::telemetry::Metrics;
-use crate::tls::ServerTls;
+use crate::tls::{PeerTls, ServerTls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemberError {
@@ -81,6 +81,14 @@ async fn start_inner(
         }
         None => None,
     };
+    let peer_tls = match &cfg.peer_tls {
+        Some(files) => {
+            let tls = Arc::new(PeerTls::load(files.clone())?);
+            tracing::info!(cert = %files.cert.display(), "the peer port requires mutual TLS");
+            Some(tls)
+        }
+        None => None,
+    };
     let identity = DataIdentity {
         cluster: cfg.cluster_name.clone(),
         node_id: cfg.cluster.id,
@@ -99,16 +107,14 @@ async fn start_inner(
     let events_applied = state_machine.applied_index();
     let mirror_log = log_store.clone();
     let raft_config = cfg.raft.openraft.clone().validate()?;
-    let http = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| MemberError::Raft(e.to_string()))?;
     let contacts = Arc::new(Contacts::default());
     let faults = NetworkFaults::default();
-    let mut peers = PeerClient::new(http, secret.clone())
+    let mut peers = PeerClient::new(crate::peer::client::http_client(None), secret.clone())
         .with_cluster_id(cluster_id.clone())
         .with_faults(faults.clone());
+    if let Some(tls) = &peer_tls {
+        peers = peers.with_tls(tls.clone());
+    }
     if cfg.peer_streams {
         peers = peers.with_streams();
     }
@@ -165,7 +171,12 @@ async fn start_inner(
     let peer_server = api::server::spawn(
         peer,
         api::peer::router(state.clone()),
-        listener("peer", caps.peer, Some(state.clone()), None),
+        listener(
+            "peer",
+            caps.peer,
+            Some(state.clone()),
+            peer_tls.clone().map(|t| t as Arc<dyn crate::tls::Accepts>),
+        ),
         &connection_metrics,
         peer_stop.clone(),
     );
@@ -173,7 +184,14 @@ async fn start_inner(
     let public_server = api::server::spawn(
         public,
         api::grid::router(state),
-        listener("public", caps.public, None, public_tls.clone()),
+        listener(
+            "public",
+            caps.public,
+            None,
+            public_tls
+                .clone()
+                .map(|t| t as Arc<dyn crate::tls::Accepts>),
+        ),
         &connection_metrics,
         public_stop.clone(),
     );
@@ -222,6 +240,9 @@ async fn start_inner(
     if let Some(tls) = public_tls {
         tokio::spawn(crate::tls::watch(tls, tasks_stop.clone()).in_current_span());
     }
+    if let Some(tls) = peer_tls {
+        tokio::spawn(crate::tls::watch(tls, tasks_stop.clone()).in_current_span());
+    }
     let disk = cfg.health.disk_watch(cfg.data_dir.clone());
     tokio::spawn(disk::watch_disk(cluster.clone(), disk, tasks_stop.clone()).in_current_span());
     tokio::spawn(
@@ -258,6 +279,10 @@ async fn start_inner(
 fn cluster_secret(cfg: &Resolved) -> Result<String, MemberError> {
     if let Some(s) = &cfg.cluster_secret {
         return Ok(s.clone());
+    }
+    if cfg.peer_tls.is_some() {
+        // Members authenticate each other by certificate; there is no secret to present.
+        return Ok(String::new());
     }
     let path = cfg.data_dir.join("cluster-secret");
     let err = |source| MemberError::Secret {

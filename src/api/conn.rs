@@ -101,10 +101,13 @@ impl ConnShared {
             .is_ok()
     }
 
-    /// Takes a fresh connection out of reclaiming for good (a peer stream: it is never idle in
-    /// HTTP's sense); false if the listener reclaimed it first.
+    /// Takes a new connection out of reclaiming and read deadlines for good (a peer stream: it
+    /// is never idle in HTTP's sense); false if the listener reclaimed it first. Over TLS the
+    /// handshake's bytes have moved it to `Head` already.
     pub(crate) fn hold(&self) -> bool {
-        self.advance(Phase::Fresh, Phase::Busy)
+        [Phase::Fresh, Phase::Head]
+            .into_iter()
+            .any(|from| self.advance(from, Phase::Busy))
     }
 
     /// Marks the connection's task ended; true if the listener had reclaimed it. After this it

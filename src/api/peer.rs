@@ -1,6 +1,7 @@
 //! The peer listener: Raft RPC, write forwarding, ReadIndex, admin and `/metrics`. Every route
 //! requires `Authorization: Bearer <cluster secret>`; without it the answer is 401 and nothing
-//! changes. Raft and forwarding bodies are bincode; admin bodies are JSON.
+//! changes. A cluster with peer TLS may have no secret: the handshake's client certificate is
+//! then the only check. Raft and forwarding bodies are bincode; admin bodies are JSON.
 
 use std::sync::Arc;
 
@@ -64,6 +65,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn require_secret(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if state.secret.is_empty() {
+        // No secret: peer TLS, whose handshake checked the client's certificate, is the guard.
+        return next.run(req).await;
+    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -1,5 +1,6 @@
 //! The accepting side of peer streams (`crate::peer::wire`): the peer listener hands over a
-//! connection that starts with the stream preface, and it is served here instead of by HTTP.
+//! connection that starts with the stream preface (or, over TLS, that negotiated
+//! `crate::tls::PEER_ALPN`), and it is served here instead of by HTTP.
 //!
 //! The hello is read first, within the header timeout, and checked as the HTTP routes check a
 //! request (the cluster secret, then the cluster id); a refused hello is answered with its
@@ -13,14 +14,14 @@
 //! When the listener stops, no further request is read; those in flight are answered, then the
 //! connection closes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -85,14 +86,16 @@ const MAX_HELLO: usize = 64 * 1024;
 
 /// Serves one peer stream until it ends or `stop` is cancelled. `hello_timeout` bounds the
 /// preface and the hello.
-pub(super) async fn serve(
-    mut tcp: TcpStream,
+pub(super) async fn serve<S>(
+    mut io: S,
+    peer: Option<SocketAddr>,
     state: Arc<AppState>,
     stop: CancellationToken,
     hello_timeout: Duration,
-) {
-    wire::keep_alive(&tcp);
-    let checked = match tokio::time::timeout(hello_timeout, read_hello(&mut tcp)).await {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let checked = match tokio::time::timeout(hello_timeout, read_hello(&mut io)).await {
         Ok(Ok(hello)) => check(&state, hello),
         Ok(Err(Some(e))) => Err(("hello", e)),
         // Not a whole hello in time: nothing to answer.
@@ -102,25 +105,28 @@ pub(super) async fn serve(
         let metrics = &state.peer_streams;
         metrics.refusals.with_label_values(&[reason]).inc();
         if let Some(count) = metrics.refusal_log.failed() {
-            let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let peer = peer.map(|a| a.to_string()).unwrap_or_default();
             tracing::warn!(%peer, reason, error = %e, count, "refused a peer stream");
         }
         let refusal = wire::opening(e.status().as_u16(), e.to_string().as_bytes());
-        let _ = tcp.write_all(&refusal).await;
-        let _ = tcp.shutdown().await;
+        let _ = wire::write_out(&mut io, &refusal).await;
+        let _ = io.shutdown().await;
         return;
     }
-    if tcp.write_all(&wire::opening(OK, b"")).await.is_err() {
+    if wire::write_out(&mut io, &wire::opening(OK, b""))
+        .await
+        .is_err()
+    {
         return;
     }
     state.peer_streams.open.inc();
-    run(tcp, state.clone(), stop).await;
+    run(io, state.clone(), stop).await;
     state.peer_streams.open.dec();
 }
 
 /// Reads the preface and the hello. `Err(None)`: not a peer stream, or cut short (closed
 /// without an answer); `Err(Some(_))`: a hello that is not one (answered with the error).
-async fn read_hello(tcp: &mut TcpStream) -> Result<Hello, Option<PeerError>> {
+async fn read_hello(tcp: &mut (impl AsyncRead + Unpin)) -> Result<Hello, Option<PeerError>> {
     let mut preface = [0u8; PREFACE.len()];
     tcp.read_exact(&mut preface).await.map_err(|_| None)?;
     if &preface != PREFACE {
@@ -155,8 +161,11 @@ fn check(state: &AppState, hello: Hello) -> Result<(), (&'static str, PeerError)
 
 /// Reads requests and answers them until the stream ends or `stop` is cancelled; then answers
 /// those in flight before returning.
-async fn run(tcp: TcpStream, state: Arc<AppState>, stop: CancellationToken) {
-    let (read, write) = tcp.into_split();
+async fn run<S>(io: S, state: Arc<AppState>, stop: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (read, write) = tokio::io::split(io);
     let mut frames = FramedRead::new(read, wire::codec());
     let (answers, queue) = mpsc::channel::<Bytes>(IN_FLIGHT);
     let closed = CancellationToken::new();

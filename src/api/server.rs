@@ -30,7 +30,9 @@ use tracing::Instrument;
 
 use super::conn::{ConnService, ConnShared, TimedIo};
 use crate::config::HttpLimits;
+use crate::peer::wire;
 use crate::telemetry::repeat::Repeated;
+use crate::tls::PEER_ALPN;
 
 /// The listen backlog asked for; Linux caps it at `net.core.somaxconn` (4096 on current kernels).
 /// tokio's default of 1024 overflows when thousands of clients connect at once, and the kernel
@@ -130,7 +132,7 @@ pub struct ListenerSettings {
     /// served by `api::peer_stream` instead of HTTP. `None` on the public listener.
     pub streams: Option<Arc<super::AppState>>,
     /// HTTPS: every connection's TLS handshake, within the header timeout, before HTTP.
-    pub tls: Option<Arc<crate::tls::ServerTls>>,
+    pub tls: Option<Arc<dyn crate::tls::Accepts>>,
 }
 
 /// Binds a listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
@@ -263,31 +265,55 @@ impl Server {
         self.conns.spawn(
             async move {
                 let _closed = closed;
-                if let Some(state) = streams {
-                    let first = tokio::select! {
-                        first = first_byte(&tcp, limits.header_read_timeout) => first,
-                        _ = stop.cancelled() => None,
-                    };
-                    match first {
-                        Some(b) if super::peer_stream::starts_stream(b) => {
-                            if shared.hold() {
-                                let timeout = limits.header_read_timeout;
-                                super::peer_stream::serve(tcp, state, stop, timeout).await;
+                let timeout = limits.header_read_timeout;
+                if let Some(state) = &streams {
+                    wire::keep_alive(&tcp);
+                    if tls.is_none() {
+                        // Plain: a stream starts with the preface's NUL, HTTP never does.
+                        let first = tokio::select! {
+                            first = first_byte(&tcp, timeout) => first,
+                            _ = stop.cancelled() => None,
+                        };
+                        match first {
+                            Some(b) if super::peer_stream::starts_stream(b) => {
+                                if shared.hold() {
+                                    let peer = tcp.peer_addr().ok();
+                                    super::peer_stream::serve(
+                                        tcp,
+                                        peer,
+                                        state.clone(),
+                                        stop,
+                                        timeout,
+                                    )
+                                    .await;
+                                }
+                                return;
                             }
-                            return;
+                            Some(_) => {}
+                            None => return,
                         }
-                        Some(_) => {}
-                        None => return,
                     }
                 }
+                let peer = tcp.peer_addr().ok();
                 // The handshake's reads are timed like a first request's header (from the accept).
-                let io = TimedIo::new(tcp, shared, limits);
+                let io = TimedIo::new(tcp, shared.clone(), limits);
                 let result = match tls {
                     None => serve_http(&http1, io, service, &stop).await,
                     Some(acceptor) => match acceptor.accept(io).await {
-                        Ok(tls) => serve_http(&http1, tls, service, &stop).await,
+                        Ok(tls) => {
+                            // Over TLS, ALPN tells a peer stream from HTTP.
+                            let alpn = tls.get_ref().1.alpn_protocol();
+                            if let Some(state) = streams.filter(|_| alpn == Some(PEER_ALPN)) {
+                                if shared.hold() {
+                                    super::peer_stream::serve(tls, peer, state, stop, timeout)
+                                        .await;
+                                }
+                                return;
+                            }
+                            serve_http(&http1, tls, service, &stop).await
+                        }
                         Err(e) => {
-                            tls_failures.failed(&e);
+                            tls_failures.failed(&e, peer);
                             return;
                         }
                     },
@@ -346,10 +372,11 @@ struct TlsFailures {
 }
 
 impl TlsFailures {
-    fn failed(&self, e: &io::Error) {
+    fn failed(&self, e: &io::Error, peer: Option<std::net::SocketAddr>) {
         self.count.inc();
         if let Some(count) = self.log.failed() {
-            tracing::warn!(listener = self.listener, error = %e, count, "TLS handshake failed");
+            let peer = peer.map(|a| a.to_string()).unwrap_or_default();
+            tracing::warn!(listener = self.listener, %peer, error = %e, count, "TLS handshake failed");
         }
     }
 }

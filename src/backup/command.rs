@@ -4,14 +4,13 @@
 //! fsynced, checked completely, and only then renamed to `--out`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
 use super::{BackupError, BackupHeader};
 use crate::cli::{BackupArgs, RestoreArgs};
 use crate::config::parse_members;
-use crate::peer::{ClientError, PeerClient};
+use crate::peer::ClientError;
 use crate::raft::seed::{self, Seed, SeedError};
 use crate::store::durable::DataIdentity;
 
@@ -46,8 +45,7 @@ pub enum CommandError {
 
 /// `gridraft backup`: streams a backup from `--peer` into `--out`, atomically.
 pub async fn backup_command(args: &BackupArgs) -> Result<(), CommandError> {
-    let secret = args.member.secret().map_err(CommandError::Usage)?;
-    let client = PeerClient::new(reqwest::Client::new(), Arc::from(secret));
+    let client = args.member.client().map_err(CommandError::Usage)?;
     let peer = args.member.peer.clone();
     let mut resp = client
         .backup(&peer)

@@ -36,6 +36,16 @@ pub struct ServeArgs {
     /// Clients of the public port must present a certificate signed by a CA in this file.
     #[arg(long, env = "GRIDRAFT_TLS_CLIENT_CA_FILE")]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// This member's certificate chain (PEM) for mutual TLS on the peer port, in both
+    /// directions; with `--peer-tls-key-file` and `--peer-tls-ca-file`.
+    #[arg(long, env = "GRIDRAFT_PEER_TLS_CERT_FILE")]
+    pub peer_tls_cert_file: Option<PathBuf>,
+    /// The private key of `--peer-tls-cert-file` (PEM).
+    #[arg(long, env = "GRIDRAFT_PEER_TLS_KEY_FILE")]
+    pub peer_tls_key_file: Option<PathBuf>,
+    /// The CA every member's peer certificate must be signed by (PEM).
+    #[arg(long, env = "GRIDRAFT_PEER_TLS_CA_FILE")]
+    pub peer_tls_ca_file: Option<PathBuf>,
     /// Peer address other members use to reach this one.
     #[arg(long, env = "GRIDRAFT_ADVERTISE_PEER")]
     pub advertise_peer: Option<String>,
@@ -230,6 +240,9 @@ settings_from_flags! {
     tls_cert_file => tls.cert_file;
     tls_key_file => tls.key_file;
     tls_client_ca_file => tls.client_ca_file;
+    peer_tls_cert_file => peer_tls.cert_file;
+    peer_tls_key_file => peer_tls.key_file;
+    peer_tls_ca_file => peer_tls.ca_file;
     advertise_peer => advertise_peer;
     data_dir => data_dir;
     members => members;

@@ -397,3 +397,30 @@ fn a_mirror_ca_file_is_for_rediss_urls_and_must_exist() {
         assert!(error.contains(expected), "{error}");
     }
 }
+
+#[test]
+fn peer_tls_takes_all_three_files_and_makes_the_cluster_secret_optional() {
+    let parse = |toml: &str| toml::from_str::<Settings>(toml).unwrap().validate();
+    let members = "id = 1\nmembers = \"1=a:7556,2=b:7556,3=c:7556\"\n";
+    let r = parse(&format!(
+        "{members}[peer-tls]\ncert-file = \"m.crt\"\nkey-file = \"m.key\"\nca-file = \"ca.pem\"\n"
+    ))
+    .expect("three members with peer TLS and no secret");
+    let files = r.peer_tls.expect("peer TLS on");
+    assert_eq!(
+        files.client_ca.as_deref(),
+        Some(std::path::Path::new("ca.pem"))
+    );
+    assert_eq!(r.cluster_secret, None);
+    let error = parse(members).unwrap_err().to_string();
+    assert!(error.contains("unless peer-tls is configured"), "{error}");
+    let error = parse(&format!(
+        "{members}cluster-secret = \"0123456789abcdef\"\n[peer-tls]\ncert-file = \"m.crt\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("peer-tls needs all of cert-file, key-file and ca-file"),
+        "{error}"
+    );
+}

@@ -48,3 +48,37 @@ impl TlsSettings {
         }
     }
 }
+
+/// `[peer-tls]`: mutual TLS on the peer port. All three files or none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PeerTlsSettings {
+    /// This member's certificate chain (leaf first), presented to peers in both directions; it
+    /// must name the host of this member's peer address.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The CA every member's certificate must be signed by.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl PeerTlsSettings {
+    /// The files, when peer TLS is on; adds a problem for an incomplete combination.
+    pub(super) fn resolve(&self, problems: &mut Vec<String>) -> Option<TlsFiles> {
+        match (&self.cert_file, &self.key_file, &self.ca_file) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: Some(ca.clone()),
+            }),
+            (None, None, None) => None,
+            _ => {
+                problems.push(
+                    "peer-tls needs all of cert-file, key-file and ca-file (members present \
+                     their certificate and check each other's against the CA)"
+                        .into(),
+                );
+                None
+            }
+        }
+    }
+}

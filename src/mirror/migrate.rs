@@ -163,8 +163,7 @@ async fn import_one(
 }
 
 /// Every live session of the cluster, read linearizably through a member's peer port.
-pub async fn list_cluster(peer: &str, secret: &str) -> Result<Vec<Session>, MigrateError> {
-    let client = PeerClient::new(reqwest::Client::new(), Arc::from(secret));
+pub async fn list_cluster(client: &PeerClient, peer: &str) -> Result<Vec<Session>, MigrateError> {
     let v = client
         .admin(peer, reqwest::Method::GET, SESSIONS_PATH, None::<&()>)
         .await?;
@@ -233,8 +232,8 @@ pub async fn import_command(args: &crate::cli::ImportArgs) -> Result<(), Migrate
 
 /// `gridraft export`: lists the cluster's sessions and writes them to the store.
 pub async fn export_command(args: &crate::cli::ExportArgs) -> Result<(), MigrateError> {
-    let secret = args.member.secret().map_err(MigrateError::Listing)?;
-    let sessions = list_cluster(&args.member.peer, &secret).await?;
+    let client = args.member.client().map_err(MigrateError::Listing)?;
+    let sessions = list_cluster(&client, &args.member.peer).await?;
     let summary = export(&sessions, &args.to, args.replace).await?;
     println!(
         "exported {} sessions to {} ({} the store cannot hold){}",

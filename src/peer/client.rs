@@ -99,10 +99,27 @@ impl ClientError {
     }
 }
 
+/// The HTTP client a member reaches peer ports with: kept-alive connections without Nagle's
+/// delay, over mutual TLS when `tls` is given.
+pub fn http_client(tls: Option<&crate::tls::PeerTls>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(30));
+    if let Some(tls) = tls {
+        builder = builder.use_preconfigured_tls(tls.http_client_config());
+    }
+    builder.build().expect("the peer HTTP client builds")
+}
+
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
+    /// Empty when the cluster has none (peer TLS authenticates members): then not sent.
     secret: Arc<str>,
+    /// `http`, or `https` with peer TLS.
+    scheme: &'static str,
+    /// Mutual TLS to peer ports, for streams (the HTTP client has it built in).
+    tls: Option<Arc<crate::tls::PeerTls>>,
     faults: NetworkFaults,
     cluster_id: Option<Arc<str>>,
     /// Peer streams, for a member's client; `None` sends everything over HTTP.
@@ -114,16 +131,28 @@ impl PeerClient {
         PeerClient {
             http,
             secret,
+            scheme: "http",
+            tls: None,
             faults: NetworkFaults::default(),
             cluster_id: None,
             links: None,
         }
     }
 
+    /// Reaches peer ports over mutual TLS with `tls`'s certificate and CA, on streams and
+    /// HTTP alike (call it before [`Self::with_streams`]).
+    pub fn with_tls(mut self, tls: Arc<crate::tls::PeerTls>) -> Self {
+        self.http = http_client(Some(&tls));
+        self.scheme = "https";
+        self.tls = Some(tls);
+        self
+    }
+
     /// Sends member-to-member requests on peer streams (see [`Links`]), presenting the secret
     /// and cluster id this client has when called (call it after [`Self::with_cluster_id`]).
     pub fn with_streams(mut self) -> Self {
-        self.links = Some(Links::new(&self.secret, self.cluster_id.as_deref()));
+        let tls = self.tls.as_ref().map(|t| t.connector());
+        self.links = Some(Links::new(&self.secret, self.cluster_id.as_deref(), tls));
         self
     }
 
@@ -177,7 +206,10 @@ impl PeerClient {
             }
         }
         let req = self
-            .authorized(self.http.post(format!("http://{addr}{}", rpc.path())))
+            .authorized(
+                self.http
+                    .post(format!("{}://{addr}{}", self.scheme, rpc.path())),
+            )
             .timeout(timeout)
             .body(body);
         let resp = req.send().await.map_err(|e| NoAnswer::http(&e))?;
@@ -187,8 +219,10 @@ impl PeerClient {
     }
 
     /// `req` with the cluster secret and this member's cluster id.
-    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let req = req.bearer_auth(&*self.secret);
+    fn authorized(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if !self.secret.is_empty() {
+            req = req.bearer_auth(&*self.secret);
+        }
         match &self.cluster_id {
             Some(id) => req.header(CLUSTER_ID_HEADER, &**id),
             None => req,
@@ -248,7 +282,9 @@ impl PeerClient {
     /// Starts `GET /admin/backup` on `addr`: the answer, to be read as a stream, once its status
     /// says the member took the image.
     pub async fn backup(&self, addr: &str) -> Result<reqwest::Response, ClientError> {
-        let req = self.http.get(format!("http://{addr}{BACKUP_PATH}"));
+        let req = self
+            .http
+            .get(format!("{}://{addr}{BACKUP_PATH}", self.scheme));
         let resp = self.start(addr, req).await?;
         let status = resp.status();
         if !status.is_success() {
@@ -311,7 +347,7 @@ impl PeerClient {
     ) -> Result<T, ClientError> {
         let mut req = self
             .http
-            .request(method, format!("http://{addr}{path}"))
+            .request(method, format!("{}://{addr}{path}", self.scheme))
             .timeout(Duration::from_secs(120));
         if let Some(b) = body {
             req = req.json(b);

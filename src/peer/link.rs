@@ -23,10 +23,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -58,6 +59,10 @@ pub enum LinkError {
     /// The member refused the hello (401: the secret; 403: another cluster).
     #[error("{status}: {text}")]
     Hello { status: u16, text: String },
+    /// The TLS handshake failed (a certificate refused on either side, a name that does not
+    /// match, a plain peer port).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl LinkError {
@@ -72,13 +77,15 @@ impl LinkError {
 pub struct Links {
     /// The preface and hello frame every connection starts with.
     hello: Bytes,
+    /// Mutual TLS around every connection, when the peer ports require it.
+    tls: Option<TlsConnector>,
     links: Arc<Mutex<HashMap<String, Arc<Link>>>>,
     /// Closes every connection (the member stops); each connection's own token is a child.
     shutdown: CancellationToken,
 }
 
 impl Links {
-    pub fn new(secret: &str, cluster_id: Option<&str>) -> Self {
+    pub fn new(secret: &str, cluster_id: Option<&str>, tls: Option<TlsConnector>) -> Self {
         let hello = Hello {
             secret: secret.to_owned(),
             cluster_id: cluster_id.map(str::to_owned),
@@ -86,6 +93,7 @@ impl Links {
         let body = bincode::serialize(&hello).expect("hellos always encode");
         Links {
             hello: wire::opening(HELLO, &body),
+            tls,
             links: Arc::default(),
             shutdown: CancellationToken::new(),
         }
@@ -192,10 +200,11 @@ impl Link {
     /// member was found to speak only HTTP, and this asks again (logged only when that changed).
     fn connect(self: Arc<Self>, links: &Links, asked_before: bool) -> Connecting {
         let hello = links.hello.clone();
+        let tls = links.tls.clone();
         let closed = links.shutdown.child_token();
         let task = tokio::spawn(
             async move {
-                let open = open(&self.addr, &hello, closed);
+                let open = open(&self.addr, &hello, tls, closed);
                 let outcome = tokio::time::timeout(CONNECT_TIMEOUT, open)
                     .await
                     .unwrap_or(Err(LinkError::TimedOut));
@@ -230,24 +239,61 @@ impl Link {
     }
 }
 
-/// Connects to `addr`, presents the hello and starts the connection's reader and writer.
-/// `closed` is the connection's token, cancelled to close it.
-async fn open(addr: &str, hello: &[u8], closed: CancellationToken) -> Result<Arc<Conn>, LinkError> {
-    let mut tcp = TcpStream::connect(addr)
+/// Connects to `addr` (over TLS with `tls`), presents the hello and starts the connection's
+/// reader and writer. `closed` is the connection's token, cancelled to close it.
+async fn open(
+    addr: &str,
+    hello: &[u8],
+    tls: Option<TlsConnector>,
+    closed: CancellationToken,
+) -> Result<Arc<Conn>, LinkError> {
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| LinkError::Refused(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     wire::keep_alive(&tcp);
-    tcp.write_all(hello)
+    let Some(tls) = tls else {
+        return start(tcp, addr, hello, closed, false).await;
+    };
+    let name = crate::tls::server_name(addr).map_err(LinkError::Tls)?;
+    let stream = tls
+        .connect(name, tcp)
+        .await
+        .map_err(|e| LinkError::Tls(e.to_string()))?;
+    if stream.get_ref().1.alpn_protocol() != Some(crate::tls::PEER_ALPN) {
+        return Err(LinkError::Tls(format!(
+            "{addr} did not agree to the peer stream protocol"
+        )));
+    }
+    start(stream, addr, hello, closed, true).await
+}
+
+/// Presents the hello on a connected `io` (`encrypted`: over TLS) and starts its reader and
+/// writer.
+async fn start<S>(
+    mut io: S,
+    addr: &str,
+    hello: &[u8],
+    closed: CancellationToken,
+    encrypted: bool,
+) -> Result<Arc<Conn>, LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    wire::write_out(&mut io, hello)
         .await
         .map_err(|e| LinkError::Lost(e.to_string()))?;
     // An earlier version's HTTP server answers the preface with a 400 (or closes): anything
     // but the preface back means HTTP.
     let mut preface = [0u8; PREFACE.len()];
-    if tcp.read_exact(&mut preface).await.is_err() || &preface != PREFACE {
-        return Err(LinkError::Unsupported);
+    match io.read_exact(&mut preface).await {
+        Ok(_) if &preface == PREFACE => {}
+        // Under TLS 1.3 the server checks this member's certificate after the client's side
+        // of the handshake is done: a refusal arrives as the first read's error.
+        Err(e) if encrypted => return Err(LinkError::Tls(e.to_string())),
+        _ => return Err(LinkError::Unsupported),
     }
-    let (read, write) = tcp.into_split();
+    let (read, write) = tokio::io::split(io);
     let mut frames = FramedRead::new(read, wire::codec());
     let answer = match frames.next().await {
         Some(Ok(f)) => wire::split(f.freeze()),
@@ -342,12 +388,9 @@ impl Conn {
     }
 
     /// Hands every answer to its caller until the connection ends, then fails the rest.
-    async fn read_answers(
+    async fn read_answers<R: AsyncRead + Unpin>(
         self: Arc<Self>,
-        mut frames: FramedRead<
-            tokio::net::tcp::OwnedReadHalf,
-            tokio_util::codec::LengthDelimitedCodec,
-        >,
+        mut frames: FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
     ) {
         loop {
             let frame = tokio::select! {

@@ -149,6 +149,17 @@ pub fn keep_alive(tcp: &tokio::net::TcpStream) {
     }
 }
 
+/// Writes `bytes` and flushes them: a no-op on TCP, and what sends a TLS stream's buffered
+/// records.
+pub async fn write_out(
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    out.write_all(bytes).await?;
+    out.flush().await
+}
+
 /// Frames whose bytes are gathered into one write when several are queued.
 const COALESCE_BYTES: usize = 64 * 1024;
 
@@ -173,7 +184,7 @@ pub async fn write_frames(
         };
         let written = match queue.try_recv() {
             // The common case under light load: one frame, written without a copy.
-            Err(_) => out.write_all(&first).await,
+            Err(_) => write_out(&mut out, &first).await,
             Ok(second) => {
                 batch.clear();
                 batch.extend_from_slice(&first);
@@ -184,7 +195,7 @@ pub async fn write_frames(
                         Err(_) => break,
                     }
                 }
-                out.write_all(&batch).await
+                write_out(&mut out, &batch).await
             }
         };
         if written.is_err() {

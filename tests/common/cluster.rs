@@ -44,6 +44,7 @@ pub struct ClusterBuilder {
     tune: fn(&mut Settings),
     seed: Option<Seed>,
     tls: Option<gridraft::tls::TlsFiles>,
+    peer_tls: BTreeMap<u64, gridraft::tls::TlsFiles>,
 }
 
 /// Fills a member's data directory before its first start, given the member and the member
@@ -81,6 +82,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Mutual TLS on the peer ports: member `id` with `files[id]` (its `client_ca` is the peer
+    /// CA). The harness then reaches peer ports over TLS with member 1's files.
+    pub fn peer_tls(mut self, files: BTreeMap<u64, gridraft::tls::TlsFiles>) -> Self {
+        self.peer_tls = files;
+        self
+    }
+
     /// Every member writes through to `mirrors`.
     pub fn mirrors(mut self, mirrors: Vec<MirrorConfig>) -> Self {
         self.mirrors = mirrors;
@@ -103,9 +111,14 @@ impl ClusterBuilder {
     pub async fn start(self) -> TestCluster {
         init_tracing();
         let root = tempfile::tempdir().unwrap();
+        let peer_http = self.peer_tls.get(&1).map(|files| {
+            let tls = gridraft::tls::PeerTls::load(files.clone()).expect("peer TLS files load");
+            gridraft::peer::client::http_client(Some(&tls))
+        });
         let mut cluster = TestCluster {
             members: BTreeMap::new(),
             http: reqwest::Client::new(),
+            peer_http,
             root,
             builder: self.clone(),
             disk: Default::default(),
@@ -132,6 +145,8 @@ impl ClusterBuilder {
 pub struct TestCluster {
     pub members: BTreeMap<u64, TestMember>,
     pub http: reqwest::Client,
+    /// The client of peer ports with peer TLS (see [`ClusterBuilder::peer_tls`]).
+    peer_http: Option<reqwest::Client>,
     root: tempfile::TempDir,
     builder: ClusterBuilder,
     /// Every member's free space (plenty unless a test says otherwise), read every 100 ms.
@@ -155,6 +170,7 @@ impl TestCluster {
             tune: |_| {},
             seed: None,
             tls: None,
+            peer_tls: BTreeMap::new(),
         }
     }
 
@@ -220,6 +236,13 @@ impl TestCluster {
             http: b.http.clone(),
             ..Default::default()
         };
+        if let Some(files) = b.peer_tls.get(&id) {
+            settings.peer_tls = gridraft::config::PeerTlsSettings {
+                cert_file: Some(files.cert.clone()),
+                key_file: Some(files.key.clone()),
+                ca_file: files.client_ca.clone(),
+            };
+        }
         (b.tune)(&mut settings);
         let mut cfg = settings.validate().expect("valid test settings");
         cfg.health.disk_probe = self.disk.clone();
@@ -381,8 +404,12 @@ impl TestCluster {
 
     /// Member `id`'s Prometheus text from its peer port.
     pub async fn metrics_text(&self, id: u64) -> String {
-        let url = format!("http://{}/metrics", self.members[&id].peer);
-        let resp = self.http.get(url).bearer_auth(SECRET).send().await.unwrap();
+        let (http, scheme) = match &self.peer_http {
+            Some(http) => (http, "https"),
+            None => (&self.http, "http"),
+        };
+        let url = format!("{scheme}://{}/metrics", self.members[&id].peer);
+        let resp = http.get(url).bearer_auth(SECRET).send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
         assert_eq!(status, 200, "GET /metrics on member {id}: {text}");
