@@ -101,5 +101,7 @@ build_base
 build_gridraft
 build_haproxy
 docker run --rm --entrypoint gridraft "$GRIDRAFT_IMAGE" --version >&2
-docker run --rm "$HAPROXY_IMAGE" haproxy -v 2>&1 | head -n 1 >&2
+# sed, not head: head exits after one line and haproxy's further lines then die of SIGPIPE,
+# which pipefail turns into a failed build.
+docker run --rm "$HAPROXY_IMAGE" haproxy -v 2>&1 | sed -n 1p >&2
 log "done: $GRIDRAFT_IMAGE $HAPROXY_IMAGE"
