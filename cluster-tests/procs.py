@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -43,6 +44,8 @@ class Results:
 
 # The TLS context `http` uses for https URLs (a tier that serves HTTPS sets it to trust its CA).
 TLS_CONTEXT = None
+# With peer TLS: the context (CA and a client certificate) `admin_status` reaches peer ports with.
+PEER_TLS_CONTEXT = None
 
 
 def http(method, url, body=None, headers=None, timeout=60, raw_body=None):
@@ -163,17 +166,44 @@ def make_certs(workdir):
     """A CA and a certificate for localhost and 127.0.0.1 signed by it, made with openssl in
     `workdir`; returns (ca.crt, member.crt, member.key). Nothing is kept after the tier."""
     ca_key, ca_crt = os.path.join(workdir, "ca.key"), os.path.join(workdir, "ca.crt")
-    key, csr, crt = (os.path.join(workdir, f"member.{ext}") for ext in ("key", "csr", "crt"))
-    ext = os.path.join(workdir, "member.ext")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
-    run("req", "-x509", *ec, "-days", "2", "-subj", "/CN=gridraft test CA", "-keyout", ca_key, "-out", ca_crt)
-    run("req", *ec, "-subj", "/CN=gridraft member", "-keyout", key, "-out", csr)
+    run("req", "-x509", *EC_KEY, "-days", "2", "-subj", "/CN=gridraft test CA", "-keyout", ca_key, "-out", ca_crt)
+    crt, key = make_leaf(workdir, "member")
+    return ca_crt, crt, key
+
+
+# A new P-256 key without a passphrase.
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+
+def make_leaf(workdir, stem):
+    """A new key and a certificate for localhost and 127.0.0.1, signed by the CA `make_certs`
+    made in `workdir`, usable by a server and as a client certificate (a member's peer
+    certificate is both); written as `<stem>.crt` and `<stem>.key`, whose paths it returns."""
+    ca_key, ca_crt = os.path.join(workdir, "ca.key"), os.path.join(workdir, "ca.crt")
+    key, csr, crt = (os.path.join(workdir, f"{stem}.{ext}") for ext in ("key", "csr", "crt"))
+    ext = os.path.join(workdir, f"{stem}.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", *EC_KEY, "-subj", f"/CN=gridraft {stem}", "-keyout", key, "-out", csr)
     run("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
         "-extfile", ext, "-out", crt)
-    return ca_crt, crt, key
+    return crt, key
+
+
+def cert_der(path):
+    """The DER bytes of the first certificate in the PEM file `path`."""
+    with open(path) as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def presented_cert(port, context):
+    """The DER certificate a TLS port on 127.0.0.1 presents to a new connection made with
+    `context`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            return tls.getpeercert(binary_form=True)
 
 
 def member_env():
@@ -181,9 +211,10 @@ def member_env():
 
 
 def admin_status(peer_port, secret, timeout=5):
-    req = urllib.request.Request(f"http://127.0.0.1:{peer_port}/admin/status",
+    scheme = "https" if PEER_TLS_CONTEXT else "http"
+    req = urllib.request.Request(f"{scheme}://127.0.0.1:{peer_port}/admin/status",
                                  headers={"Authorization": f"Bearer {secret}"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
+    with urllib.request.urlopen(req, timeout=timeout, context=PEER_TLS_CONTEXT) as r:
         return json.loads(r.read())
 
 
