@@ -3,16 +3,18 @@ leader through each member's peer port, and inject faults with the docker CLI.
 
 Works with `docker-compose` 1.29 and `docker compose` v2. Only the project's own containers
 and networks are touched; the harness reaches members on their `grid` network addresses and
-the VIP on 127.0.0.1.
+the VIP on 127.0.0.1. With TLS (docker/compose.tls.yaml) the peer port's admin routes are read
+over mutual TLS (`PeerTls`).
 """
 
+import http.client
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 MEMBERS = (1, 2, 3)
 PEER_PORT = 7556
@@ -33,6 +35,35 @@ class DockerError(RuntimeError):
     pass
 
 
+class PeerTls:
+    """Mutual TLS to members' peer ports: trusts `ca_file` and presents `cert_file`/`key_file`
+    (a member's pair, which carries clientAuth).
+
+    The harness reaches member N at its container address, which its certificate does not
+    name. Rather than turning hostname checking off, the TLS session is opened on that address
+    with `peer-N` as the name to check (SNI and verification): the certificate must chain to
+    the CA *and* be member N's, the check the members themselves make on each other."""
+
+    def __init__(self, ca_file, cert_file, key_file):
+        self.context = ssl.create_default_context(cafile=ca_file)
+        self.context.load_cert_chain(cert_file, key_file)
+
+    def connection(self, m, ip, port, timeout):
+        return _NamedHTTPSConnection(ip, f"peer-{m}", port, self.context, timeout)
+
+
+class _NamedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to `address`, checking the certificate against `name` instead of the address."""
+
+    def __init__(self, address, name, port, context, timeout):
+        super().__init__(name, port, context=context, timeout=timeout)
+        self.address = address
+
+    def connect(self):
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
 def docker(*args, check=True, timeout=120):
     r = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
@@ -41,10 +72,13 @@ def docker(*args, check=True, timeout=120):
 
 
 class Cluster:
-    def __init__(self, project, compose_file, secret, env, log):
+    def __init__(self, project, compose_files, secret, env, log, peer_tls=None):
+        """`compose_files`: one path or a list (base file first, then overrides); `peer_tls`:
+        a PeerTls when the members' peer ports require mutual TLS."""
         self.project = project
-        self.compose_file = compose_file
+        self.compose_files = [compose_files] if isinstance(compose_files, str) else list(compose_files)
         self.secret = secret
+        self.peer_tls = peer_tls
         self.env = dict(os.environ, **env)
         self.log = log
         self.ids = {}      # member id -> container id
@@ -55,7 +89,8 @@ class Cluster:
 
     # ---- compose ---------------------------------------------------------------------------
     def compose(self, *args, timeout=300):
-        cmd = compose_command() + ["-p", self.project, "-f", self.compose_file, *args]
+        files = [a for f in self.compose_files for a in ("-f", f)]
+        cmd = compose_command() + ["-p", self.project, *files, *args]
         r = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
         if r.returncode != 0:
             raise DockerError(f"{' '.join(cmd)}: {r.stderr.strip()}")
@@ -100,13 +135,20 @@ class Cluster:
         """The member's /admin/status, or None when it does not answer."""
         if m in self.paused or m in self.down_members or m not in self.ips:
             return None
-        req = urllib.request.Request(f"http://{self.ips[m]}:{PEER_PORT}/admin/status",
-                                     headers={"Authorization": f"Bearer {self.secret}"})
+        headers = {"Authorization": f"Bearer {self.secret}"}
+        if self.peer_tls:
+            conn = self.peer_tls.connection(m, self.ips[m], PEER_PORT, timeout)
+        else:
+            conn = http.client.HTTPConnection(self.ips[m], PEER_PORT, timeout=timeout)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return json.loads(r.read())
-        except (OSError, ValueError, urllib.error.URLError):
+            conn.request("GET", "/admin/status", headers=headers)
+            r = conn.getresponse()
+            body = r.read()
+            return json.loads(body) if r.status == 200 else None
+        except (OSError, ValueError, http.client.HTTPException):
             return None
+        finally:
+            conn.close()
 
     def statuses(self):
         return {m: self.status(m) for m in MEMBERS}

@@ -15,6 +15,10 @@ After every round:
 It reports per fault the unavailability window and the time from leader loss to the first
 acknowledged write, and ends with `N passed, M failed` (exit 1 on any failure).
 
+With --tls the same rounds run with TLS on (docker/compose.tls.yaml over compose.yaml):
+certificates from docker/make-certs.sh in the results directory, the workload on
+https://127.0.0.1:VIP trusting that CA, members' /admin/status read over mutual TLS.
+
 Run through cluster-tests/run.sh, which builds the images first. See docs/testing.md.
 """
 
@@ -22,13 +26,15 @@ import argparse
 import json
 import os
 import random
+import ssl
 import statistics
+import subprocess
 import sys
 import time
 import traceback
 
 import faults
-from cluster import MEMBERS, Cluster, now
+from cluster import MEMBERS, Cluster, PeerTls, now
 from linearizability import check_history, explain
 from workload import History, Vip, Workload, to_ops
 
@@ -64,8 +70,20 @@ class Suite:
             "GRIDRAFT_RESTART": "no",
             "GRIDRAFT_LOG_FORMAT": "json",
         }
-        self.cluster = Cluster(args.project, os.path.join(REPO, "docker", "compose.yaml"), self.secret, env, log)
-        self.vip = Vip("127.0.0.1", args.vip_port, args.request_timeout)
+        compose_files = [os.path.join(REPO, "docker", "compose.yaml")]
+        peer_tls, vip_context = None, None
+        if args.tls:
+            tls_dir = os.path.join(self.results_dir, "tls")
+            subprocess.run([os.path.join(REPO, "docker", "make-certs.sh"), tls_dir], check=True)
+            env["GRIDRAFT_TLS_DIR"] = tls_dir
+            compose_files.append(os.path.join(REPO, "docker", "compose.tls.yaml"))
+            ca = os.path.join(tls_dir, "ca.crt")
+            # Any member's pair is a client certificate of the peer CA (clientAuth).
+            peer_tls = PeerTls(ca, os.path.join(tls_dir, "gridraft-1.crt"), os.path.join(tls_dir, "gridraft-1.key"))
+            # The VIP's certificate names 127.0.0.1: full verification, hostname included.
+            vip_context = ssl.create_default_context(cafile=ca)
+        self.cluster = Cluster(args.project, compose_files, self.secret, env, log, peer_tls=peer_tls)
+        self.vip = Vip("127.0.0.1", args.vip_port, args.request_timeout, context=vip_context)
 
     def check(self, round_name, name, ok, detail=""):
         if ok:
@@ -250,7 +268,8 @@ class Suite:
         plan = self.plan()
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(T0_WALL))
         log(f"results in {self.results_dir}; {len(plan)} rounds; seed {self.args.seed}; t=0 is {started}")
-        log(f"starting the cluster (project {self.args.project}, VIP 127.0.0.1:{self.args.vip_port})")
+        scheme = "https" if self.args.tls else "http"
+        log(f"starting the cluster (project {self.args.project}, VIP {scheme}://127.0.0.1:{self.args.vip_port})")
         self.cluster.up()
         try:
             lead = self.cluster.wait_stable(timeout=120)
@@ -315,8 +334,15 @@ def main():
     ap.add_argument("--results", default=os.path.join(HERE, "results", time.strftime("%Y%m%d-%H%M%S")))
     ap.add_argument("--keep-cluster", action="store_true", help="leave the cluster running at the end")
     ap.add_argument("--keep-logs", action="store_true", help="save container logs even when green")
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS on: docker/compose.tls.yaml, certificates from docker/make-certs.sh in the results directory")
     args = ap.parse_args()
-    suite = Suite(args)
+    try:
+        suite = Suite(args)
+    except Exception:  # noqa: BLE001 - setup failure (certificates, the results directory)
+        traceback.print_exc()
+        print("0 passed, 1 failed", flush=True)
+        sys.exit(1)
     try:
         suite.run()
     except Exception:  # noqa: BLE001 - setup failure

@@ -73,14 +73,19 @@ def session_body(key, uri, seq, client):
 
 class Vip:
     """One request per connection (Connection: close), so a broken keep-alive connection never
-    blurs an outcome."""
+    blurs an outcome. With an ssl context, HTTPS: `host` must be a name the VIP's certificate
+    carries (docker/make-certs.sh's covers 127.0.0.1 and localhost), the name is checked."""
 
-    def __init__(self, host, port, timeout):
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(self, host, port, timeout, context=None):
+        self.host, self.port, self.timeout, self.context = host, port, timeout, context
 
     def request(self, method, path, body=None):
-        """Returns (status, body bytes) or raises OSError/socket.timeout."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        """Returns (status, body bytes) or raises OSError/socket.timeout (ssl.SSLError is an
+        OSError: a TLS failure is an unknown outcome, like a broken connection)."""
+        if self.context is None:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        else:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
         try:
             data = None if body is None else json.dumps(body).encode()
             # Like the Java client: no Content-Type on the POST.

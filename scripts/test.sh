@@ -8,11 +8,11 @@
 # to end with a leader
 # kill, the fault tier (full disk, slow clients, big requests, an idle leader, a late duplicate
 # event against real processes behind haproxy) and the docker compose failover suite in its
-# quick mode.
+# quick mode, plain and then with TLS on.
 #
 #   scripts/test.sh            everything
 #   SKIP_HARDENING=1 scripts/test.sh  everything but the fault tier
-#   SKIP_FAILOVER=1 scripts/test.sh   everything but the docker compose failover suite
+#   SKIP_FAILOVER=1 scripts/test.sh   everything but the docker compose failover suites
 #   SKIP_MONITORING=1 scripts/test.sh everything but the monitoring check
 set -euo pipefail
 # A test whose dependency (Java, the jar, PostgreSQL, Redis) is missing fails here, never skips.
@@ -66,5 +66,9 @@ fi
 if [ -z "${SKIP_FAILOVER:-}" ] && [ -x cluster-tests/run.sh ]; then
   section "docker compose failover suite (quick)"
   cluster-tests/run.sh
+  # Every round again (about as long as the plain run): the images it just built, with
+  # docker/compose.tls.yaml and certificates from docker/make-certs.sh.
+  section "docker compose failover suite (quick) with TLS: HTTPS through the VIP, mutual TLS between members"
+  SKIP_IMAGE_BUILD=1 cluster-tests/run.sh --tls
 fi
 section "all test stages passed"
