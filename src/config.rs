@@ -345,6 +345,7 @@ impl Settings {
                 read_from_leader,
                 ready_grace,
                 election_timeout_max: emax,
+                cut_off_after: cluster::cut_off_after(heartbeat_interval, emax),
                 members,
                 advertise_peer,
                 max_pending_writes: self.grid.max_pending_writes,

@@ -157,12 +157,18 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let name = settings.name;
+    let mut http1 = http1::Builder::new();
+    if settings.tls.is_some() {
+        // A response's head and body in one buffer: written as one TLS record (and one
+        // encryption) instead of one per part, as vectored writes through rustls would be.
+        http1.writev(false);
+    }
     let server = Server {
         router,
         open: metrics.open.with_label_values(&[name]),
         refused: metrics.refused.with_label_values(&[name]),
         reclaimed: metrics.reclaimed.with_label_values(&[name]),
-        http1: http1::Builder::new(),
+        http1,
         tls_failures: Arc::new(TlsFailures {
             count: metrics.tls_failures.with_label_values(&[name]),
             log: Repeated::new(FAILURE_LOG_EVERY),

@@ -4,9 +4,10 @@
 //!
 //! "At once" means: a leader refuses once no quorum has confirmed it for an election timeout
 //! (`raft.election-timeout-max`, the same test that takes it out of the balancer); a member
-//! without a leader refuses once it has heard from no quorum (counting itself) for two election
-//! timeouts. During an election the members hear each other's vote requests, so neither holds:
-//! requests wait for the new leader.
+//! without a leader refuses once it has heard from no quorum (counting itself) for longer than
+//! the latest an election can begin after its leader died, with room for the vote requests
+//! (`config::cluster::cut_off_after`, about three election timeouts). During an election the
+//! members hear each other's vote requests, so neither holds: requests wait for the new leader.
 
 use std::sync::atomic::Ordering;
 
@@ -27,11 +28,11 @@ impl Cluster {
         stale && self.quorum_unreachable()
     }
 
-    /// This member has heard from no quorum (counting itself) within two election timeouts: no
-    /// election that could give it a leader is under way.
+    /// This member has heard from no quorum (counting itself) within `cut_off_after` (about
+    /// three election timeouts): no election that could give it a leader is under way.
     pub fn cut_off(&self) -> bool {
         let peers = self.voter_peers();
-        let window = self.settings.election_timeout_max * 2;
+        let window = self.settings.cut_off_after;
         let heard = self.contacts.heard_within(peers.iter().copied(), window);
         !peers.is_empty() && (heard + 1) * 2 <= peers.len() + 1
     }

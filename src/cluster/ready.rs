@@ -110,9 +110,9 @@ impl Cluster {
                 // A member without a leader that has heard from no quorum lately (counting
                 // itself) is cut off: it can neither commit nor read, and no election will
                 // bring a leader to it soon, so it takes no grace and leaves the balancer at
-                // once. Members electing a new leader hear each other's vote requests well
-                // within the window.
-                let window = self.settings.election_timeout_max * 2;
+                // once. Members electing a new leader hear each other's vote requests within
+                // the window (`cut_off_after`: the latest an election starts, and its votes).
+                let window = self.settings.cut_off_after;
                 let others = voter_ids.iter().copied().filter(|id| *id != self.id());
                 let heard = self.contacts.heard_within(others, window);
                 Serving::No {

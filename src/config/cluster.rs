@@ -15,6 +15,9 @@ pub struct ClusterSettings {
     pub read_from_leader: bool,
     pub ready_grace: Duration,
     pub election_timeout_max: Duration,
+    /// How long a member without a leader goes without hearing from a quorum before it counts
+    /// as cut off (see [`cut_off_after`]).
+    pub cut_off_after: Duration,
     /// The static member list (peer addresses); empty for a single member.
     pub members: std::collections::BTreeMap<MemberId, String>,
     /// This member's own peer address.
@@ -23,4 +26,16 @@ pub struct ClusterSettings {
     pub max_pending_writes: usize,
     /// Reads waiting for a ReadIndex round (`grid.max-pending-reads`).
     pub max_pending_reads: usize,
+}
+
+/// The longest a member without a leader can go without hearing from a quorum while an election
+/// that would give it one has yet to begin, plus room for that election's vote requests to
+/// arrive. openraft starts an election once the leader lease (`election-timeout-max`) and a
+/// random election timeout (below `election-timeout-max`) have passed since the member last heard
+/// from its leader, looking every 1.5 heartbeat intervals: up to 2 × max + 1.5 × heartbeat after
+/// the leader died. One more `election-timeout-max` covers the vote requests under load (a new
+/// connection, a TLS handshake, a busy machine). Past this, no election is under way that could
+/// reach this member: it is cut off.
+pub fn cut_off_after(heartbeat_interval: Duration, election_timeout_max: Duration) -> Duration {
+    election_timeout_max * 3 + heartbeat_interval * 3 / 2
 }

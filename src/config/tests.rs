@@ -424,3 +424,31 @@ fn peer_tls_takes_all_three_files_and_makes_the_cluster_secret_optional() {
         "{error}"
     );
 }
+
+#[test]
+fn a_member_without_a_leader_waits_for_the_latest_election_before_calling_itself_cut_off() {
+    // openraft starts an election once the leader lease (election-timeout-max) and a random
+    // election timeout (up to election-timeout-max) have passed, checked every 1.5 heartbeat
+    // intervals. A member that called itself cut off before then refused reads and writes for
+    // an election that was about to give it a leader (seen as `no quorum` after a leader kill).
+    for (hb, min, max) in [("100ms", "500ms", "1s"), ("50ms", "300ms", "600ms")] {
+        let s = Settings {
+            raft: RaftSettings {
+                heartbeat_interval: hb.into(),
+                election_timeout_min: min.into(),
+                election_timeout_max: max.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let r = s.validate().unwrap();
+        let hb = parse_duration(hb).unwrap();
+        let max = parse_duration(max).unwrap();
+        let latest_election = max * 2 + hb * 3 / 2;
+        assert!(
+            r.cluster.cut_off_after >= latest_election + max / 2,
+            "{:?} leaves no room after the latest election start {latest_election:?}",
+            r.cluster.cut_off_after
+        );
+    }
+}
