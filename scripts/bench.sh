@@ -15,9 +15,10 @@
 #                               # gridraft x1 and x3 (spread) and the ceiling x3 only, medians
 #                               #   and x3's full GET as a share of the ceiling printed, docs
 #                               #   untouched (before/after comparisons of a change)
-#   scripts/bench.sh tls       # gridraft x3 spread, full GET and add, plain HTTP against HTTPS on
-#                               #   the public port, alternating, RUNS runs each; medians and the
-#                               #   cost of TLS printed, docs untouched
+#   scripts/bench.sh tls       # gridraft x3 spread, full GET and add, plain against HTTPS on the
+#                               #   public port and against TLS on both ports (peer mTLS),
+#                               #   alternating, RUNS runs each; medians and the cost of TLS
+#                               #   printed, docs untouched
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh cpu
 #                               # server CPU per full GET and per add of a three-member cluster
 #                               #   (all members, from /proc), each run printed, docs untouched
@@ -50,6 +51,9 @@ SCALE_MAX="${SCALE_MAX:-1000000}"
 CHURN_SESSIONS="${CHURN_SESSIONS:-1000000}"
 RESULTS="$WORK/results"
 SECRET_FILE="$WORK/cluster-secret"
+# The peer port's scheme and curl's TLS options for it (set by `tls_cost` for peer mTLS).
+PEER_SCHEME=http
+PEER_CURL=()
 
 log() { echo "bench: $*" >&2; }
 
@@ -237,7 +241,7 @@ start_gridraft() {
   GR_URLS="${urls//http:/${GR_SCHEME:-http}:}"
   GR_LEADER="" GR_FOLLOWER=""
   for i in $(seq 1 "$n"); do
-    if curl -s -H "Authorization: Bearer $SECRET" "http://127.0.0.1:$((base + 1))0$i/metrics" \
+    if curl -s "${PEER_CURL[@]}" -H "Authorization: Bearer $SECRET" "${PEER_SCHEME:-http}://127.0.0.1:$((base + 1))0$i/metrics" \
         | grep -q '^gridraft_raft_is_leader 1'; then
       GR_LEADER="http://127.0.0.1:${base}0$i"
     else
@@ -459,9 +463,10 @@ PY
   stop_all
 }
 
-# What TLS on the public port costs: a three-member cluster plain, then with --tls-cert-file and
-# --tls-key-file (a CA and a certificate for 127.0.0.1 made with openssl), alternating RUNS
-# times; full GET and add spread over the members; medians and the HTTPS/HTTP ratio printed.
+# What TLS costs: a three-member cluster plain (http), with HTTPS on the public port (https), and
+# with mutual TLS on the peer port too (both: --peer-tls-*; a CA and one certificate for
+# 127.0.0.1 made with openssl), alternating RUNS times; full GET and add spread over the members;
+# medians and the ratios to plain printed.
 tls_cost() {
   local dir="$WORK/tls" run mode
   mkdir -p "$dir"
@@ -469,18 +474,24 @@ tls_cost() {
   openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=bench CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
   openssl req "${ec[@]}" -subj "/CN=bench member" -keyout "$dir/member.key" -out "$dir/member.csr" 2>/dev/null
   openssl x509 -req -in "$dir/member.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
-    -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth') -out "$dir/member.crt" 2>/dev/null
+    -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth') -out "$dir/member.crt" 2>/dev/null
+  local public_tls=(--tls-cert-file "$dir/member.crt" --tls-key-file "$dir/member.key")
+  local peer_tls=(--peer-tls-cert-file "$dir/member.crt" --peer-tls-key-file "$dir/member.key"
+                  --peer-tls-ca-file "$dir/ca.crt")
   rm -f "$RESULTS"/tls-*.json
   for run in $(seq 1 "$RUNS"); do
-    for mode in http https; do
-      if [ "$mode" = https ]; then
-        GR_SCHEME=https CURL_CA="$dir/ca.crt" start_gridraft "gr3$mode" 3 \
-          --tls-cert-file "$dir/member.crt" --tls-key-file "$dir/member.key"
-      else
-        start_gridraft "gr3$mode" 3
-      fi
+    for mode in http https both; do
+      case "$mode" in
+        http) start_gridraft "gr3$mode" 3 ;;
+        https) GR_SCHEME=https CURL_CA="$dir/ca.crt" start_gridraft "gr3$mode" 3 "${public_tls[@]}" ;;
+        both)
+          PEER_SCHEME=https PEER_CURL=(--cacert "$dir/ca.crt" --cert "$dir/member.crt" --key "$dir/member.key")
+          GR_SCHEME=https CURL_CA="$dir/ca.crt" start_gridraft "gr3$mode" 3 "${public_tls[@]}" "${peer_tls[@]}"
+          PEER_SCHEME=http PEER_CURL=()
+          ;;
+      esac
       local prefix="tls$RANDOM$RANDOM" tls_args=()
-      [ "$mode" = https ] && tls_args=(--ca-file "$dir/ca.crt")
+      [ "$mode" != http ] && tls_args=(--ca-file "$dir/ca.crt")
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration 3 --warmup 0 --mode mix "${tls_args[@]}" >/dev/null 2>&1 || true
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" "${tls_args[@]}" >/dev/null
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" "${tls_args[@]}" \
@@ -494,7 +505,7 @@ tls_cost() {
 import glob, json, statistics, sys
 res = sys.argv[1]
 med = {}
-for mode in ("http", "https"):
+for mode in ("http", "https", "both"):
     for w in ("get", "add"):
         runs = [json.load(open(f))["total"] for f in sorted(glob.glob(f"{res}/tls-{mode}.{w}.*.json"))]
         rps = [r["rps"] for r in runs]
@@ -502,10 +513,12 @@ for mode in ("http", "https"):
         p99 = statistics.median([r["p99_ms"] for r in runs]) if runs else 0
         print(f"gridraft x3 spread {w} over {mode:5}  runs {' / '.join(f'{x:,.0f}' for x in rps)} req/s  "
               f"median {med[mode, w]:,.0f}  p99 {p99:.2f} ms")
+names = {"https": "HTTPS on the public port", "both": "TLS on both ports"}
 for w in ("get", "add"):
-    if med["http", w]:
-        print(f"{w}: HTTPS at {med['https', w] / med['http', w] * 100:.0f} % of plain HTTP "
-              f"(costs {(1 - med['https', w] / med['http', w]) * 100:.0f} %)")
+    for mode in ("https", "both"):
+        if med["http", w]:
+            print(f"{w}: {names[mode]} at {med[mode, w] / med['http', w] * 100:.0f} % of plain "
+                  f"(costs {(1 - med[mode, w] / med['http', w]) * 100:.0f} %)")
 PY
 }
 
