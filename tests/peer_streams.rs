@@ -109,19 +109,7 @@ async fn members_reach_each_other_on_one_stream_per_pair_also_after_a_restart() 
     // from the leader (replication); followers send each other nothing.
     assert_eq!(open_streams(&c).await, expected(&c, leader, &[]));
     // A restarted follower is reached on new streams, and reaches the others on new ones.
-    let restarted = followers[0];
-    c.stop(restarted).await;
-    c.restart(restarted).await;
-    c.wait_caught_up(restarted).await;
-    assert_eq!(
-        c.add(restarted, "after-restart", "http://node:5555")
-            .await
-            .status(),
-        200
-    );
-    for reader in c.running() {
-        assert_eq!(c.get_status(reader, "after-restart").await, 200);
-    }
+    c.restart_and_write(followers[0], "after-restart").await;
     let leader = c.leader().await;
     eventually(
         Duration::from_secs(10),

@@ -345,6 +345,23 @@ impl TestCluster {
         self.members.get_mut(&id).unwrap().member = Some(running);
     }
 
+    /// Stops member `id`, starts it again, waits until it caught up, and adds `session`
+    /// through it; every running member then reads the session.
+    pub async fn restart_and_write(&mut self, id: u64, session: &str) {
+        self.stop(id).await;
+        self.restart(id).await;
+        self.wait_caught_up(id).await;
+        let status = self.add(id, session, "http://node:5555").await.status();
+        assert_eq!(status, 200, "add {session} through restarted member {id}");
+        for reader in self.running() {
+            assert_eq!(
+                self.get_status(reader, session).await,
+                200,
+                "{session} on {reader}"
+            );
+        }
+    }
+
     /// Adds a new member's data dir and listeners (not yet part of the Raft membership).
     pub async fn spawn_new_member(&mut self, id: u64) {
         let (public, peer) = self.add_slot(id).await;
