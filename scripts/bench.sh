@@ -17,8 +17,8 @@
 #                               #   untouched (before/after comparisons of a change)
 #   scripts/bench.sh tls       # gridraft x3 spread, full GET and add, plain against HTTPS on the
 #                               #   public port and against TLS on both ports (peer mTLS),
-#                               #   alternating, RUNS runs each; medians and the cost of TLS
-#                               #   printed, docs untouched
+#                               #   alternating, RUNS runs each; medians, server CPU per request
+#                               #   and the cost of TLS printed, docs untouched
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh cpu
 #                               # server CPU per full GET and per add of a three-member cluster
 #                               #   (all members, from /proc), each run printed, docs untouched
@@ -125,6 +125,12 @@ EOF
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks (user + system) of every member start_gridraft started, together.
+cluster_ticks() {
+  local pid sum=0
+  for pid in "${GR_PIDS[@]}"; do sum=$((sum + $(cpu_ticks "$pid"))); done
+  echo "$sum"
+}
 # settle PID: waits (at most 120 s) until PID uses under a tenth of a core over one second, so
 # a level is measured in steady state, not while the snapshot its load triggered is written;
 # prints the milliseconds waited.
@@ -446,11 +452,11 @@ cpu_per_request() {
     local args=(--mode write --population 10000)
     [ "$workload" = get ] && args=(--mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix")
     for i in $(seq 1 "$RUNS"); do
-      local before=0 after=0 pid
-      for pid in "${GR_PIDS[@]}"; do before=$((before + $(cpu_ticks "$pid"))); done
+      local before after
+      before="$(cluster_ticks)"
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup 0 \
         --json "$RESULTS/cpu.$workload.$i.json" "${args[@]}" >/dev/null 2>&1
-      for pid in "${GR_PIDS[@]}"; do after=$((after + $(cpu_ticks "$pid"))); done
+      after="$(cluster_ticks)"
       python3 - "$RESULTS/cpu.$workload.$i.json" "$before" "$after" "$hz" "$workload" <<'PY'
 import json, sys
 total = json.load(open(sys.argv[1]))["total"]
@@ -466,7 +472,7 @@ PY
 # What TLS costs: a three-member cluster plain (http), with HTTPS on the public port (https), and
 # with mutual TLS on the peer port too (both: --peer-tls-*; a CA and one certificate for
 # 127.0.0.1 made with openssl), alternating RUNS times; full GET and add spread over the members;
-# medians and the ratios to plain printed.
+# medians, server CPU per request and the ratios to plain printed.
 tls_cost() {
   local dir="$WORK/tls" run mode
   mkdir -p "$dir"
@@ -478,7 +484,7 @@ tls_cost() {
   local public_tls=(--tls-cert-file "$dir/member.crt" --tls-key-file "$dir/member.key")
   local peer_tls=(--peer-tls-cert-file "$dir/member.crt" --peer-tls-key-file "$dir/member.key"
                   --peer-tls-ca-file "$dir/ca.crt")
-  rm -f "$RESULTS"/tls-*.json
+  rm -f "$RESULTS"/tls-*.json "$RESULTS"/tls-*.ticks
   for run in $(seq 1 "$RUNS"); do
     for mode in http https both; do
       case "$mode" in
@@ -494,31 +500,47 @@ tls_cost() {
       [ "$mode" != http ] && tls_args=(--ca-file "$dir/ca.crt")
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration 3 --warmup 0 --mode mix "${tls_args[@]}" >/dev/null 2>&1 || true
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" "${tls_args[@]}" >/dev/null
-      "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" "${tls_args[@]}" \
-        --json "$RESULTS/tls-$mode.get.$run.json" --mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix" >&2 || true
-      "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup "$WARM" "${tls_args[@]}" \
-        --json "$RESULTS/tls-$mode.add.$run.json" --mode write --population 10000 >&2 || true
+      local w ticks w_args
+      for w in get add; do
+        case "$w" in
+          get) w_args=(--mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix") ;;
+          add) w_args=(--mode write --population 10000) ;;
+        esac
+        # Server CPU around the measured run (warm-up 0, so every tick counts a measured request).
+        ticks="$(cluster_ticks)"
+        "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup 0 "${tls_args[@]}" \
+          --json "$RESULTS/tls-$mode.$w.$run.json" "${w_args[@]}" >&2 || true
+        echo "$((  $(cluster_ticks) - ticks ))" > "$RESULTS/tls-$mode.$w.$run.ticks"
+      done
       stop_all
     done
   done
-  python3 - "$RESULTS" <<'PY'
+  python3 - "$RESULTS" "$(getconf CLK_TCK)" <<'PY'
 import glob, json, statistics, sys
-res = sys.argv[1]
-med = {}
+res, hz = sys.argv[1], int(sys.argv[2])
+med, cpu = {}, {}
 for mode in ("http", "https", "both"):
     for w in ("get", "add"):
-        runs = [json.load(open(f))["total"] for f in sorted(glob.glob(f"{res}/tls-{mode}.{w}.*.json"))]
+        files = sorted(glob.glob(f"{res}/tls-{mode}.{w}.*.json"))
+        runs = [json.load(open(f))["total"] for f in files]
         rps = [r["rps"] for r in runs]
+        # Server CPU per request, all three members together: steadier than req/s when the
+        # host's speed drifts.
+        us = [int(open(f[:-5] + ".ticks").read()) / hz / r["requests"] * 1e6
+              for f, r in zip(files, runs) if r["requests"]]
         med[mode, w] = statistics.median(rps) if rps else 0
+        cpu[mode, w] = statistics.median(us) if us else 0
         p99 = statistics.median([r["p99_ms"] for r in runs]) if runs else 0
         print(f"gridraft x3 spread {w} over {mode:5}  runs {' / '.join(f'{x:,.0f}' for x in rps)} req/s  "
-              f"median {med[mode, w]:,.0f}  p99 {p99:.2f} ms")
+              f"median {med[mode, w]:,.0f}  p99 {p99:.2f} ms  "
+              f"server CPU {' / '.join(f'{x:.1f}' for x in us)} us per request, median {cpu[mode, w]:.1f}")
 names = {"https": "HTTPS on the public port", "both": "TLS on both ports"}
 for w in ("get", "add"):
     for mode in ("https", "both"):
         if med["http", w]:
             print(f"{w}: {names[mode]} at {med[mode, w] / med['http', w] * 100:.0f} % of plain "
-                  f"(costs {(1 - med[mode, w] / med['http', w]) * 100:.0f} %)")
+                  f"(costs {(1 - med[mode, w] / med['http', w]) * 100:.0f} %); server CPU per request "
+                  f"{cpu[mode, w]:.1f} against {cpu['http', w]:.1f} us (+{(cpu[mode, w] / cpu['http', w] - 1) * 100:.0f} %)")
 PY
 }
 

@@ -132,7 +132,7 @@ impl PeerTlsArgs {
             })),
             (None, None, None) => Ok(None),
             _ => Err("give all of --peer-tls-cert-file, --peer-tls-key-file and \
-                      --peer-tls-ca-file (or their GRIDRAFT_PEER_TLS_* variables), or none"
+                      --peer-tls-ca-file (or their GRIDRAFT_PEER_TLS_CERT_FILE, _KEY_FILE and _CA_FILE variables), or none"
                 .into()),
         }
     }
