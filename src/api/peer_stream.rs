@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,7 @@ use tracing::Instrument;
 use super::error::PeerError;
 use super::peer::{answer, constant_time_eq, same_cluster};
 use super::AppState;
-use crate::peer::wire::{self, Hello, Rpc, HELLO, OK, PREFACE};
+use crate::peer::wire::{self, Hello, IntoHalves, Rpc, HELLO, OK, PREFACE};
 use crate::telemetry::repeat::{Repeated, REPEAT_EVERY};
 
 /// Requests of one connection being answered at once.
@@ -86,15 +86,13 @@ const MAX_HELLO: usize = 64 * 1024;
 
 /// Serves one peer stream until it ends or `stop` is cancelled. `hello_timeout` bounds the
 /// preface and the hello.
-pub(super) async fn serve<S>(
-    mut io: S,
+pub(super) async fn serve(
+    mut io: impl IntoHalves,
     peer: Option<SocketAddr>,
     state: Arc<AppState>,
     stop: CancellationToken,
     hello_timeout: Duration,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let checked = match tokio::time::timeout(hello_timeout, read_hello(&mut io)).await {
         Ok(Ok(hello)) => check(&state, hello),
         Ok(Err(Some(e))) => Err(("hello", e)),
@@ -161,11 +159,8 @@ fn check(state: &AppState, hello: Hello) -> Result<(), (&'static str, PeerError)
 
 /// Reads requests and answers them until the stream ends or `stop` is cancelled; then answers
 /// those in flight before returning.
-async fn run<S>(io: S, state: Arc<AppState>, stop: CancellationToken)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (read, write) = tokio::io::split(io);
+async fn run(io: impl IntoHalves, state: Arc<AppState>, stop: CancellationToken) {
+    let (read, write) = io.into_halves();
     let mut frames = FramedRead::new(read, wire::codec());
     let (answers, queue) = mpsc::channel::<Bytes>(IN_FLIGHT);
     let closed = CancellationToken::new();

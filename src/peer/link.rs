@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -32,7 +32,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::wire::{self, Hello, Rpc, HELLO, OK, PREFACE};
+use super::wire::{self, Hello, IntoHalves, Rpc, HELLO, OK, PREFACE};
 
 /// Frames queued on one connection before callers wait.
 const QUEUE: usize = 1024;
@@ -270,16 +270,13 @@ async fn open(
 
 /// Presents the hello on a connected `io` (`encrypted`: over TLS) and starts its reader and
 /// writer.
-async fn start<S>(
-    mut io: S,
+async fn start(
+    mut io: impl IntoHalves,
     addr: &str,
     hello: &[u8],
     closed: CancellationToken,
     encrypted: bool,
-) -> Result<Arc<Conn>, LinkError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<Arc<Conn>, LinkError> {
     wire::write_out(&mut io, hello)
         .await
         .map_err(|e| LinkError::Lost(e.to_string()))?;
@@ -293,7 +290,7 @@ where
         Err(e) if encrypted => return Err(LinkError::Tls(e.to_string())),
         _ => return Err(LinkError::Unsupported),
     }
-    let (read, write) = tokio::io::split(io);
+    let (read, write) = io.into_halves();
     let mut frames = FramedRead::new(read, wire::codec());
     let answer = match frames.next().await {
         Some(Ok(f)) => wire::split(f.freeze()),

@@ -17,6 +17,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The first bytes on a peer stream, from both sides.
 pub const PREFACE: &[u8; 16] = b"\0GRIDRAFT-PEER/1";
@@ -159,6 +160,40 @@ pub async fn write_out(
     out.write_all(bytes).await?;
     out.flush().await
 }
+
+/// A connection split into a read half and a write half, for the reader and the writer task: a
+/// TCP socket into its own halves, which share no lock, a TLS stream (one state for both
+/// directions) through `tokio::io::split`.
+pub trait IntoHalves: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    fn into_halves(self) -> (Self::Read, Self::Write);
+}
+
+impl IntoHalves for tokio::net::TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+macro_rules! tls_halves {
+    ($stream:ty) => {
+        impl<IO> IntoHalves for $stream
+        where
+            IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        {
+            type Read = tokio::io::ReadHalf<Self>;
+            type Write = tokio::io::WriteHalf<Self>;
+            fn into_halves(self) -> (Self::Read, Self::Write) {
+                tokio::io::split(self)
+            }
+        }
+    };
+}
+tls_halves!(tokio_rustls::server::TlsStream<IO>);
+tls_halves!(tokio_rustls::client::TlsStream<IO>);
 
 /// Frames whose bytes are gathered into one write when several are queued.
 const COALESCE_BYTES: usize = 64 * 1024;
