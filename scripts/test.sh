@@ -50,7 +50,7 @@ scripts/check-selenium-dropin.sh target/debug/gridraft
 
 section "a real Selenium Grid on a three-member gridraft, with a leader kill"
 python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft
-section "the same Grid over HTTPS: the session map's public port on TLS, the JVMs trusting its CA"
+section "the same Grid over TLS: HTTPS to the session map, mutual TLS between members, certificates renewed under load"
 python3 cluster-tests/grid_e2e.py --gridraft target/debug/gridraft --tls
 
 section "the reconciler on a real Selenium Grid: a killed node, a lost session event, a long session"
