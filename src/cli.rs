@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::PeerTlsSettings;
 use crate::peer::client::PeerClient;
 use crate::tls::{PeerTls, TlsFiles};
 
@@ -120,21 +121,16 @@ pub struct PeerTlsArgs {
 impl PeerTlsArgs {
     /// The files, when given; all three or none.
     fn files(&self) -> Result<Option<TlsFiles>, String> {
-        match (
-            &self.peer_tls_cert_file,
-            &self.peer_tls_key_file,
-            &self.peer_tls_ca_file,
-        ) {
-            (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: Some(ca.clone()),
-            })),
-            (None, None, None) => Ok(None),
-            _ => Err("give all of --peer-tls-cert-file, --peer-tls-key-file and \
-                      --peer-tls-ca-file (or their GRIDRAFT_PEER_TLS_CERT_FILE, _KEY_FILE and _CA_FILE variables), or none"
-                .into()),
-        }
+        let settings = PeerTlsSettings {
+            cert_file: self.peer_tls_cert_file.clone(),
+            key_file: self.peer_tls_key_file.clone(),
+            ca_file: self.peer_tls_ca_file.clone(),
+        };
+        settings.files().map_err(|_| {
+            "give all of --peer-tls-cert-file, --peer-tls-key-file and --peer-tls-ca-file (or \
+             their GRIDRAFT_PEER_TLS_CERT_FILE, _KEY_FILE and _CA_FILE variables), or none"
+                .into()
+        })
     }
 }
 
@@ -149,10 +145,10 @@ pub fn peer_client(
         Some(files) => Some(Arc::new(PeerTls::load(files).map_err(|e| e.to_string())?)),
         None => None,
     };
-    let secret = match cluster_secret(secret, secret_file) {
-        Ok(s) => s,
-        Err(_) if tls.is_some() && secret.is_none() && secret_file.is_none() => String::new(),
-        Err(e) => return Err(e),
+    let secret = match (secret, secret_file, &tls) {
+        // Members with peer TLS may have no secret: their certificates authenticate them.
+        (None, None, Some(_)) => String::new(),
+        _ => cluster_secret(secret, secret_file)?,
     };
     let client = PeerClient::new(reqwest::Client::new(), Arc::from(secret));
     Ok(match tls {

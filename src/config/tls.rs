@@ -61,24 +61,34 @@ pub struct PeerTlsSettings {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Some of `[peer-tls]`'s three files given, not all.
+#[derive(Debug, thiserror::Error)]
+#[error("peer TLS needs all of the certificate, key and CA files, or none")]
+pub struct IncompletePeerTls;
+
 impl PeerTlsSettings {
-    /// The files, when peer TLS is on; adds a problem for an incomplete combination.
-    pub(super) fn resolve(&self, problems: &mut Vec<String>) -> Option<TlsFiles> {
+    /// The files, when peer TLS is on; an error when only some of the three are given.
+    pub fn files(&self) -> Result<Option<TlsFiles>, IncompletePeerTls> {
         match (&self.cert_file, &self.key_file, &self.ca_file) {
-            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca: Some(ca.clone()),
-            }),
-            (None, None, None) => None,
-            _ => {
-                problems.push(
-                    "peer-tls needs all of cert-file, key-file and ca-file (members present \
-                     their certificate and check each other's against the CA)"
-                        .into(),
-                );
-                None
-            }
+            })),
+            (None, None, None) => Ok(None),
+            _ => Err(IncompletePeerTls),
         }
+    }
+
+    /// The files, when peer TLS is on; adds a problem for an incomplete combination.
+    pub(super) fn resolve(&self, problems: &mut Vec<String>) -> Option<TlsFiles> {
+        self.files().unwrap_or_else(|IncompletePeerTls| {
+            problems.push(
+                "peer-tls needs all of cert-file, key-file and ca-file (members present their \
+                 certificate and check each other's against the CA)"
+                    .into(),
+            );
+            None
+        })
     }
 }
