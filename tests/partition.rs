@@ -215,3 +215,41 @@ async fn a_write_acknowledged_during_a_partition_survives_the_heal_and_a_second_
     }
     c.shutdown().await;
 }
+
+/// A leader that loses its quorum for a moment (its one reachable follower misses a few
+/// heartbeats) must not put off replication to a member that has been down for a while: the
+/// returning member is caught up and serves reads at once, not a minute later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_back_after_a_long_absence_is_caught_up_at_once_though_the_quorum_blinked() {
+    let mut c = TestCluster::start(3).await;
+    let leader = c.leader().await;
+    let (away, other) = (others(&c, leader)[0], others(&c, leader)[1]);
+    c.stop(away).await;
+    for i in 0..5 {
+        assert_eq!(add(&c, leader, &format!("a-{i}")).await.0, 200);
+    }
+    tracing::info!("phase: a long run of failed attempts to the stopped member");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    tracing::info!(
+        "phase: the other follower is cut off three times, each shorter than an election timeout"
+    );
+    for _ in 0..3 {
+        c.isolate(other);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        c.heal(other);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(c.leader().await, leader, "the blinks cost no election");
+    assert_eq!(add(&c, leader, "last").await.0, 200);
+
+    tracing::info!("phase: the stopped member comes back and serves the latest write");
+    c.restart(away).await;
+    let read = get(&c, away, "last").await;
+    assert_eq!(
+        read.0, 200,
+        "a read through the returning member: {}",
+        read.1
+    );
+    c.shutdown().await;
+}

@@ -82,6 +82,8 @@ pub enum Error {
 pub enum Op {
     Write,
     Read,
+    /// A read whose index was confirmed, waiting for this member to apply up to it.
+    Apply,
 }
 
 impl fmt::Display for Op {
@@ -89,6 +91,7 @@ impl fmt::Display for Op {
         f.write_str(match self {
             Op::Write => "no leader could commit the write",
             Op::Read => "no leader confirmed a read index",
+            Op::Apply => "this member did not apply the log up to the confirmed read index",
         })
     }
 }

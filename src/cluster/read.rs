@@ -79,7 +79,7 @@ impl Cluster {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::Stopped(Stopped::StateMachine)),
             Err(_) => Err(Error::Timeout {
-                op: Op::Read,
+                op: Op::Apply,
                 after: timeout,
                 last: None,
             }),

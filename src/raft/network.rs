@@ -168,7 +168,10 @@ impl NetworkFaults {
 /// The short cap keeps a member that comes back from campaigning before the leader's next
 /// attempt reaches it (its election timer starts when it starts; `cap` is the lowest election
 /// timeout). Without a quorum there is nothing to protect and every attempt is logged by
-/// openraft, so the attempts thin out to one per `cap_alone`.
+/// openraft, so the attempts thin out, doubling from `cap` for as long as no quorum answers, to
+/// one per `cap_alone`. The thinning starts over from `cap` each time the quorum answers again:
+/// a moment without one (the last other member missing a few heartbeats under load) costs one
+/// wait of `cap`, not a minute-long pause in reaching a member that is about to come back.
 #[derive(Debug, Clone, Copy)]
 pub struct RetrySettings {
     pub first: Duration,
@@ -185,18 +188,30 @@ struct RetryDelays {
     contacts: Arc<Contacts>,
 }
 
+impl RetryDelays {
+    fn new(settings: RetrySettings, contacts: Arc<Contacts>) -> Self {
+        RetryDelays {
+            next: settings.first,
+            settings,
+            contacts,
+        }
+    }
+}
+
 impl Iterator for RetryDelays {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let cap = if self.contacts.quorum_failing() {
-            self.settings.cap_alone
+        let RetrySettings { cap, cap_alone, .. } = self.settings;
+        if self.contacts.quorum_failing() {
+            let delay = self.next.max(cap).min(cap_alone);
+            self.next = (delay * 2).min(cap_alone);
+            Some(delay)
         } else {
-            self.settings.cap
-        };
-        let delay = self.next.min(cap);
-        self.next = (self.next * 2).min(self.settings.cap.max(self.settings.cap_alone));
-        Some(delay)
+            let delay = self.next.min(cap);
+            self.next = (delay * 2).min(cap);
+            Some(delay)
+        }
     }
 }
 
@@ -342,11 +357,7 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 
     fn backoff(&self) -> Backoff {
-        Backoff::new(RetryDelays {
-            next: self.retry.first,
-            settings: self.retry,
-            contacts: self.contacts.clone(),
-        })
+        Backoff::new(RetryDelays::new(self.retry, self.contacts.clone()))
     }
 }
 
@@ -457,5 +468,39 @@ mod tests {
             Err(RPCError::Network(e)) => assert!(e.to_string().contains("413"), "{e}"),
             other => panic!("expected the peer's 413, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_moment_without_a_quorum_does_not_put_off_a_long_unreachable_member_for_a_minute() {
+        let contacts = Arc::new(Contacts::default());
+        let settings = RetrySettings {
+            first: Duration::from_millis(50),
+            cap: Duration::from_millis(500),
+            cap_alone: RETRY_CAP_WITHOUT_QUORUM,
+        };
+        let mut delays = RetryDelays::new(settings, contacts.clone());
+        // Member 2 is down for a long run of attempts; member 3 answers.
+        contacts.failed(2, true, "refused");
+        contacts.note(3);
+        for _ in 0..40 {
+            assert!(delays.next().unwrap() <= settings.cap);
+        }
+        // Member 3 misses a few heartbeats under load: for a moment no quorum answers.
+        for _ in 0..TIMEOUTS_BEFORE_UNREACHABLE {
+            contacts.failed(3, false, "timed out");
+        }
+        assert!(contacts.quorum_failing());
+        let delay = delays.next().unwrap();
+        assert!(
+            delay <= settings.cap * 2,
+            "one attempt at a moment without a quorum waits {delay:?}"
+        );
+        // While the quorum stays lost, the attempts thin out to one per `cap_alone`.
+        let alone: Vec<Duration> = (0..20).map(|_| delays.next().unwrap()).collect();
+        assert!(alone.windows(2).all(|w| w[0] <= w[1]), "{alone:?}");
+        assert_eq!(*alone.last().unwrap(), settings.cap_alone);
+        // Member 3 answers again: back to the short cap at once.
+        contacts.note(3);
+        assert!(delays.next().unwrap() <= settings.cap);
     }
 }

@@ -446,7 +446,8 @@ impl TestCluster {
     /// Waits until member `id` has applied at least what the leader has applied.
     pub async fn wait_caught_up(&self, id: u64) {
         let target = self.applied(self.leader().await);
-        eventually(WAIT, "the member to catch up", || async {
+        let what = format!("member {id} to apply up to the leader's {target:?}");
+        eventually(WAIT, &what, || async {
             (self.applied(id) >= target).then_some(())
         })
         .await;
