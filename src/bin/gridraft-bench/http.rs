@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -19,8 +19,14 @@ pub(crate) static TLS: OnceLock<TlsConnector> = OnceLock::new();
 /// A connection, plain or TLS.
 pub(crate) enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    /// rustls reads at most 4 KiB per call, so a full GET's answer (one record of about 5 KiB)
+    /// would take two `recv`s where the plain client takes one: the socket is read through a
+    /// buffer of [`TLS_READ_BUFFER`] instead, so that both clients make the same calls.
+    Tls(Box<TlsStream<BufReader<TcpStream>>>),
 }
+
+/// The read buffer under a TLS connection: a full record (16 KiB of plaintext) in one `recv`.
+const TLS_READ_BUFFER: usize = 17 * 1024;
 
 impl AsyncRead for Stream {
     fn poll_read(
@@ -172,7 +178,7 @@ impl Conn {
                 None => Stream::Plain(s),
                 Some((connector, name)) => {
                     let tls = connector
-                        .connect(name.clone(), s)
+                        .connect(name.clone(), BufReader::with_capacity(TLS_READ_BUFFER, s))
                         .await
                         .map_err(|e| format!("TLS handshake with {}: {e}", self.addr))?;
                     Stream::Tls(Box::new(tls))
