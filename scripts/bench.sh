@@ -540,7 +540,7 @@ for w in ("get", "add"):
         if med["http", w]:
             print(f"{w}: {names[mode]} at {med[mode, w] / med['http', w] * 100:.0f} % of plain "
                   f"(costs {(1 - med[mode, w] / med['http', w]) * 100:.0f} %); server CPU per request "
-                  f"{cpu[mode, w]:.1f} against {cpu['http', w]:.1f} us (+{(cpu[mode, w] / cpu['http', w] - 1) * 100:.0f} %)")
+                  f"{cpu[mode, w]:.1f} against {cpu['http', w]:.1f} us ({(cpu[mode, w] / cpu['http', w] - 1) * 100:+.0f} %)")
 PY
 }
 
