@@ -13,7 +13,7 @@ mod number;
 #[cfg(test)]
 mod tests;
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 pub use number::{java_double_to_string, normalise_number};
 
@@ -40,24 +40,29 @@ const INDENT: &str = "  ";
 ///
 /// Doing this once at parse time keeps the writers trivial and makes a stored document print the
 /// same way on every member. Object key order is kept.
-pub fn normalise_numbers(value: Value) -> Result<Value, JsonError> {
-    Ok(match value {
-        Value::Number(n) => Value::Number(normalise_number(&n)?),
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(normalise_numbers)
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => {
-            let mut out = Map::with_capacity(map.len());
-            for (k, v) in map {
-                out.insert(k, normalise_numbers(v)?);
+pub fn normalise_numbers(mut value: Value) -> Result<Value, JsonError> {
+    normalise_numbers_in_place(&mut value)?;
+    Ok(value)
+}
+
+/// [`normalise_numbers`] without moving the document: only the numbers are replaced, so no
+/// object is rebuilt (and no key hashed again).
+pub fn normalise_numbers_in_place(value: &mut Value) -> Result<(), JsonError> {
+    match value {
+        Value::Number(n) => *n = normalise_number(n)?,
+        Value::Array(items) => {
+            for item in items {
+                normalise_numbers_in_place(item)?;
             }
-            Value::Object(out)
         }
-        other => other,
-    })
+        Value::Object(map) => {
+            for item in map.values_mut() {
+                normalise_numbers_in_place(item)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// A rendering that would pass the byte limit it was given; nothing past the limit was built.
@@ -104,6 +109,25 @@ pub fn to_pretty_string_within(value: &Value, limit: usize) -> Result<String, To
     Ok(out)
 }
 
+/// [`to_pretty_string_within`] of an object given as its members in order, so that a caller
+/// that reorders an object's members need not build a map of them again.
+pub fn object_to_pretty_string_within(
+    members: &[(String, Value)],
+    limit: usize,
+) -> Result<String, TooLarge> {
+    let mut out = String::new();
+    Writer {
+        out: &mut out,
+        limit,
+    }
+    .container(
+        ('{', '}'),
+        members.iter().map(|(k, v)| (Some(k.as_str()), v)),
+        Some(0),
+    )?;
+    Ok(out)
+}
+
 /// Appends `s` as a JSON string literal with Java's escaping
 /// (docs/compatibility.md#seleniums-json-text).
 ///
@@ -137,6 +161,24 @@ pub fn escaped_len(s: &str) -> usize {
     }
     len
 }
+
+/// The bytes [`Writer::string`] looks at: every byte below a space, the escaped ASCII
+/// characters, and 0xE2 (the first byte of U+2028). Every other byte is copied as it is.
+const MAY_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[b'/' as usize] = true;
+    table[b'<' as usize] = true;
+    table[b'&' as usize] = true;
+    table[0xE2] = true;
+    table
+};
 
 /// Appends to `out`, refusing any piece that would take it past `limit` bytes.
 struct Writer<'a> {
@@ -247,6 +289,10 @@ impl Writer<'_> {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
+            if !MAY_ESCAPE[usize::from(b)] {
+                i += 1;
+                continue;
+            }
             let escape = match b {
                 b'"' => "\\\"",
                 b'\\' => "\\\\",

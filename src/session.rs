@@ -97,7 +97,10 @@ pub fn parse_add_body_within(body: &[u8], limits: &SessionLimits) -> Result<Sess
         }
         .into());
     }
-    let value: Value = serde_json::from_slice(body).map_err(|_| AddError::Unparsable)?;
+    // One check of the whole body's UTF-8 (fast on ASCII), then a parse of text, which does not
+    // check each string again.
+    let text = std::str::from_utf8(body).map_err(|_| AddError::Unparsable)?;
+    let value: Value = serde_json::from_str(text).map_err(|_| AddError::Unparsable)?;
     let mut fields = match value {
         Value::Object(fields) => fields,
         Value::Null => return Err(AddError::NullBody),
@@ -157,12 +160,10 @@ fn render_capabilities(
     // Java compares strings by UTF-16 code units, which differs from Rust's byte order for
     // characters at and above U+E000 versus supplementary-plane characters.
     entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-    let mut sorted = Map::with_capacity(entries.len());
-    for (key, value) in entries {
-        let value = json::normalise_numbers(value).map_err(|_| AddError::Unparsable)?;
-        sorted.insert(key, value);
+    for (_, value) in &mut entries {
+        json::normalise_numbers_in_place(value).map_err(|_| AddError::Unparsable)?;
     }
-    json::to_pretty_string_within(&Value::Object(sorted), room).map_err(|_| over.into())
+    json::object_to_pretty_string_within(&entries, room).map_err(|_| over.into())
 }
 
 impl Session {
@@ -174,24 +175,43 @@ impl Session {
 
     /// The `GET` body with where the capabilities and the stereotype sit inside it.
     pub fn render_get_body_parts(&self) -> RenderedGet {
-        let mut out = String::with_capacity(
-            self.capabilities.len() + self.stereotype.len() + self.id.len() + self.uri.len() + 160,
-        );
-        out.push_str("{\n  \"value\": {\n    \"capabilities\": ");
+        const HEAD: &str = "{\n  \"value\": {\n    \"capabilities\": ";
+        const ID: &str = ",\n    \"sessionId\": ";
+        const START: &str = ",\n    \"start\": ";
+        const STEREOTYPE: &str = ",\n    \"stereotype\": ";
+        const URI: &str = ",\n    \"uri\": ";
+        const TAIL: &str = "\n  }\n}";
+        // Sized for the whole body, so that it is never moved while it grows, nor when the
+        // record keeps it at its exact size: each line of a nested document gains four spaces.
+        let nested = |doc: &str| doc.len() + 4 * doc.bytes().filter(|&b| b == b'\n').count();
+        let len = HEAD.len()
+            + nested(&self.capabilities)
+            + ID.len()
+            + json::escaped_len(&self.id)
+            + START.len()
+            + json::escaped_len(&self.start)
+            + STEREOTYPE.len()
+            + nested(&self.stereotype)
+            + URI.len()
+            + json::escaped_len(&self.uri)
+            + TAIL.len();
+        let mut out = String::with_capacity(len);
+        out.push_str(HEAD);
         let caps_start = out.len();
         push_nested(&self.capabilities, &mut out);
         let capabilities = caps_start..out.len();
-        out.push_str(",\n    \"sessionId\": ");
+        out.push_str(ID);
         json::write_string(&self.id, &mut out);
-        out.push_str(",\n    \"start\": ");
+        out.push_str(START);
         json::write_string(&self.start, &mut out);
-        out.push_str(",\n    \"stereotype\": ");
+        out.push_str(STEREOTYPE);
         let stereo_start = out.len();
         push_nested(&self.stereotype, &mut out);
         let stereotype = stereo_start..out.len();
-        out.push_str(",\n    \"uri\": ");
+        out.push_str(URI);
         json::write_string(&self.uri, &mut out);
-        out.push_str("\n  }\n}");
+        out.push_str(TAIL);
+        debug_assert_eq!(out.len(), len);
         RenderedGet {
             body: out,
             capabilities,
