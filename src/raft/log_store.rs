@@ -203,7 +203,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let bytes = self.log.append(&entries).map_err(write_logs)?;
+        let bytes = self.log.append(entries).map_err(write_logs)?;
         self.storage
             .stats
             .appended

@@ -3,9 +3,10 @@
 //! An entry is written once: appended to the active segment (`log/<first index>.seg`) and made
 //! durable by the group-commit thread's `fdatasync` of that file (see [`LogSync`]). A purge
 //! deletes whole segments; a truncation cuts the segment holding the first removed entry and
-//! deletes the ones after it. Only each entry's position is kept in memory; entries are read
-//! back with `pread`, which the page cache serves for the recent ones that replication and
-//! apply ask for.
+//! deletes the ones after it. Each entry's position is kept in memory, and the last
+//! [`RECENT_BYTES`] of entries themselves as they were appended: replication and apply ask for
+//! the newest entries right after their append, and get copies of those without reading and
+//! decoding them again. Older entries are read back with `pread`.
 //!
 //! A record is `len: u32 LE`, `crc32(payload): u32 LE`, then the payload (the bincode entry).
 //! An append of a record longer than [`MAX_RECORD`] is refused before anything is written, so
@@ -57,6 +58,9 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// 96 KiB plus one write, a single write is bounded by the API's record limit and by
 /// `cluster`'s check of every proposal's size, and a membership change is a few hundred bytes.
 pub const MAX_RECORD: u32 = 64 << 20;
+/// How much of the log's tail (in encoded bytes) is also kept decoded in memory: a few group
+/// commits' worth, enough for apply and for replication to followers that keep up.
+const RECENT_BYTES: u64 = 8 << 20;
 const HEADER: u64 = 8;
 pub const LOG_DIR: &str = "log";
 /// The file holding the flushed end of the active segment (see the module doc).
@@ -86,6 +90,39 @@ struct Inner {
     /// Positions of the entries `first..first + locs.len()`.
     locs: VecDeque<Loc>,
     first: u64,
+    /// The newest entries as they were appended, with their record lengths: the last
+    /// `recent.len()` of `locs`. At most `recent_limit` bytes of records, and at least the
+    /// last append.
+    recent: VecDeque<(Entry, u32)>,
+    recent_bytes: u64,
+    recent_limit: u64,
+}
+
+impl Inner {
+    fn end(&self) -> u64 {
+        self.first + self.locs.len() as u64
+    }
+
+    /// Forgets recent entries from the front until they fit the limit (or one is left).
+    fn trim_recent(&mut self) {
+        while self.recent_bytes > self.recent_limit && self.recent.len() > 1 {
+            let (_, len) = self.recent.pop_front().expect("not empty");
+            self.recent_bytes -= u64::from(len);
+        }
+    }
+
+    /// Forgets recent entries past the log's last one (after a truncation) or before its first
+    /// (after a purge).
+    fn match_recent_to_locs(&mut self, dropped_from_end: usize) {
+        for _ in 0..dropped_from_end.min(self.recent.len()) {
+            let (_, len) = self.recent.pop_back().expect("not empty");
+            self.recent_bytes -= u64::from(len);
+        }
+        while self.recent.len() > self.locs.len() {
+            let (_, len) = self.recent.pop_front().expect("not empty");
+            self.recent_bytes -= u64::from(len);
+        }
+    }
 }
 
 /// The files the next group commit must `fdatasync`, and whether the directory changed.
@@ -244,6 +281,9 @@ impl SegmentLog {
                 segments: BTreeMap::new(),
                 locs: VecDeque::new(),
                 first: 0,
+                recent: VecDeque::new(),
+                recent_bytes: 0,
+                recent_limit: RECENT_BYTES,
             })),
             sync,
         };
@@ -255,8 +295,9 @@ impl SegmentLog {
             // A crash during a purge could leave purged entries in the old tree.
             entries.retain(|e| last_purged.is_none_or(|p| e.log_id.index > p));
             log.sync.attach(mark);
-            log.append(&entries)?;
-            if let (Some(p), true) = (last_purged, entries.is_empty()) {
+            let none = entries.is_empty();
+            log.append(entries)?;
+            if let (Some(p), true) = (last_purged, none) {
                 log.inner.lock().expect("never poisoned").first = p + 1;
             }
             // The segment and the directory holding its new name.
@@ -319,7 +360,7 @@ impl SegmentLog {
 
     /// Appends `entries` (contiguous, following the last) to the active segment. Durable after
     /// the next [`LogSync::sync`].
-    pub fn append(&self, entries: &[Entry]) -> io::Result<u64> {
+    pub fn append(&self, entries: Vec<Entry>) -> io::Result<u64> {
         let Some(head) = entries.first() else {
             return Ok(0);
         };
@@ -327,7 +368,7 @@ impl SegmentLog {
             return Err(rustix::io::Errno::NOSPC.into());
         }
         // Encoded before anything changes: an entry over the limit fails the whole append.
-        let (buf, records) = encode(entries)?;
+        let (buf, records) = encode(&entries)?;
         let mut inner = self.inner.lock().expect("never poisoned");
         let next = inner.first + inner.locs.len() as u64;
         if !inner.locs.is_empty() && head.log_id.index != next {
@@ -379,12 +420,17 @@ impl SegmentLog {
         seg.file.write_all_at(&buf, at)?;
         seg.size += buf.len() as u64;
         let (file, size) = (seg.file.clone(), seg.size);
-        inner.locs.extend(records.into_iter().map(|r| Loc {
-            segment: seg_first,
-            offset: at + r.start,
-            len: r.len,
-            log_id: r.log_id,
-        }));
+        for (entry, r) in entries.into_iter().zip(records) {
+            inner.locs.push_back(Loc {
+                segment: seg_first,
+                offset: at + r.start,
+                len: r.len,
+                log_id: r.log_id,
+            });
+            inner.recent.push_back((entry, r.len));
+            inner.recent_bytes += u64::from(r.len);
+        }
+        inner.trim_recent();
         self.sync.written(&file, seg_first, size);
         Ok(buf.len() as u64)
     }
@@ -397,10 +443,15 @@ impl SegmentLog {
     /// The first of the entries in `start..end` that the log holds, as many as fit in
     /// `max_bytes` of records, and always at least one.
     pub fn read_limited(&self, start: u64, end: u64, max_bytes: u64) -> io::Result<Vec<Entry>> {
-        let wanted: Vec<(Arc<File>, Loc)> = {
+        enum Wanted {
+            File(Arc<File>, Loc),
+            Recent(Entry),
+        }
+        let wanted: Vec<Wanted> = {
             let inner = self.inner.lock().expect("never poisoned");
             let from = start.max(inner.first);
-            let to = end.min(inner.first + inner.locs.len() as u64);
+            let to = end.min(inner.end());
+            let recent_from = inner.end() - inner.recent.len() as u64;
             let mut bytes = 0u64;
             let mut wanted = Vec::new();
             for i in from..to {
@@ -409,16 +460,24 @@ impl SegmentLog {
                 if bytes > max_bytes && !wanted.is_empty() {
                     break;
                 }
-                wanted.push((inner.segments[&loc.segment].file.clone(), loc));
+                wanted.push(match i.checked_sub(recent_from) {
+                    Some(k) => Wanted::Recent(inner.recent[k as usize].0.clone()),
+                    None => Wanted::File(inner.segments[&loc.segment].file.clone(), loc),
+                });
             }
             wanted
         };
         let mut out = Vec::with_capacity(wanted.len());
         let mut buf = Vec::new();
-        for (file, loc) in wanted {
-            buf.resize(loc.len as usize, 0);
-            file.read_exact_at(&mut buf, loc.offset + HEADER)?;
-            out.push(bincode::deserialize(&buf).map_err(io::Error::other)?);
+        for wanted in wanted {
+            match wanted {
+                Wanted::Recent(entry) => out.push(entry),
+                Wanted::File(file, loc) => {
+                    buf.resize(loc.len as usize, 0);
+                    file.read_exact_at(&mut buf, loc.offset + HEADER)?;
+                    out.push(bincode::deserialize(&buf).map_err(io::Error::other)?);
+                }
+            }
         }
         Ok(out)
     }
@@ -459,6 +518,8 @@ impl SegmentLog {
         }
         File::open(&inner.dir)?.sync_all()?;
         inner.locs.truncate(keep);
+        let removed = end - index.max(inner.first);
+        inner.match_recent_to_locs(removed as usize);
         Ok(())
     }
 
@@ -471,6 +532,7 @@ impl SegmentLog {
             .saturating_sub(inner.first)
             .min(inner.locs.len() as u64);
         inner.locs.drain(..drop as usize);
+        inner.match_recent_to_locs(0);
         inner.first = if inner.locs.is_empty() {
             (index + 1).max(end)
         } else {

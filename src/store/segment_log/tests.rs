@@ -26,7 +26,7 @@ fn open(dir: &Path, last_purged: Option<u64>) -> io::Result<SegmentLog> {
 fn filled(dir: &Path, n: u64) -> SegmentLog {
     let log = open(dir, None).unwrap();
     for i in 1..=n {
-        log.append(&[entry(1, i)]).unwrap();
+        log.append(vec![entry(1, i)]).unwrap();
     }
     log
 }
@@ -72,7 +72,7 @@ fn entries_survive_a_reopen_across_segments() {
     assert_eq!(indexes(&log, 0, u64::MAX), (1..=30).collect::<Vec<_>>());
     assert_eq!(indexes(&log, 10, 13), vec![10, 11, 12]);
     assert_eq!(log.last_log_id().unwrap().index, 30);
-    log.append(&entries(2, 31..33)).unwrap();
+    log.append(entries(2, 31..33)).unwrap();
     assert_eq!(log.last_log_id().unwrap(), entry(2, 32).log_id);
 }
 
@@ -80,9 +80,9 @@ fn entries_survive_a_reopen_across_segments() {
 fn an_append_that_does_not_follow_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), None).unwrap();
-    log.append(&entries(1, 1..4)).unwrap();
-    assert!(log.append(&[entry(1, 5)]).is_err());
-    assert!(log.append(&[entry(1, 3)]).is_err());
+    log.append(entries(1, 1..4)).unwrap();
+    assert!(log.append(vec![entry(1, 5)]).is_err());
+    assert!(log.append(vec![entry(1, 3)]).is_err());
     assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2, 3]);
 }
 
@@ -90,7 +90,7 @@ fn an_append_that_does_not_follow_is_refused() {
 fn a_torn_last_record_is_cut_off_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), None).unwrap();
-    log.append(&entries(1, 1..4)).unwrap();
+    log.append(entries(1, 1..4)).unwrap();
     drop(log);
     let last = *segments(dir.path()).last().unwrap();
     let len = fs::metadata(segment_path(dir.path(), last)).unwrap().len();
@@ -98,7 +98,7 @@ fn a_torn_last_record_is_cut_off_and_the_log_goes_on() {
     cut(dir.path(), last, len - 5);
     let log = open(dir.path(), None).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2]);
-    log.append(&[entry(1, 3)]).unwrap();
+    log.append(vec![entry(1, 3)]).unwrap();
     drop(log);
     let log = open(dir.path(), None).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2, 3]);
@@ -108,7 +108,7 @@ fn a_torn_last_record_is_cut_off_and_the_log_goes_on() {
 fn a_flipped_byte_in_the_last_record_cuts_it_off() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), None).unwrap();
-    log.append(&entries(1, 1..4)).unwrap();
+    log.append(entries(1, 1..4)).unwrap();
     drop(log);
     let last = *segments(dir.path()).last().unwrap();
     let path = segment_path(dir.path(), last);
@@ -140,7 +140,7 @@ fn truncate_removes_the_tail_durably() {
     let log = filled(dir.path(), 30);
     log.truncate(12).unwrap();
     assert_eq!(log.last_log_id().unwrap().index, 11);
-    log.append(&entries(2, 12..15)).unwrap();
+    log.append(entries(2, 12..15)).unwrap();
     drop(log);
     let log = open(dir.path(), None).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), (1..15).collect::<Vec<_>>());
@@ -171,7 +171,7 @@ fn a_truncation_interrupted_by_a_crash_ends_the_log_at_the_gap() {
     let log = open(dir.path(), None).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), (1..=second).collect::<Vec<_>>());
     assert_eq!(segments(dir.path()), vec![segs[0], second]);
-    log.append(&[entry(2, second + 1)]).unwrap();
+    log.append(vec![entry(2, second + 1)]).unwrap();
     assert_eq!(log.last_log_id().unwrap().index, second + 1);
 }
 
@@ -194,11 +194,11 @@ fn purge_deletes_whole_segments_and_a_reopen_skips_purged_entries() {
 fn after_a_snapshot_past_its_end_the_log_restarts_at_the_new_index() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), None).unwrap();
-    log.append(&entries(1, 1..6)).unwrap();
+    log.append(entries(1, 1..6)).unwrap();
     // A snapshot up to 100 was installed: everything is purged, the log goes on at 101.
     log.purge(100).unwrap();
     assert_eq!(log.last_log_id(), None);
-    log.append(&entries(3, 101..104)).unwrap();
+    log.append(entries(3, 101..104)).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), vec![101, 102, 103]);
     drop(log);
     let log = open(dir.path(), Some(100)).unwrap();
@@ -210,7 +210,7 @@ fn a_log_kept_in_sled_moves_into_segments() {
     let dir = tempfile::tempdir().unwrap();
     // A partial move interrupted by a crash: stale segments are replaced.
     let stale = open(dir.path(), None).unwrap();
-    stale.append(&entries(1, 1..3)).unwrap();
+    stale.append(entries(1, 1..3)).unwrap();
     drop(stale);
     let legacy: Vec<Vec<u8>> = entries(1, 5..9)
         .iter()
@@ -302,16 +302,16 @@ fn big_entry(index: u64, bytes: usize) -> Entry {
 fn an_append_the_reader_could_not_read_back_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_large(dir.path()).unwrap();
-    log.append(&entries(1, 1..3)).unwrap();
+    log.append(entries(1, 1..3)).unwrap();
     let before = fs::read(segment_path(dir.path(), 1)).unwrap();
     let huge = big_entry(3, MAX_RECORD as usize);
     assert!(
-        log.append(&[huge]).is_err(),
+        log.append(vec![huge]).is_err(),
         "an append of a record over {MAX_RECORD} bytes is refused"
     );
     assert_eq!(fs::read(segment_path(dir.path(), 1)).unwrap(), before);
     assert_eq!(log.last_log_id().unwrap().index, 2);
-    log.append(&[entry(1, 3)]).unwrap();
+    log.append(vec![entry(1, 3)]).unwrap();
     drop(log);
     let log = open_large(dir.path()).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), vec![1, 2, 3]);
@@ -321,7 +321,7 @@ fn an_append_the_reader_could_not_read_back_is_refused_and_writes_nothing() {
 fn an_oversized_length_in_the_middle_of_the_last_segment_is_damage_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_large(dir.path()).unwrap();
-    log.append(&entries(1, 1..4)).unwrap();
+    log.append(entries(1, 1..4)).unwrap();
     drop(log);
     let (path, mut bytes, offsets) = one_segment(dir.path());
     let at = offsets[1] as usize;
@@ -342,7 +342,7 @@ fn an_oversized_length_in_the_middle_of_the_last_segment_is_damage_not_a_torn_ta
 fn a_bad_checksum_followed_by_valid_records_is_damage() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_large(dir.path()).unwrap();
-    log.append(&entries(1, 1..4)).unwrap();
+    log.append(entries(1, 1..4)).unwrap();
     drop(log);
     let (path, mut bytes, offsets) = one_segment(dir.path());
     let at = offsets[1] as usize + HEADER as usize + 2;
@@ -363,7 +363,7 @@ fn a_bad_checksum_followed_by_valid_records_is_damage() {
 fn a_bad_last_record_before_the_flushed_end_is_damage() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_large(dir.path()).unwrap();
-    log.append(&entries(1, 1..4)).unwrap();
+    log.append(entries(1, 1..4)).unwrap();
     // The group commit made all three durable: they may have been acknowledged.
     log.sync.sync().unwrap();
     drop(log);
@@ -386,10 +386,10 @@ fn a_bad_last_record_before_the_flushed_end_is_damage() {
 fn a_torn_write_after_the_flushed_end_is_still_cut() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_large(dir.path()).unwrap();
-    log.append(&entries(1, 1..3)).unwrap();
+    log.append(entries(1, 1..3)).unwrap();
     log.sync.sync().unwrap();
     // Written but never synced (so never acknowledged), then cut short by the crash.
-    log.append(&entries(1, 3..5)).unwrap();
+    log.append(entries(1, 3..5)).unwrap();
     drop(log);
     let (path, bytes, offsets) = one_segment(dir.path());
     cut(dir.path(), 1, offsets[3] + 5);
@@ -403,7 +403,7 @@ fn a_torn_write_after_the_flushed_end_is_still_cut() {
 fn a_zero_filled_tail_left_by_a_power_loss_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_large(dir.path()).unwrap();
-    log.append(&entries(1, 1..3)).unwrap();
+    log.append(entries(1, 1..3)).unwrap();
     drop(log);
     let (path, mut bytes, _) = one_segment(dir.path());
     let end = bytes.len() as u64;
@@ -419,11 +419,11 @@ fn a_zero_filled_tail_left_by_a_power_loss_is_cut() {
 fn a_truncation_lowers_the_flushed_end_so_a_later_torn_write_is_still_cut() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_large(dir.path()).unwrap();
-    log.append(&entries(1, 1..6)).unwrap();
+    log.append(entries(1, 1..6)).unwrap();
     log.sync.sync().unwrap();
     log.truncate(3).unwrap();
     // New entries where the removed ones were, never synced, the last one cut short.
-    log.append(&entries(2, 3..5)).unwrap();
+    log.append(entries(2, 3..5)).unwrap();
     drop(log);
     let (_, _, offsets) = one_segment(dir.path());
     cut(dir.path(), 1, offsets[3] + 3);
@@ -447,5 +447,68 @@ fn a_whole_record_over_the_limit_written_by_an_earlier_version_is_read() {
     drop(bytes);
     let log = open_large(dir.path()).unwrap();
     assert_eq!(log.read(1, 2).unwrap(), vec![big]);
-    log.append(&[entry(1, 2)]).unwrap();
+    log.append(vec![entry(1, 2)]).unwrap();
+}
+
+fn log_ids(entries: &[Entry]) -> Vec<(u64, u64)> {
+    entries
+        .iter()
+        .map(|e| (e.log_id.index, e.log_id.leader_id.term))
+        .collect()
+}
+
+/// Appends, truncations and purges with the recent entries held up to `limit` bytes; what is
+/// read back must be what a reopened log (which holds none in memory) reads from its files.
+fn truncate_and_purge_with_recent_limit(limit: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    log.inner.lock().unwrap().recent_limit = limit;
+    log.append(entries(1, 1..6)).unwrap();
+    log.append(entries(1, 6..11)).unwrap();
+    log.truncate(7).unwrap();
+    log.append(entries(2, 7..9)).unwrap();
+    log.truncate(8).unwrap();
+    log.append(entries(3, 8..10)).unwrap();
+    log.purge(3).unwrap();
+    let expected = vec![(4, 1), (5, 1), (6, 1), (7, 2), (8, 3), (9, 3)];
+    assert_eq!(log_ids(&log.read(0, u64::MAX).unwrap()), expected);
+    assert_eq!(log_ids(&log.read_limited(5, 9, 0).unwrap()), vec![(5, 1)]);
+    {
+        let inner = log.inner.lock().unwrap();
+        assert!(inner.recent.len() <= inner.locs.len());
+        let held: u64 = inner.recent.iter().map(|(_, len)| u64::from(*len)).sum();
+        assert_eq!(held, inner.recent_bytes);
+        assert!(held <= limit || inner.recent.len() == 1, "{held} > {limit}");
+    }
+    log.sync.sync().unwrap();
+    drop(log);
+    let log = open(dir.path(), Some(3)).unwrap();
+    assert_eq!(log_ids(&log.read(0, u64::MAX).unwrap()), expected);
+}
+
+#[test]
+fn entries_read_from_memory_are_the_log_after_truncations_and_purges() {
+    truncate_and_purge_with_recent_limit(u64::MAX);
+}
+
+#[test]
+fn entries_read_partly_from_memory_and_partly_from_files_are_the_log() {
+    // Room for about two records: reads cross from the files to the recent entries.
+    let one = bincode::serialized_size(&entry(1, 1)).unwrap();
+    truncate_and_purge_with_recent_limit(2 * one);
+}
+
+#[test]
+fn a_purge_of_everything_forgets_the_recent_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), None).unwrap();
+    log.append(entries(1, 1..4)).unwrap();
+    log.purge(10).unwrap();
+    assert!(log.inner.lock().unwrap().recent.is_empty());
+    // The log restarts past the purge point, as after a snapshot was installed.
+    log.append(entries(2, 11..13)).unwrap();
+    assert_eq!(
+        log_ids(&log.read(0, u64::MAX).unwrap()),
+        vec![(11, 2), (12, 2)]
+    );
 }
