@@ -175,43 +175,24 @@ impl Session {
 
     /// The `GET` body with where the capabilities and the stereotype sit inside it.
     pub fn render_get_body_parts(&self) -> RenderedGet {
-        const HEAD: &str = "{\n  \"value\": {\n    \"capabilities\": ";
-        const ID: &str = ",\n    \"sessionId\": ";
-        const START: &str = ",\n    \"start\": ";
-        const STEREOTYPE: &str = ",\n    \"stereotype\": ";
-        const URI: &str = ",\n    \"uri\": ";
-        const TAIL: &str = "\n  }\n}";
-        // Sized for the whole body, so that it is never moved while it grows, nor when the
-        // record keeps it at its exact size: each line of a nested document gains four spaces.
-        let nested = |doc: &str| doc.len() + 4 * doc.bytes().filter(|&b| b == b'\n').count();
-        let len = HEAD.len()
-            + nested(&self.capabilities)
-            + ID.len()
-            + json::escaped_len(&self.id)
-            + START.len()
-            + json::escaped_len(&self.start)
-            + STEREOTYPE.len()
-            + nested(&self.stereotype)
-            + URI.len()
-            + json::escaped_len(&self.uri)
-            + TAIL.len();
-        let mut out = String::with_capacity(len);
-        out.push_str(HEAD);
+        let mut out = String::with_capacity(
+            self.capabilities.len() + self.stereotype.len() + self.id.len() + self.uri.len() + 160,
+        );
+        out.push_str("{\n  \"value\": {\n    \"capabilities\": ");
         let caps_start = out.len();
         push_nested(&self.capabilities, &mut out);
         let capabilities = caps_start..out.len();
-        out.push_str(ID);
+        out.push_str(",\n    \"sessionId\": ");
         json::write_string(&self.id, &mut out);
-        out.push_str(START);
+        out.push_str(",\n    \"start\": ");
         json::write_string(&self.start, &mut out);
-        out.push_str(STEREOTYPE);
+        out.push_str(",\n    \"stereotype\": ");
         let stereo_start = out.len();
         push_nested(&self.stereotype, &mut out);
         let stereotype = stereo_start..out.len();
-        out.push_str(URI);
+        out.push_str(",\n    \"uri\": ");
         json::write_string(&self.uri, &mut out);
-        out.push_str(TAIL);
-        debug_assert_eq!(out.len(), len);
+        out.push_str("\n  }\n}");
         RenderedGet {
             body: out,
             capabilities,
