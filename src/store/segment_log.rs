@@ -91,8 +91,8 @@ struct Inner {
     locs: VecDeque<Loc>,
     first: u64,
     /// The newest entries as they were appended, with their record lengths: the last
-    /// `recent.len()` of `locs`. At most `recent_limit` bytes of records, and at least the
-    /// last append.
+    /// `recent.len()` of `locs`. At most `recent_limit` bytes of records, or the last entry
+    /// alone when it is larger.
     recent: VecDeque<(Entry, u32)>,
     recent_bytes: u64,
     recent_limit: u64,
