@@ -198,6 +198,7 @@ fn after_a_snapshot_past_its_end_the_log_restarts_at_the_new_index() {
     // A snapshot up to 100 was installed: everything is purged, the log goes on at 101.
     log.purge(100).unwrap();
     assert_eq!(log.last_log_id(), None);
+    assert!(log.inner.lock().unwrap().recent.is_empty());
     log.append(entries(3, 101..104)).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), vec![101, 102, 103]);
     drop(log);
@@ -496,19 +497,4 @@ fn entries_read_partly_from_memory_and_partly_from_files_are_the_log() {
     // Room for about two records: reads cross from the files to the recent entries.
     let one = bincode::serialized_size(&entry(1, 1)).unwrap();
     truncate_and_purge_with_recent_limit(2 * one);
-}
-
-#[test]
-fn a_purge_of_everything_forgets_the_recent_entries() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), None).unwrap();
-    log.append(entries(1, 1..4)).unwrap();
-    log.purge(10).unwrap();
-    assert!(log.inner.lock().unwrap().recent.is_empty());
-    // The log restarts past the purge point, as after a snapshot was installed.
-    log.append(entries(2, 11..13)).unwrap();
-    assert_eq!(
-        log_ids(&log.read(0, u64::MAX).unwrap()),
-        vec![(11, 2), (12, 2)]
-    );
 }
