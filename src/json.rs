@@ -9,13 +9,17 @@
 //! `Value` handed to a writer must have been normalised first. This module owns no I/O and knows nothing about sessions.
 
 mod number;
+pub mod tape;
 
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+
 use serde_json::{Number, Value};
 
-pub use number::{java_double_to_string, normalise_number};
+pub use number::{java_double_to_string, java_number_text, normalise_number};
+use tape::{Kind, Node};
 
 /// A JSON document that Selenium's reader would reject or could not represent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,12 +113,25 @@ pub fn to_pretty_string_within(value: &Value, limit: usize) -> Result<String, To
     Ok(out)
 }
 
-/// [`to_pretty_string_within`] of an object given as its members in order, so that a caller
-/// that reorders an object's members need not build a map of them again.
-pub fn object_to_pretty_string_within(
-    members: &[(String, Value)],
+/// Why a document read from its text (a [`tape::Tape`]) could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// A number Java could not hold: found while writing, as [`normalise_numbers`] finds it
+    /// when a `Value` is parsed.
+    #[error(transparent)]
+    Number(#[from] JsonError),
+}
+
+/// An object given as its members in order, in the pretty layout at nesting level 0, written
+/// from its text with every number in Java's form: what [`normalise_numbers`] then
+/// [`to_pretty_string_within`] give for the same object as a `Value`. Refused as soon as the
+/// text would pass `limit` bytes, or at the first number Java could not hold.
+pub fn members_to_pretty_string_within(
+    members: &[(Cow<'_, str>, Node<'_, '_>)],
     limit: usize,
-) -> Result<String, TooLarge> {
+) -> Result<String, RenderError> {
     let mut out = String::new();
     Writer {
         out: &mut out,
@@ -122,8 +139,9 @@ pub fn object_to_pretty_string_within(
     }
     .container(
         ('{', '}'),
-        members.iter().map(|(k, v)| (Some(k.as_str()), v)),
+        members.iter().map(|(k, v)| (Some(k.as_ref()), *v)),
         Some(0),
+        Writer::node,
     )?;
     Ok(out)
 }
@@ -213,24 +231,55 @@ impl Writer<'_> {
             Value::Bool(b) => self.push_str(if *b { "true" } else { "false" }),
             Value::Number(n) => self.number(n),
             Value::String(s) => self.string(s),
-            Value::Array(items) => {
-                self.container(('[', ']'), items.iter().map(|v| (None, v)), level)
-            }
+            Value::Array(items) => self.container(
+                ('[', ']'),
+                items.iter().map(|v| (None, v)),
+                level,
+                Self::value,
+            ),
             Value::Object(map) => self.container(
                 ('{', '}'),
                 map.iter().map(|(k, v)| (Some(k.as_str()), v)),
                 level,
+                Self::value,
             ),
         }
     }
 
+    /// [`Writer::value`] of a value read from its text: the same layout, numbers put in Java's
+    /// form as they are written, and an object's duplicate keys resolved as a `Value` parse
+    /// resolves them (the first one's place, the last one's value).
+    fn node(&mut self, node: Node<'_, '_>, level: Option<usize>) -> Result<(), RenderError> {
+        match node.kind() {
+            Kind::Object => {
+                let members = without_duplicates(node.members().into_iter().flatten().collect());
+                self.container(
+                    ('{', '}'),
+                    members.iter().map(|(k, v)| (Some(k.as_ref()), *v)),
+                    level,
+                    Self::node,
+                )
+            }
+            Kind::Array => self.container(
+                ('[', ']'),
+                node.items().into_iter().flatten().map(|v| (None, v)),
+                level,
+                Self::node,
+            ),
+            Kind::String => Ok(self.string(&node.as_str().unwrap_or_default())?),
+            Kind::Number => Ok(self.push_str(&number::java_number_text(node.text())?)?),
+            Kind::Literal => Ok(self.push_str(node.text())?),
+        }
+    }
+
     /// Objects and arrays share one layout; array members simply have no name.
-    fn container<'v>(
+    fn container<'k, V, E: From<TooLarge>>(
         &mut self,
         (open, close): (char, char),
-        members: impl Iterator<Item = (Option<&'v str>, &'v Value)>,
+        members: impl Iterator<Item = (Option<&'k str>, V)>,
         level: Option<usize>,
-    ) -> Result<(), TooLarge> {
+        mut write: impl FnMut(&mut Self, V, Option<usize>) -> Result<(), E>,
+    ) -> Result<(), E> {
         self.push(open)?;
         let inner = level.map(|l| l + 1);
         for (i, (name, value)) in members.enumerate() {
@@ -242,12 +291,12 @@ impl Writer<'_> {
                 self.string(name)?;
                 self.push_str(": ")?;
             }
-            self.value(value, inner)?;
+            write(self, value, inner)?;
         }
         // Java breaks the line before the closing bracket even when the container is empty,
         // which is where `"args": [\n    ]` comes from.
         self.line_break(level)?;
-        self.push(close)
+        Ok(self.push(close)?)
     }
 
     /// A newline plus indentation to `level` in the pretty layout; nothing in the compact one.
@@ -336,4 +385,52 @@ impl Writer<'_> {
         }
         self.push_str(std::str::from_utf8(&text).expect("hex digits are ASCII"))
     }
+}
+
+/// Whether every number of `node` that [`members_to_pretty_string_within`] would write is one
+/// Java can hold (a duplicate key's earlier values are not written, so not checked), without
+/// writing anything: why a rendering refused for its size may still be an unparsable one.
+pub fn check_numbers(node: Node<'_, '_>) -> Result<(), JsonError> {
+    match node.kind() {
+        Kind::Object => without_duplicates(node.members().into_iter().flatten().collect())
+            .into_iter()
+            .try_for_each(|(_, value)| check_numbers(value)),
+        Kind::Array => node
+            .items()
+            .into_iter()
+            .flatten()
+            .try_for_each(check_numbers),
+        Kind::Number => number::java_number_text(node.text()).map(drop),
+        Kind::String | Kind::Literal => Ok(()),
+    }
+}
+
+/// An object's members with each key once, where its first occurrence was, holding its last
+/// occurrence's value: what serde_json's order-keeping map makes of duplicate keys.
+fn without_duplicates<'a, V>(members: Vec<(Cow<'a, str>, V)>) -> Vec<(Cow<'a, str>, V)> {
+    let duplicated = if members.len() <= 16 {
+        members
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| members[..i].iter().any(|(earlier, _)| earlier == k))
+    } else {
+        let mut keys: Vec<&str> = members.iter().map(|(k, _)| k.as_ref()).collect();
+        keys.sort_unstable();
+        keys.windows(2).any(|pair| pair[0] == pair[1])
+    };
+    if !duplicated {
+        return members;
+    }
+    let mut first: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<(Cow<'a, str>, V)> = Vec::with_capacity(members.len());
+    for (key, value) in members {
+        match first.get(key.as_ref()) {
+            Some(&at) => out[at].1 = value,
+            None => {
+                first.insert(key.to_string(), out.len());
+                out.push((key, value));
+            }
+        }
+    }
+    out
 }

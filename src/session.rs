@@ -28,9 +28,11 @@ pub(crate) fn test_session(id: &str, uri: &str) -> Session {
     }
 }
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-use crate::json;
+use serde_json::Value;
+
+use crate::json::{self, tape::Node, tape::Tape, RenderError};
 
 pub use instant::{format_instant_nanos, parse_start};
 pub use limits::{count_json_values, json_value_budget, Limit, Refused, SessionLimits};
@@ -97,25 +99,28 @@ pub fn parse_add_body_within(body: &[u8], limits: &SessionLimits) -> Result<Sess
         }
         .into());
     }
-    // One check of the whole body's UTF-8 (fast on ASCII), then a parse of text, which does not
-    // check each string again.
+    // One check of the whole body's UTF-8 (fast on ASCII), one check of its JSON by serde_json
+    // that builds nothing, then one pass that indexes it: the fields are read, and the
+    // capabilities written again, from the body's own text.
     let text = std::str::from_utf8(body).map_err(|_| AddError::Unparsable)?;
-    let value: Value = serde_json::from_str(text).map_err(|_| AddError::Unparsable)?;
-    let mut fields = match value {
-        Value::Object(fields) => fields,
-        Value::Null => return Err(AddError::NullBody),
-        _ => return Err(AddError::Unparsable),
-    };
-    let id = take_string(&mut fields, "sessionId")?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| AddError::Unparsable)?;
+    let tape = Tape::new(text).map_err(|_| AddError::Unparsable)?;
+    let root = tape.root();
+    if root.is_null() {
+        return Err(AddError::NullBody);
+    }
+    let fields = AddFields::of(root).ok_or(AddError::Unparsable)?;
+    let id = string_field(fields.id)?;
     limits.check_id(&id)?;
-    let uri = take_string(&mut fields, "uri")?;
+    let uri = string_field(fields.uri)?;
     limits.check_uri(&uri)?;
     if !uri::is_java_uri(&uri) {
         return Err(AddError::Unparsable);
     }
     let start = fields
-        .get("start")
-        .and_then(parse_start)
+        .start
+        .and_then(|node| serde_json::from_str::<Value>(node.text()).ok())
+        .and_then(|value| parse_start(&value))
         .ok_or(AddError::Unparsable)?;
     let start = format_instant_nanos(start);
     let over_record = Refused {
@@ -126,9 +131,9 @@ pub fn parse_add_body_within(body: &[u8], limits: &SessionLimits) -> Result<Sess
         .max_record_bytes
         .checked_sub(id.len() + uri.len() + start.len())
         .ok_or(over_record)?;
-    let capabilities = render_capabilities(fields.remove("capabilities"), room, over_record)?;
+    let capabilities = render_capabilities(fields.capabilities, room, over_record)?;
     room -= capabilities.len();
-    let stereotype = render_capabilities(fields.remove("stereotype"), room, over_record)?;
+    let stereotype = render_capabilities(fields.stereotype, room, over_record)?;
     Ok(Session {
         id,
         uri,
@@ -138,32 +143,82 @@ pub fn parse_add_body_within(body: &[u8], limits: &SessionLimits) -> Result<Sess
     })
 }
 
-fn take_string(fields: &mut Map<String, Value>, name: &str) -> Result<String, AddError> {
-    match fields.remove(name) {
-        Some(Value::String(s)) => Ok(s),
-        _ => Err(AddError::Unparsable),
+/// The add body's five fields, each the last of its name (as Java's streaming reader keeps
+/// it); other keys are ignored.
+#[derive(Default)]
+struct AddFields<'t, 'a> {
+    id: Option<Node<'t, 'a>>,
+    uri: Option<Node<'t, 'a>>,
+    start: Option<Node<'t, 'a>>,
+    capabilities: Option<Node<'t, 'a>>,
+    stereotype: Option<Node<'t, 'a>>,
+}
+
+impl<'t, 'a> AddFields<'t, 'a> {
+    /// `None` when the body is not an object.
+    fn of(body: Node<'t, 'a>) -> Option<Self> {
+        let mut fields = AddFields::default();
+        for (key, value) in body.members()? {
+            let slot = match key.as_ref() {
+                "sessionId" => &mut fields.id,
+                "uri" => &mut fields.uri,
+                "start" => &mut fields.start,
+                "capabilities" => &mut fields.capabilities,
+                "stereotype" => &mut fields.stereotype,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        Some(fields)
     }
+}
+
+fn string_field(node: Option<Node<'_, '_>>) -> Result<String, AddError> {
+    node.and_then(|n| n.as_str())
+        .map(|s| s.into_owned())
+        .ok_or(AddError::Unparsable)
 }
 
 /// Java copies capabilities into an `ImmutableCapabilities` (a `TreeMap` without null values),
 /// so only the top level is sorted and stripped of nulls; nested maps keep their parse order.
-/// The rendering is refused with `over` once it would pass `room` bytes (the record's limit).
+/// The rendering is refused with `over` once it would pass `room` bytes (the record's limit),
+/// unless a number in it is one Java could not hold: that makes the body unparsable, whatever
+/// its size.
 fn render_capabilities(
-    value: Option<Value>,
+    node: Option<Node<'_, '_>>,
     room: usize,
     over: Refused,
 ) -> Result<String, AddError> {
-    let Some(Value::Object(map)) = value else {
+    let Some(members) = node.and_then(|n| n.members()) else {
         return Err(AddError::Unparsable);
     };
-    let mut entries: Vec<(String, Value)> = map.into_iter().filter(|(_, v)| !v.is_null()).collect();
+    let mut entries: Vec<_> = members.collect();
     // Java compares strings by UTF-16 code units, which differs from Rust's byte order for
-    // characters at and above U+E000 versus supplementary-plane characters.
+    // characters at and above U+E000 versus supplementary-plane characters. The sort is
+    // stable, so of the members with one key the last is last: it is the one kept.
     entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-    for (_, value) in &mut entries {
-        json::normalise_numbers_in_place(value).map_err(|_| AddError::Unparsable)?;
+    let mut kept: Vec<(Cow<'_, str>, Node<'_, '_>)> = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        match kept.last_mut() {
+            Some(last) if last.0 == key => last.1 = value,
+            _ => kept.push((key, value)),
+        }
     }
-    json::object_to_pretty_string_within(&entries, room).map_err(|_| over.into())
+    kept.retain(|(_, value)| !value.is_null());
+    match json::members_to_pretty_string_within(&kept, room) {
+        Ok(text) => Ok(text),
+        Err(RenderError::Number(_)) => Err(AddError::Unparsable),
+        Err(RenderError::TooLarge(_)) => {
+            if kept
+                .iter()
+                .all(|(_, value)| json::check_numbers(*value).is_ok())
+            {
+                Err(over.into())
+            } else {
+                Err(AddError::Unparsable)
+            }
+        }
+    }
 }
 
 impl Session {

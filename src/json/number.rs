@@ -18,7 +18,7 @@ const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
 /// The number Java would print for the JSON number `n`, or why Java could not hold it.
 pub fn normalise_number(n: &Number) -> Result<Number, JsonError> {
     let text = n.as_str();
-    let normal = normalise_text(text)?;
+    let normal = java_number_text(text)?;
     if normal == text {
         return Ok(n.clone());
     }
@@ -27,8 +27,8 @@ pub fn normalise_number(n: &Number) -> Result<Number, JsonError> {
     serde_json::from_str::<Number>(&normal).map_err(|_| JsonError::NotANumber(normal))
 }
 
-/// The Java text of one JSON number literal.
-fn normalise_text(text: &str) -> Result<String, JsonError> {
+/// The Java text of one JSON number literal, as Java prints it (`E` before an exponent).
+pub fn java_number_text(text: &str) -> Result<String, JsonError> {
     if !text.contains(['.', 'e', 'E']) {
         return text
             .parse::<i64>()
