@@ -101,13 +101,13 @@ pub struct BadRecord {
 }
 
 impl Record {
-    pub fn new(session: Session) -> Self {
+    pub fn new(session: &Session) -> Self {
         let rendered = session.render_get_body_parts();
         Record {
             uri_body: Bytes::from(session.render_uri_body().into_bytes().into_boxed_slice()),
-            id: Arc::from(session.id),
-            uri: Arc::from(session.uri),
-            start: session.start.into_boxed_str(),
+            id: Arc::from(session.id.as_str()),
+            uri: Arc::from(session.uri.as_str()),
+            start: Box::from(session.start.as_str()),
             // Exactly the body's size: the renderer's estimate leaves spare capacity, which a
             // `Bytes` made from a `Vec` would otherwise keep for the session's lifetime.
             get_body: Bytes::from(rendered.body.into_bytes().into_boxed_slice()),
@@ -252,7 +252,7 @@ impl SessionMap {
         }
         let changed = match &p.op {
             Op::Add(session) => {
-                self.insert(session.clone());
+                self.insert(session);
                 1
             }
             Op::Remove { id, reason } => {
@@ -370,7 +370,7 @@ impl SessionMap {
         self.sessions.values().map(|r| r.session())
     }
 
-    fn insert(&mut self, session: Session) {
+    fn insert(&mut self, session: &Session) {
         let mut record = Record::new(session);
         record.added = self.index;
         self.insert_record(record);

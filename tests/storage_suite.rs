@@ -137,7 +137,7 @@ fn big(index: u64, bytes: usize) -> gridraft::raft::Entry {
         payload: openraft::EntryPayload::Normal(gridraft::map::Proposal {
             at: 0,
             event_id: None,
-            op: gridraft::map::Op::Add(session),
+            op: gridraft::map::Op::add(session),
         }),
     }
 }

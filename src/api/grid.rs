@@ -191,7 +191,7 @@ async fn add(state: &AppState, req: Request) -> Result<Response<Body>, ApiError>
     let proposal = Proposal {
         at: now_nanos(),
         event_id: None,
-        op: Op::Add(session),
+        op: Op::add(session),
     };
     state
         .cluster

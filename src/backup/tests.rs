@@ -10,7 +10,7 @@ fn map_of(n: u64) -> SessionMap {
         let p = Proposal {
             at: i as i64,
             event_id: None,
-            op: Op::Add(test_session(&format!("s{i}"), "http://node:5555")),
+            op: Op::add(test_session(&format!("s{i}"), "http://node:5555")),
         };
         map.apply_entry(i + 10, &p);
     }

@@ -159,7 +159,7 @@ mod tests {
             self.append(&Proposal {
                 at: 1,
                 event_id: None,
-                op: Op::Add(Session {
+                op: Op::add(Session {
                     id: id.into(),
                     uri: uri.into(),
                     start: "2024-05-01T10:20:30Z".into(),

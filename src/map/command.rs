@@ -1,6 +1,8 @@
 //! The commands that change the session map: what a member proposes and Raft replicates, and
 //! what applying one did.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -28,6 +30,13 @@ pub struct Proposal {
 /// record limit ([`crate::store::segment_log::MAX_RECORD`]), so that a batch of writes (about 96 KiB plus one
 /// write) with its entry's framing always fits: the log refuses a larger record, and a refused
 /// append stops Raft on the leader. The API's own limits on a session are far lower.
+impl Op {
+    /// [`Op::Add`] of `session`.
+    pub fn add(session: Session) -> Op {
+        Op::Add(Arc::new(session))
+    }
+}
+
 pub const MAX_PROPOSAL_BYTES: u64 = crate::store::segment_log::MAX_RECORD as u64 / 4;
 
 /// The encoded size of `p` if it is over [`MAX_PROPOSAL_BYTES`].
@@ -38,8 +47,10 @@ pub fn oversized(p: &Proposal) -> Option<u64> {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    /// Insert or replace a session (a re-add replaces the whole record).
-    Add(Session),
+    /// Insert or replace a session (a re-add replaces the whole record). Shared, so that the
+    /// copies of an entry the log hands to the state machine and to each follower's replication
+    /// share its session (`Arc<T>` encodes as `T`: the log's and the wire's bytes are the same).
+    Add(Arc<Session>),
     /// Remove one session if present.
     Remove { id: String, reason: RemovalReason },
     /// Remove every session whose node URI equals `uri` exactly.

@@ -11,7 +11,7 @@ fn add(id: &str, uri: &str) -> Proposal {
     Proposal {
         at: 1,
         event_id: None,
-        op: Op::Add(session(id, uri)),
+        op: Op::add(session(id, uri)),
     }
 }
 

@@ -14,7 +14,7 @@ fn proposal(at_ms: i64, event_id: Option<Uuid>, op: Op) -> Proposal {
 }
 
 fn add(at_ms: i64, id: &str, uri: &str) -> Proposal {
-    proposal(at_ms, None, Op::Add(session(id, uri)))
+    proposal(at_ms, None, Op::add(session(id, uri)))
 }
 
 fn reconcile(at_ms: i64, id: &str, added: u64, reason: RemovalReason) -> Proposal {

@@ -10,7 +10,7 @@ fn add(at: i64, id: &str, uri: &str) -> Proposal {
     Proposal {
         at,
         event_id: None,
-        op: Op::Add(session(id, uri)),
+        op: Op::add(session(id, uri)),
     }
 }
 
@@ -241,7 +241,7 @@ fn chrome_session(id: &str) -> Session {
 #[test]
 fn a_record_serves_the_rendered_bodies_and_gives_the_session_back() {
     let s = chrome_session("a");
-    let record = Record::new(s.clone());
+    let record = Record::new(&s);
     assert_eq!(&record.get_body[..], s.render_get_body().as_bytes());
     assert_eq!(&record.uri_body[..], s.render_uri_body().as_bytes());
     assert_eq!(record.session(), s);
@@ -254,7 +254,7 @@ fn snapshot_form_keeps_bodies_byte_for_byte() {
         m.apply(&Proposal {
             at: i,
             event_id: None,
-            op: Op::Add(chrome_session(&format!("s{i}"))),
+            op: Op::add(chrome_session(&format!("s{i}"))),
         });
     }
     m.apply(&remove(60, "s7"));
@@ -346,4 +346,14 @@ fn tombstones_are_bounded_in_bytes_oldest_evicted_first() {
     a.sort();
     b.sort();
     assert_eq!(a, b);
+}
+
+#[test]
+fn an_add_encodes_as_before_its_session_was_shared() {
+    // Earlier versions held the `Session` itself in `Op::Add`: the variant's number, then the
+    // session. Logs, snapshots and peers of those versions read the same bytes.
+    let s = session("a", "http://n1");
+    let shared = bincode::serialize(&Op::add(s.clone())).unwrap();
+    assert_eq!(shared, bincode::serialize(&(0u32, &s)).unwrap());
+    assert_eq!(bincode::deserialize::<Op>(&shared).unwrap(), Op::add(s));
 }

@@ -22,14 +22,14 @@ fn sessions_are_grouped_per_node_newest_first_and_capped() {
         apply(
             &mut map,
             1,
-            Op::Add(test_session(&format!("s{n}"), &format!("http://n{n:03}"))),
+            Op::add(test_session(&format!("s{n}"), &format!("http://n{n:03}"))),
         );
     }
     for i in 0..SESSIONS_PER_NODE * 3 {
         apply(
             &mut map,
             1,
-            Op::Add(test_session(&format!("busy-{i:02}"), "http://n000")),
+            Op::add(test_session(&format!("busy-{i:02}"), "http://n000")),
         );
     }
     let view = sessions_view(&map);
@@ -51,7 +51,7 @@ fn removals_are_the_newest_first_with_the_rest_counted() {
     let mut map = SessionMap::default();
     for n in 0..MAX_REMOVALS + 7 {
         let id = format!("r{n:03}");
-        apply(&mut map, 1, Op::Add(test_session(&id, "http://node")));
+        apply(&mut map, 1, Op::add(test_session(&id, "http://node")));
         let reason = RemovalReason::Timeout;
         apply(&mut map, 1_000 + n as i64, Op::Remove { id, reason });
     }

@@ -32,10 +32,10 @@ fn batches_write_the_current_state_so_a_duplicate_event_cannot_remove_a_live_ses
         reason: RemovalReason::NodeRestarted,
     };
     let entries = vec![
-        entry(1, Op::Add(session("a", "http://n1")), None),
-        entry(2, Op::Add(session("b", "http://n1")), None),
+        entry(1, Op::add(session("a", "http://n1")), None),
+        entry(2, Op::add(session("b", "http://n1")), None),
         entry(3, by_uri("http://n1"), Some(event)),
-        entry(4, Op::Add(session("a", "http://n1")), None),
+        entry(4, Op::add(session("a", "http://n1")), None),
         // The same Grid event again: the state machine ignores it, so must the mirror.
         entry(5, by_uri("http://n1"), Some(event)),
         entry(
@@ -64,8 +64,8 @@ fn a_replay_behind_the_map_resolves_removals_from_its_removal_memory() {
     // The leader resumes at progress 0 with a map that already applied everything: the seed
     // must still find `b`, removed by URI, although it is no longer live.
     let entries = vec![
-        entry(1, Op::Add(session("a", "http://n1")), None),
-        entry(2, Op::Add(session("b", "http://n2")), None),
+        entry(1, Op::add(session("a", "http://n1")), None),
+        entry(2, Op::add(session("b", "http://n2")), None),
     ];
     let later = vec![entry(
         3,
@@ -92,7 +92,7 @@ fn a_replay_behind_the_map_resolves_removals_from_its_removal_memory() {
 #[test]
 fn a_batch_retried_after_a_failed_write_still_removes_what_a_node_restart_removed() {
     let entries = vec![
-        entry(1, Op::Add(session("a", "http://n1")), None),
+        entry(1, Op::add(session("a", "http://n1")), None),
         entry(
             2,
             Op::RemoveByUri {

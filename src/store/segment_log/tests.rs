@@ -294,7 +294,7 @@ fn big_entry(index: u64, bytes: usize) -> Entry {
         payload: EntryPayload::Normal(crate::map::Proposal {
             at: 1,
             event_id: None,
-            op: crate::map::Op::Add(session),
+            op: crate::map::Op::add(session),
         }),
     }
 }
