@@ -4,9 +4,13 @@
 //! and gridraft mirrors into those stores, so this module reproduces that text
 //! (docs/compatibility.md#seleniums-json-text): the pretty and compact layouts, Java's string
 //! escaping and Java's number text.
-//! Numbers are normalised once, when a document is parsed ([`normalise_numbers`]); the writers
-//! then print each number's stored text (spelling only the exponent Java's way), which is why a
-//! `Value` handed to a writer must have been normalised first. This module owns no I/O and knows nothing about sessions.
+//!
+//! A document is written either from a `serde_json::Value` or straight from its own text, indexed
+//! by [`tape::Tape`] (the add path: no tree is built). A `Value`'s numbers are normalised once,
+//! when it is parsed ([`normalise_numbers`]); the writers then print each number's stored text
+//! (spelling only the exponent Java's way), which is why a `Value` handed to a writer must have
+//! been normalised first. From a tape, each number is put in Java's form as it is written. This
+//! module owns no I/O and knows nothing about sessions.
 
 mod number;
 pub mod tape;
@@ -18,7 +22,7 @@ use std::borrow::Cow;
 
 use serde_json::{Number, Value};
 
-pub use number::{java_double_to_string, java_number_text, normalise_number};
+pub use number::{java_double_to_string, normalise_number};
 use tape::{Kind, Node};
 
 /// A JSON document that Selenium's reader would reject or could not represent.

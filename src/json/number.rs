@@ -28,7 +28,7 @@ pub fn normalise_number(n: &Number) -> Result<Number, JsonError> {
 }
 
 /// The Java text of one JSON number literal, as Java prints it (`E` before an exponent).
-pub fn java_number_text(text: &str) -> Result<String, JsonError> {
+pub(super) fn java_number_text(text: &str) -> Result<String, JsonError> {
     if !text.contains(['.', 'e', 'E']) {
         return text
             .parse::<i64>()
