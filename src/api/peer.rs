@@ -226,16 +226,20 @@ async fn forward_write(s: &AppState, body: &[u8]) -> Result<Vec<u8>, PeerError> 
 
 /// A follower's ReadIndex request, answered by the leader.
 async fn answer_read_index(s: &AppState, body: &[u8]) -> Result<Vec<u8>, PeerError> {
-    let from: Option<ReadIndexFrom> = if body.is_empty() {
+    let from = if body.is_empty() {
         None
     } else {
-        Some(decode(body)?)
+        Some(ReadIndexFrom::decode(body).map_err(PeerError::Undecodable)?)
     };
     let result = match s.cluster.check_leader() {
         Ok(()) => s.cluster.answer_read_index(from).await,
         Err(e) => Err(e),
     };
-    encode(&result.map_err(reject))
+    let (result, stamp) = match result {
+        Ok((index, stamp)) => (Ok(index), Some(stamp)),
+        Err(e) => (Err(reject(e)), None),
+    };
+    peer::encode_read_index_answer(&result, stamp).map_err(PeerError::Encode)
 }
 
 /// A lookup forwarded in read mode `leader`: a read barrier here, then the local map.

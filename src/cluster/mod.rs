@@ -40,6 +40,7 @@ pub mod membership;
 pub mod quorum;
 mod read;
 pub mod read_batch;
+pub mod read_proof;
 mod ready;
 pub mod reconcile;
 mod write;
@@ -84,6 +85,9 @@ pub struct Cluster {
     pub health: health::Health,
     applied: watch::Receiver<u64>,
     reads: read_batch::ReadBatcher,
+    /// Stamps on ReadIndex answers, which let followers' requests confirm this member's own
+    /// reads as leader (see [`read_proof`]).
+    proofs: read_proof::ReadProofs,
     writes: write_batch::WriteBatcher,
     started: Instant,
     /// Milliseconds since `started` when this member was last seen serving (or first seen not
@@ -118,6 +122,7 @@ impl Cluster {
                 max_writes,
                 queue_full.write.clone(),
             ),
+            proofs: Default::default(),
             settings,
             raft,
             reader,

@@ -12,7 +12,7 @@ use super::error::{Error, Op, Stopped};
 use super::forward::{Backoff, Deadline};
 use super::Cluster;
 use crate::map::{Lookup, SessionMap};
-use crate::peer::{LookupKind, PeerLookup, ReadIndexFrom};
+use crate::peer::{LookupKind, PeerLookup, ReadIndexFrom, ReadIndexStamp};
 use crate::raft::internals;
 
 /// Leader-mode lookups retry at a steady pace: the lookup itself is cheap to repeat.
@@ -64,12 +64,22 @@ impl Cluster {
     }
 
     /// Waits until this member's state machine reflects every write acknowledged before the
-    /// call: one ReadIndex round (shared with every other read waiting at that moment), then
-    /// the local apply catching up to it.
+    /// call: one ReadIndex round (shared with every other read waiting at that moment), or on a
+    /// leader a follower's later request, then the local apply catching up to it.
     pub async fn read_barrier(&self) -> Result<(), Error> {
         let timeout = self.settings.read_timeout;
         let deadline = Instant::now() + timeout;
-        let index = self.reads.join(deadline).await?;
+        // As leader, while followers are reading too: a follower's request sent after this read
+        // arrived confirms it, with no round (see `super::read_proof`).
+        let index = match self.proofs.confirmed_after(self.proofs.mark()).await {
+            Some(index) => {
+                self.reads.stats.by_follower.inc();
+                self.reads.stats.reads.inc();
+                self.note_quorum();
+                index
+            }
+            None => self.reads.join(deadline).await?,
+        };
         let mut applied = self.applied.clone();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let caught_up = tokio::time::timeout(remaining, applied.wait_for(|a| *a >= index))
@@ -94,27 +104,39 @@ impl Cluster {
             .await
     }
 
-    /// The leader's answer to a follower's ReadIndex request. With the follower's vote
-    /// (`from`), the request may confirm this leader by itself (see
-    /// [`internals::read_index_by_vote`] for why that is safe); otherwise, and for a request
-    /// without a vote (a member of an earlier version), a full round batched with this
-    /// member's own reads.
-    pub async fn answer_read_index(&self, from: Option<ReadIndexFrom>) -> Result<u64, Error> {
-        let Some(from) = from else {
-            return self.read_index().await;
-        };
-        let confirmed = internals::read_index_by_vote(&self.raft, self.id(), from.id, from.vote)
-            .await
-            .map_err(Error::fatal)?;
-        match confirmed {
-            Some(index) => {
-                self.note_quorum();
-                self.reads.stats.by_request.inc();
-                self.reads.stats.reads.inc();
-                Ok(index)
+    /// The leader's answer to a follower's ReadIndex request, and the stamp to send with it.
+    /// With the follower's vote (`from`), the request may confirm this leader by itself (see
+    /// [`internals::read_index_by_vote`] for why that is safe), and then also this member's own
+    /// reads waiting for a request stamped after they arrived (see [`super::read_proof`]);
+    /// otherwise, and for a request without a vote (a member of an earlier version), a full
+    /// round batched with this member's own reads.
+    pub async fn answer_read_index(
+        &self,
+        from: Option<ReadIndexFrom>,
+    ) -> Result<(u64, ReadIndexStamp), Error> {
+        let index = match from {
+            Some(from) => {
+                let confirmed =
+                    internals::read_index_by_vote(&self.raft, self.id(), from.id, from.vote)
+                        .await
+                        .map_err(Error::fatal)?;
+                match confirmed {
+                    Some(index) => {
+                        self.note_quorum();
+                        self.reads.stats.by_request.inc();
+                        self.reads.stats.reads.inc();
+                        if let Some(seen) = from.seen {
+                            self.proofs.confirmed(seen, index);
+                        }
+                        index
+                    }
+                    None => self.read_index().await?,
+                }
             }
-            None => self.read_index().await,
-        }
+            None => self.read_index().await?,
+        };
+        // Stamped after the index was found: a request carrying this stamp was built later.
+        Ok((index, self.proofs.stamp()))
     }
 
     /// A follower's ReadIndex round: one request to the leader at `addr`, carrying this
@@ -125,18 +147,37 @@ impl Cluster {
         remaining: Duration,
     ) -> Result<u64, crate::peer::ClientError> {
         let from = self.read_index_request().await;
-        self.peers
+        let (index, stamp) = self
+            .peers
             .ask_read_index(&addr, from.as_ref(), remaining)
-            .await
+            .await?;
+        if let Some(stamp) = stamp {
+            self.proofs.saw(stamp);
+        }
+        Ok(index)
     }
 
-    /// This member's id and current vote, for a ReadIndex request to the leader.
+    /// This member's id and current vote, for a ReadIndex request to the leader, with the
+    /// latest stamp it received, read before the vote.
     pub async fn read_index_request(&self) -> Option<ReadIndexFrom> {
+        let seen = self.proofs.seen();
         let vote = internals::vote(&self.raft).await.ok()?;
         Some(ReadIndexFrom {
             id: self.id(),
             vote,
+            seen,
         })
+    }
+
+    /// As leader: the mark a follower's request must be stamped above to confirm reads that
+    /// arrived before this call, and the wait for one (see [`super::read_proof`]). For tests;
+    /// [`Cluster::read_barrier`] uses them.
+    pub fn proof_mark(&self) -> u64 {
+        self.proofs.mark()
+    }
+
+    pub async fn confirmed_by_follower(&self, mark: u64) -> Option<u64> {
+        self.proofs.confirmed_after(mark).await
     }
 
     /// A consistent image of the whole map, for a backup: taken after a read barrier, so it

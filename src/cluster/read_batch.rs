@@ -7,7 +7,9 @@
 //! read itself did: that is what makes the answer linearizable. A round goes through
 //! `Cluster::at_leader`: on the leader it is a heartbeat round (`Raft::get_read_log_id`), on
 //! a follower `Cluster::ask_read_index`, one request to the leader carrying the follower's
-//! vote, which the leader may answer at once ([`Cluster::answer_read_index`]).
+//! vote, which the leader may answer at once ([`Cluster::answer_read_index`]). While followers
+//! are reading too, a leader's reads usually need no round at all (`Cluster::read_barrier`,
+//! `super::read_proof`).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -47,6 +49,8 @@ pub struct RoundStats {
     pub forwarded: IntCounter,
     /// Followers' requests that confirmed this leader by themselves.
     pub by_request: IntCounter,
+    /// Reads here as leader that a follower's later request confirmed, with no round.
+    pub by_follower: IntCounter,
     /// Requests answered by rounds run here.
     pub reads: IntCounter,
 }
@@ -57,7 +61,8 @@ impl RoundStats {
             Opts::new(
                 "gridraft_read_index_rounds_total",
                 "ReadIndex rounds: heartbeats (a leader's round), forwarded (a follower asked the \
-                 leader), request (a follower's request confirmed the leader by itself)",
+                 leader), request (a follower's request confirmed the leader by itself), follower \
+                 (a leader's round confirmed by a follower's later request)",
             ),
             &["kind"],
         )
@@ -66,6 +71,7 @@ impl RoundStats {
             heartbeats: rounds.with_label_values(&["heartbeats"]),
             forwarded: rounds.with_label_values(&["forwarded"]),
             by_request: rounds.with_label_values(&["request"]),
+            by_follower: rounds.with_label_values(&["follower"]),
             reads: IntCounter::new(
                 "gridraft_read_index_reads_total",
                 "Reads served by ReadIndex rounds, here or for followers",

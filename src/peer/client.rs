@@ -240,21 +240,25 @@ impl PeerClient {
         self.bincode_call(addr, Rpc::Write, body, timeout).await
     }
 
-    /// Asks the leader at `addr` for a read index confirmed by a quorum. `from` is this
-    /// member's id and its vote, read after every read in the batch arrived: when the two
-    /// members make a quorum, the request itself confirms the leadership and the leader answers
-    /// without a heartbeat round (see [`ReadIndexFrom`]).
+    /// Asks the leader at `addr` for a read index confirmed by a quorum, and the stamp it sent
+    /// with it (none from a member of an earlier version). `from` is this member's id and its
+    /// vote, read after every read in the batch arrived: when the two members make a quorum,
+    /// the request itself confirms the leadership and the leader answers without a heartbeat
+    /// round (see [`ReadIndexFrom`]).
     pub async fn ask_read_index(
         &self,
         addr: &str,
         from: Option<&ReadIndexFrom>,
         timeout: Duration,
-    ) -> Result<u64, ClientError> {
-        let body = match from {
-            Some(f) => bincode::serialize(f).expect("votes always encode"),
-            None => Vec::new(),
-        };
-        self.bincode_call(addr, Rpc::ReadIndex, body, timeout).await
+    ) -> Result<(u64, Option<super::ReadIndexStamp>), ClientError> {
+        let body = from.map(ReadIndexFrom::encode).unwrap_or_default();
+        let bytes = self.ok_call(addr, Rpc::ReadIndex, body, timeout).await?;
+        let (result, stamp) =
+            super::decode_read_index_answer(&bytes).map_err(|e| ClientError::Decode {
+                addr: addr.into(),
+                detail: e.to_string(),
+            })?;
+        Ok((result?, stamp))
     }
 
     /// Looks a session up on the leader at `addr`, linearizably.
@@ -309,13 +313,14 @@ impl PeerClient {
         self.json_call(addr, method, path, body).await
     }
 
-    async fn bincode_call<T: DeserializeOwned>(
+    /// The body of a request's answer with a 2xx status.
+    async fn ok_call(
         &self,
         addr: &str,
         rpc: Rpc,
         body: Vec<u8>,
         timeout: Duration,
-    ) -> Result<T, ClientError> {
+    ) -> Result<bytes::Bytes, ClientError> {
         let (status, bytes) = self
             .exchange(addr, rpc, body, timeout)
             .await
@@ -330,6 +335,17 @@ impl PeerClient {
                 body: String::from_utf8_lossy(&bytes).into_owned(),
             });
         }
+        Ok(bytes)
+    }
+
+    async fn bincode_call<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        rpc: Rpc,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let bytes = self.ok_call(addr, rpc, body, timeout).await?;
         let result: Result<T, Reject> =
             bincode::deserialize(&bytes).map_err(|e| ClientError::Decode {
                 addr: addr.into(),

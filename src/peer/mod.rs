@@ -92,10 +92,70 @@ pub enum LookupKind {
 
 /// Who asks a leader for a read index, and the vote it held when it asked. An empty request
 /// body (a member of an earlier version) asks for a full heartbeat round.
+///
+/// On the wire: `id` and `vote` in bincode, then `seen` (when there is one) in bincode after
+/// them ([`ReadIndexFrom::encode`]). A member of an earlier version reads the first two and
+/// ignores the rest; a request without `seen` is one from such a member.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReadIndexFrom {
     pub id: MemberId,
     pub vote: openraft::Vote<MemberId>,
+    /// The latest stamp the asking member received from a leader, read before `vote`: the
+    /// request was built after that answer arrived (see `cluster::read_proof`).
+    #[serde(skip)]
+    pub seen: Option<ReadIndexStamp>,
+}
+
+/// The stamp a leader puts after each ReadIndex answer: the leader process's random id and the
+/// answer's sequence number. A follower sends the latest one back with its next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexStamp {
+    pub leader: u64,
+    pub seq: u64,
+}
+
+impl ReadIndexFrom {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = bincode::serialize(self).expect("votes always encode");
+        if let Some(seen) = &self.seen {
+            bincode::serialize_into(&mut body, seen).expect("stamps always encode");
+        }
+        body
+    }
+
+    pub fn decode(mut body: &[u8]) -> Result<Self, bincode::Error> {
+        let mut from: ReadIndexFrom = bincode::deserialize_from(&mut body)?;
+        if !body.is_empty() {
+            from.seen = Some(bincode::deserialize(body)?);
+        }
+        Ok(from)
+    }
+}
+
+/// A ReadIndex answer on the wire: the result in bincode, as earlier versions send and read it,
+/// then the leader's stamp (when it gives one). Earlier versions ignore the stamp.
+pub fn encode_read_index_answer(
+    result: &Result<u64, Reject>,
+    stamp: Option<ReadIndexStamp>,
+) -> Result<Vec<u8>, bincode::Error> {
+    let mut body = bincode::serialize(result)?;
+    if let Some(stamp) = &stamp {
+        bincode::serialize_into(&mut body, stamp)?;
+    }
+    Ok(body)
+}
+
+/// Reads [`encode_read_index_answer`]'s bytes, or an earlier version's answer (no stamp).
+pub fn decode_read_index_answer(
+    mut body: &[u8],
+) -> Result<(Result<u64, Reject>, Option<ReadIndexStamp>), bincode::Error> {
+    let result = bincode::deserialize_from(&mut body)?;
+    let stamp = if body.is_empty() {
+        None
+    } else {
+        Some(bincode::deserialize(body)?)
+    };
+    Ok((result, stamp))
 }
 
 /// What `GET /peer/info` says about a member.
@@ -151,5 +211,54 @@ mod wire_tests {
             bincode::serialize(&now).unwrap(),
             bincode::serialize(&earlier).unwrap()
         );
+    }
+
+    /// The request and answer as earlier versions declared them.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct EarlierReadIndexFrom {
+        id: MemberId,
+        vote: openraft::Vote<MemberId>,
+    }
+
+    #[test]
+    fn read_index_requests_and_answers_read_across_versions() {
+        let vote = openraft::Vote::new_committed(4, 1);
+        let stamp = ReadIndexStamp { leader: 99, seq: 7 };
+        let now = ReadIndexFrom {
+            id: 2,
+            vote,
+            seen: Some(stamp),
+        };
+        let earlier = EarlierReadIndexFrom { id: 2, vote };
+
+        // A request with a stamp, read here and by an earlier version.
+        let decoded = ReadIndexFrom::decode(&now.encode()).unwrap();
+        assert_eq!(
+            (decoded.id, decoded.vote, decoded.seen),
+            (2, vote, Some(stamp))
+        );
+        let by_earlier: EarlierReadIndexFrom = bincode::deserialize(&now.encode()).unwrap();
+        assert_eq!(by_earlier, earlier);
+        // An earlier version's request has no stamp.
+        let from_earlier = ReadIndexFrom::decode(&bincode::serialize(&earlier).unwrap()).unwrap();
+        assert_eq!(from_earlier.seen, None);
+
+        // An answer with a stamp, read here and by an earlier version (a bare result).
+        let answer = encode_read_index_answer(&Ok(41), Some(stamp)).unwrap();
+        let (result, got) = decode_read_index_answer(&answer).unwrap();
+        assert_eq!((result.unwrap(), got), (41, Some(stamp)));
+        let by_earlier: Result<u64, Reject> = bincode::deserialize(&answer).unwrap();
+        assert_eq!(by_earlier.unwrap(), 41);
+        // An earlier version's answer, and a refusal, carry none.
+        let (result, got) =
+            decode_read_index_answer(&bincode::serialize(&Ok::<u64, Reject>(41)).unwrap()).unwrap();
+        assert_eq!((result.unwrap(), got), (41, None));
+        let refused = Err(Reject::NotLeader { leader: Some(3) });
+        let (result, got) =
+            decode_read_index_answer(&encode_read_index_answer(&refused, None).unwrap()).unwrap();
+        assert!(matches!(result, Err(Reject::NotLeader { leader: Some(3) })) && got.is_none());
+        // Bytes after the vote that are not a whole stamp are an error, not ignored.
+        let cut = [bincode::serialize(&earlier).unwrap(), vec![1]].concat();
+        assert!(ReadIndexFrom::decode(&cut).is_err());
     }
 }
