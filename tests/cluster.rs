@@ -504,8 +504,8 @@ async fn a_followers_read_index_request_confirms_the_leader_only_with_the_leader
     c.shutdown().await;
 }
 
-/// While followers serve reads, their ReadIndex requests also confirm the leader's own reads:
-/// the leader's rounds need no heartbeats, and every read on the leader still sees every write
+/// While followers serve reads, their ReadIndex requests also confirm the leader's own reads,
+/// mostly without heartbeat rounds, and every read on the leader still sees every write
 /// acknowledged before it, wherever it was written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn followers_reading_confirm_the_leaders_reads_without_heartbeats() {
@@ -541,10 +541,11 @@ async fn followers_reading_confirm_the_leaders_reads_without_heartbeats() {
     }
     let heartbeats = stats.heartbeats.get() - heartbeats;
     let by_follower = stats.by_follower.get() - by_follower;
-    // Most, measured: 86-88 against 20-21 alone, 69-76 against 35-39 beside the other tests.
+    // Of the 100 reads on the leader, 62-85 were confirmed by followers (against 22-47 heartbeat
+    // rounds) with this test alone, 79 (against 29) beside the other tests, in a debug build.
     assert!(
         by_follower * 2 > heartbeats,
-        "of the leader's rounds {by_follower} were confirmed by followers, {heartbeats} by heartbeats"
+        "{by_follower} reads on the leader confirmed by followers, {heartbeats} heartbeat rounds"
     );
     Arc::into_inner(c)
         .expect("readers stopped")
