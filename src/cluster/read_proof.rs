@@ -46,6 +46,9 @@ pub struct ReadProofs {
     confirmed: watch::Sender<Confirmed>,
     /// Microseconds since `started` of the last such request.
     last_confirmed_us: AtomicU64,
+    /// [`FRESH`] and [`WAIT`], longer in tests that must not depend on how fast they run.
+    fresh: Duration,
+    wait: Duration,
     started: Instant,
     /// As follower: the latest stamp received from the leader.
     seen: Mutex<Option<ReadIndexStamp>>,
@@ -70,6 +73,8 @@ impl ReadProofs {
             handed_out: AtomicU64::new(0),
             confirmed: watch::Sender::new(Confirmed::default()),
             last_confirmed_us: AtomicU64::new(u64::MAX),
+            fresh: FRESH,
+            wait: WAIT,
             started: Instant::now(),
             seen: Mutex::new(None),
         }
@@ -114,11 +119,11 @@ impl ReadProofs {
     pub async fn confirmed_after(&self, mark: u64) -> Option<u64> {
         let last = self.last_confirmed_us.load(Ordering::Relaxed);
         let now = self.started.elapsed().as_micros() as u64;
-        if last == u64::MAX || now.saturating_sub(last) > FRESH.as_micros() as u64 {
+        if last == u64::MAX || now.saturating_sub(last) > self.fresh.as_micros() as u64 {
             return None;
         }
         let mut rx = self.confirmed.subscribe();
-        let found = tokio::time::timeout(WAIT, rx.wait_for(|c| c.seq > mark)).await;
+        let found = tokio::time::timeout(self.wait, rx.wait_for(|c| c.seq > mark)).await;
         match found {
             Ok(Ok(c)) => Some(c.index),
             _ => None,
@@ -148,11 +153,17 @@ impl ReadProofs {
 mod tests {
     use std::sync::Arc;
 
+    use futures::FutureExt;
+
     use super::*;
 
-    /// A leader whose followers have been confirming it recently.
+    /// A leader whose followers have confirmed it, and who counts that as recent for a minute
+    /// (so that no test depends on how fast it runs).
     fn active_leader() -> ReadProofs {
-        let p = ReadProofs::new(7);
+        let p = ReadProofs {
+            fresh: Duration::from_secs(60),
+            ..ReadProofs::new(7)
+        };
         let s = p.stamp();
         p.confirmed(s, 1);
         p
@@ -160,7 +171,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_is_answered_by_a_request_stamped_after_its_mark_only() {
-        let p = Arc::new(active_leader());
+        let p = Arc::new(ReadProofs {
+            wait: Duration::from_secs(60),
+            ..active_leader()
+        });
         let mark = p.mark();
         let before = ReadIndexStamp {
             leader: 7,
@@ -201,14 +215,24 @@ mod tests {
         assert_eq!(p.confirmed_after(p.mark()).await, None);
         assert!(t.elapsed() >= WAIT, "gave up after {:?}", t.elapsed());
 
+        // No follower ever confirmed this leader: the answer is there at the first poll.
         let quiet = ReadProofs::new(7);
-        let t = Instant::now();
-        assert_eq!(quiet.confirmed_after(quiet.mark()).await, None);
-        assert!(
-            t.elapsed() < WAIT,
-            "waited {:?} with no follower",
-            t.elapsed()
+        assert_eq!(
+            quiet.confirmed_after(quiet.mark()).now_or_never(),
+            Some(None)
         );
+        // Followers confirmed it, but longer ago than `fresh`: the same.
+        let gone_quiet = ReadProofs {
+            fresh: Duration::from_micros(1),
+            ..active_leader()
+        };
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(
+            gone_quiet.confirmed_after(gone_quiet.mark()).now_or_never(),
+            Some(None)
+        );
+        // While they confirm it, a read waits.
+        assert_eq!(p.confirmed_after(p.mark()).now_or_never(), None);
     }
 
     #[test]
