@@ -62,7 +62,7 @@ impl RoundStats {
                 "gridraft_read_index_rounds_total",
                 "ReadIndex rounds: heartbeats (a leader's round), forwarded (a follower asked the \
                  leader), request (a follower's request confirmed the leader by itself), follower \
-                 (a leader's round confirmed by a follower's later request)",
+                 (a read on the leader confirmed by a follower's later request, no round)",
             ),
             &["kind"],
         )

@@ -114,7 +114,7 @@ impl ReadProofs {
     }
 
     /// As leader: a commit index confirmed by a follower's request stamped above `mark`, if one
-    /// comes within [`WAIT`] and followers have been sending them; `None` means run a heartbeat
+    /// comes within [`WAIT`] and followers have been sending them; `None` means join a ReadIndex
     /// round.
     pub async fn confirmed_after(&self, mark: u64) -> Option<u64> {
         let last = self.last_confirmed_us.load(Ordering::Relaxed);
