@@ -117,9 +117,13 @@ impl ReadProofs {
     /// comes within [`WAIT`] and followers have been sending them; `None` means join a ReadIndex
     /// round.
     pub async fn confirmed_after(&self, mark: u64) -> Option<u64> {
+        // Every read on every member asks: a member never confirmed as leader reads no clock.
         let last = self.last_confirmed_us.load(Ordering::Relaxed);
+        if last == u64::MAX {
+            return None;
+        }
         let now = self.started.elapsed().as_micros() as u64;
-        if last == u64::MAX || now.saturating_sub(last) > self.fresh.as_micros() as u64 {
+        if now.saturating_sub(last) > self.fresh.as_micros() as u64 {
             return None;
         }
         let mut rx = self.confirmed.subscribe();

@@ -116,19 +116,12 @@ pub struct ReadIndexStamp {
 
 impl ReadIndexFrom {
     pub fn encode(&self) -> Vec<u8> {
-        let mut body = bincode::serialize(self).expect("votes always encode");
-        if let Some(seen) = &self.seen {
-            bincode::serialize_into(&mut body, seen).expect("stamps always encode");
-        }
-        body
+        encode_stamped(self, self.seen).expect("votes and stamps always encode")
     }
 
-    pub fn decode(mut body: &[u8]) -> Result<Self, bincode::Error> {
-        let mut from: ReadIndexFrom = bincode::deserialize_from(&mut body)?;
-        if !body.is_empty() {
-            from.seen = Some(bincode::deserialize(body)?);
-        }
-        Ok(from)
+    pub fn decode(body: &[u8]) -> Result<Self, bincode::Error> {
+        let (from, seen) = decode_stamped::<ReadIndexFrom>(body)?;
+        Ok(ReadIndexFrom { seen, ..from })
     }
 }
 
@@ -138,24 +131,40 @@ pub fn encode_read_index_answer(
     result: &Result<u64, Reject>,
     stamp: Option<ReadIndexStamp>,
 ) -> Result<Vec<u8>, bincode::Error> {
-    let mut body = bincode::serialize(result)?;
+    encode_stamped(result, stamp)
+}
+
+/// Reads [`encode_read_index_answer`]'s bytes, or an earlier version's answer (no stamp).
+pub fn decode_read_index_answer(
+    body: &[u8],
+) -> Result<(Result<u64, Reject>, Option<ReadIndexStamp>), bincode::Error> {
+    decode_stamped(body)
+}
+
+/// `value` in bincode, then `stamp` in bincode when there is one.
+fn encode_stamped<T: Serialize>(
+    value: &T,
+    stamp: Option<ReadIndexStamp>,
+) -> Result<Vec<u8>, bincode::Error> {
+    let mut body = bincode::serialize(value)?;
     if let Some(stamp) = &stamp {
         bincode::serialize_into(&mut body, stamp)?;
     }
     Ok(body)
 }
 
-/// Reads [`encode_read_index_answer`]'s bytes, or an earlier version's answer (no stamp).
-pub fn decode_read_index_answer(
+/// Reads [`encode_stamped`]'s bytes: a value, then a stamp if any bytes are left (an earlier
+/// version sends none).
+fn decode_stamped<T: serde::de::DeserializeOwned>(
     mut body: &[u8],
-) -> Result<(Result<u64, Reject>, Option<ReadIndexStamp>), bincode::Error> {
-    let result = bincode::deserialize_from(&mut body)?;
+) -> Result<(T, Option<ReadIndexStamp>), bincode::Error> {
+    let value = bincode::deserialize_from(&mut body)?;
     let stamp = if body.is_empty() {
         None
     } else {
         Some(bincode::deserialize(body)?)
     };
-    Ok((result, stamp))
+    Ok((value, stamp))
 }
 
 /// What `GET /peer/info` says about a member.
