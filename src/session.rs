@@ -230,24 +230,42 @@ impl Session {
 
     /// The `GET` body with where the capabilities and the stereotype sit inside it.
     pub fn render_get_body_parts(&self) -> RenderedGet {
-        let mut out = String::with_capacity(
-            self.capabilities.len() + self.stereotype.len() + self.id.len() + self.uri.len() + 160,
-        );
-        out.push_str("{\n  \"value\": {\n    \"capabilities\": ");
+        const HEAD: &str = "{\n  \"value\": {\n    \"capabilities\": ";
+        const SESSION_ID: &str = ",\n    \"sessionId\": ";
+        const START: &str = ",\n    \"start\": ";
+        const STEREOTYPE: &str = ",\n    \"stereotype\": ";
+        const URI: &str = ",\n    \"uri\": ";
+        const TAIL: &str = "\n  }\n}";
+        // Rendered on every member for every session added: allocated once at its exact size,
+        // which is also the size the map keeps (`Record::new`).
+        let len = HEAD.len()
+            + nested_len(&self.capabilities)
+            + SESSION_ID.len()
+            + json::escaped_len(&self.id)
+            + START.len()
+            + json::escaped_len(&self.start)
+            + STEREOTYPE.len()
+            + nested_len(&self.stereotype)
+            + URI.len()
+            + json::escaped_len(&self.uri)
+            + TAIL.len();
+        let mut out = String::with_capacity(len);
+        out.push_str(HEAD);
         let caps_start = out.len();
         push_nested(&self.capabilities, &mut out);
         let capabilities = caps_start..out.len();
-        out.push_str(",\n    \"sessionId\": ");
+        out.push_str(SESSION_ID);
         json::write_string(&self.id, &mut out);
-        out.push_str(",\n    \"start\": ");
+        out.push_str(START);
         json::write_string(&self.start, &mut out);
-        out.push_str(",\n    \"stereotype\": ");
+        out.push_str(STEREOTYPE);
         let stereo_start = out.len();
         push_nested(&self.stereotype, &mut out);
         let stereotype = stereo_start..out.len();
-        out.push_str(",\n    \"uri\": ");
+        out.push_str(URI);
         json::write_string(&self.uri, &mut out);
-        out.push_str("\n  }\n}");
+        out.push_str(TAIL);
+        debug_assert_eq!(out.len(), len);
         RenderedGet {
             body: out,
             capabilities,
@@ -293,12 +311,22 @@ pub fn unnest(nested: &str) -> String {
 /// Embeds a document rendered at level 0 two levels deeper. The pretty writer escapes every
 /// newline inside strings, so each raw `\n` is a line break that only needs more indentation.
 fn push_nested(level0: &str, out: &mut String) {
-    for (i, line) in level0.split('\n').enumerate() {
-        if i > 0 {
-            out.push_str("\n    ");
-        }
-        out.push_str(line);
+    let mut line_start = 0;
+    for newline in memchr::memchr_iter(b'\n', level0.as_bytes()) {
+        // `newline` is the index of an ASCII byte, so both slices end on character boundaries.
+        out.push_str(&level0[line_start..=newline]);
+        out.push_str(NESTED_INDENT);
+        line_start = newline + 1;
     }
+    out.push_str(&level0[line_start..]);
+}
+
+/// What `push_nested` adds after each line break: two levels of Java's two-space indent.
+const NESTED_INDENT: &str = "    ";
+
+/// The length of `level0` once `push_nested` has written it.
+fn nested_len(level0: &str) -> usize {
+    level0.len() + NESTED_INDENT.len() * memchr::memchr_iter(b'\n', level0.as_bytes()).count()
 }
 
 /// The pretty W3C error body with keys in Java's order:

@@ -571,3 +571,52 @@ fn a_body_denser_than_its_json_value_budget_is_refused_before_parsing() {
         );
     assert!(parse_add_body(body.as_bytes()).is_ok());
 }
+
+/// `push_nested` as it was first written (line by line through `str::split`): the reference
+/// the faster one must match.
+fn push_nested_by_lines(level0: &str, out: &mut String) {
+    for (i, line) in level0.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str("\n    ");
+        }
+        out.push_str(line);
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_nested_document_is_written_as_line_by_line_indenting_writes_it(
+        text in "(\n|\n\n|[a-z\"{}: ]{0,12}|é|\u{1F600}){0,40}",
+    ) {
+        let mut expected = String::from("prefix");
+        push_nested_by_lines(&text, &mut expected);
+        let mut written = String::from("prefix");
+        push_nested(&text, &mut written);
+        prop_assert_eq!(&written, &expected);
+        prop_assert_eq!(written.len() - "prefix".len(), nested_len(&text));
+        prop_assert_eq!(unnest(&written["prefix".len()..]), text);
+    }
+}
+
+#[test]
+fn the_get_body_is_allocated_once_at_its_exact_size() {
+    // Many lines (each one four bytes longer nested) and strings that need escapes.
+    let mut s = example();
+    let args: Vec<String> = (0..200).map(|i| format!("--arg-{i}=\"x\"")).collect();
+    let body = format!(
+        r#"{{"uri": "http://10.0.0.5:5555/\u00e9", "stereotype": {{"a": 1}}, "start": "2024-05-01T10:20:30.123400Z", "sessionId": "id\"{}", "capabilities": {{"args": {}}}}}"#,
+        "\\u0001",
+        serde_json::to_string(&args).unwrap()
+    );
+    let parsed = parse_add_body(body.as_bytes()).unwrap();
+    s.capabilities = parsed.capabilities;
+    s.id = parsed.id;
+    s.uri = parsed.uri;
+    for session in [example(), s] {
+        let rendered = session.render_get_body_parts();
+        assert_eq!(rendered.body.capacity(), rendered.body.len());
+        let value: Value = serde_json::from_str(&rendered.body).unwrap();
+        assert_eq!(value["value"]["sessionId"], json!(session.id));
+    }
+    assert_eq!(example().render_get_body(), EXAMPLE_GET);
+}

@@ -564,7 +564,13 @@ struct Encoded {
 /// The records of `entries`, one [`Encoded`] for each. Refuses an entry whose record the reader
 /// would not accept.
 fn encode(entries: &[Entry]) -> io::Result<(Vec<u8>, Vec<Encoded>)> {
-    let mut buf = Vec::new();
+    // Sized first (a walk over lengths, no copy), so that a batch of writes is encoded into one
+    // allocation rather than a buffer doubled and copied as it grows.
+    let mut size = 0;
+    for entry in entries {
+        size += HEADER + bincode::serialized_size(entry).map_err(io::Error::other)?;
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     let mut records = Vec::with_capacity(entries.len());
     for entry in entries {
         let start = buf.len();

@@ -498,3 +498,25 @@ fn entries_read_partly_from_memory_and_partly_from_files_are_the_log() {
     let one = bincode::serialized_size(&entry(1, 1)).unwrap();
     truncate_and_purge_with_recent_limit(2 * one);
 }
+
+#[test]
+fn a_batch_of_entries_is_encoded_into_one_buffer_of_its_exact_size() {
+    let batch: Vec<Entry> = (1..=50)
+        .map(|i| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Normal(crate::map::Proposal {
+                at: 0,
+                event_id: None,
+                op: crate::map::Op::Remove {
+                    id: "x".repeat(3000),
+                    reason: crate::session::RemovalReason::QuitCommand,
+                },
+            }),
+        })
+        .collect();
+    let (buf, records) = encode(&batch).unwrap();
+    assert_eq!(buf.capacity(), buf.len());
+    assert_eq!(records.len(), 50);
+    let last = records.last().unwrap();
+    assert_eq!(last.start + HEADER + u64::from(last.len), buf.len() as u64);
+}
