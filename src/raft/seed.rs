@@ -10,12 +10,11 @@
 //! the new cluster (term 1) appends after it. This file writes a directory; it never opens Raft.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufWriter;
 use std::path::Path;
 
 use openraft::{BasicNode, CommittedLeaderId, Membership, SnapshotMeta, StoredMembership};
 
-use super::state_machine::{SnapshotRecord, CURRENT_SNAPSHOT, FILE_BUFFER, TREE};
+use super::state_machine::{SnapshotRecord, CURRENT_SNAPSHOT, TREE};
 use super::{LogId, MemberId};
 use crate::map::SessionMap;
 use crate::store::durable::{DataIdentity, OpenError, Storage};
@@ -57,10 +56,7 @@ pub fn seed(dir: &Path, seed: &Seed<'_>, map: &SessionMap) -> Result<(), SeedErr
     let name = snapshot_file::file_name(seed.index);
     let tmp = snapshots.join(format!("{name}.tmp"));
     let written = (|| {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(FILE_BUFFER, file);
-        map.encode(&mut w)?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        snapshot_file::write_new(&tmp, |w| map.encode(w))?;
         snapshot_file::install(&tmp, &snapshots, &name)
     })();
     written.map_err(write_err)?;

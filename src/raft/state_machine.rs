@@ -6,7 +6,7 @@
 //! replays. A snapshot is an O(1) clone of the persistent map taken on the apply path; encoding
 //! and writing it happen on a blocking thread, off both the apply and the request paths.
 
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,8 +30,7 @@ type Meta = SnapshotMeta<MemberId, BasicNode>;
 pub(super) const TREE: &str = "state_machine";
 /// sled key of the current snapshot's [`SnapshotRecord`].
 pub(super) const CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
-/// Read buffer for decoding a snapshot file.
-pub(super) const FILE_BUFFER: usize = 1 << 20;
+pub(super) use crate::store::snapshot_file::FILE_BUFFER;
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::IO {
@@ -339,12 +338,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let file_name = name.clone();
         let path = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
             let tmp = dir.join(format!("{file_name}.tmp"));
-            let written = (|| {
-                let file = std::fs::File::create(&tmp)?;
-                let mut w = BufWriter::with_capacity(FILE_BUFFER, file);
-                map.encode(&mut w)?;
-                w.into_inner().map_err(|e| e.into_error())?.sync_all()
-            })();
+            let written = snapshot_file::write_new(&tmp, |w| map.encode(w));
             drop(map);
             if let Err(e) = written {
                 // Not installed: the current snapshot and the log it lets go of stay as they are.

@@ -5,3 +5,4 @@
 pub mod durable;
 pub mod segment_log;
 pub mod snapshot_file;
+pub mod write_behind;

@@ -7,16 +7,20 @@
 //! record is durable. A crash at any point leaves the old snapshot current and at most a stray
 //! file, which the next start deletes.
 
-use std::io::{self, SeekFrom};
+use std::io::{self, BufWriter, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
+use super::write_behind::{self, WriteBehind};
+
 /// The directory under a member's data dir that holds its snapshot files.
 pub const SNAPSHOT_DIR: &str = "snapshots";
 const SUFFIX: &str = ".snap";
+/// The buffer a snapshot file is written and read through.
+pub const FILE_BUFFER: usize = 1 << 20;
 
 /// A snapshot file, open for reading (the current snapshot) or for writing (one being received).
 #[derive(Debug)]
@@ -53,6 +57,7 @@ impl SnapshotFile {
         use tokio::io::AsyncWriteExt;
         self.file.flush().await?;
         self.file.sync_all().await?;
+        write_behind::drop_cached(&self.file);
         Ok(self.path)
     }
 }
@@ -65,6 +70,20 @@ pub fn file_name(index: u64) -> String {
 /// Whether a file name in the snapshot directory is a complete snapshot (not a partial file).
 pub fn is_complete(name: &str) -> bool {
     name.ends_with(SUFFIX)
+}
+
+/// Creates the file `path` and writes a snapshot into it with `encode`, fsynced, out of the page
+/// cache as it is written (see [`write_behind`]). On an error the partial file is left for the
+/// caller to remove.
+pub fn write_new(
+    path: &Path,
+    encode: impl FnOnce(&mut BufWriter<WriteBehind>) -> io::Result<()>,
+) -> io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut w = BufWriter::with_capacity(FILE_BUFFER, WriteBehind::new(file));
+    encode(&mut w)?;
+    w.into_inner().map_err(|e| e.into_error())?.finish()?;
+    Ok(())
 }
 
 /// Renames `from` to `dir/name` and makes the rename durable.
@@ -129,5 +148,62 @@ impl AsyncSeek for SnapshotFile {
 
     fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
         Pin::new(&mut self.file).poll_complete(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::store::write_behind::WINDOW;
+
+    /// Bytes of `path` in the page cache, as util-linux's `fincore` counts them.
+    fn cached_bytes(path: &Path) -> u64 {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--raw", "--output", "RES"])
+            .arg(path)
+            .output()
+            .expect("fincore (util-linux) runs");
+        assert!(out.status.success(), "fincore: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("fincore prints a byte count")
+    }
+
+    #[test]
+    fn a_new_snapshot_file_is_durable_and_left_out_of_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        // A tmpfs keeps every page whatever it is told: this needs a disk-backed TMPDIR.
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        let fs = rustix::fs::statfs(dir.path()).unwrap();
+        assert_ne!(
+            fs.f_type as i64, TMPFS_MAGIC,
+            "TMPDIR is a tmpfs: set a disk-backed one"
+        );
+
+        let path = dir.path().join("snapshot.tmp");
+        let len = 6 * WINDOW + 12_345;
+        let chunk: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+        write_new(&path, |w| {
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                w.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            Ok(())
+        })
+        .unwrap();
+
+        let cached = cached_bytes(&path);
+        assert!(
+            cached <= 1 << 20,
+            "{cached} of {len} bytes still in the page cache once written"
+        );
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len() as u64, len);
+        assert!(back.chunks(chunk.len()).all(|c| c == &chunk[..c.len()]));
     }
 }
