@@ -30,7 +30,6 @@ type Meta = SnapshotMeta<MemberId, BasicNode>;
 pub(super) const TREE: &str = "state_machine";
 /// sled key of the current snapshot's [`SnapshotRecord`].
 pub(super) const CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
-pub(super) use crate::store::snapshot_file::FILE_BUFFER;
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::IO {
@@ -120,7 +119,7 @@ impl Snapshots {
 /// Decodes a snapshot file, on a blocking thread when called from async code.
 fn read_map(path: &Path) -> Result<SessionMap, StorageError> {
     let file = std::fs::File::open(path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-    SessionMap::decode(BufReader::with_capacity(FILE_BUFFER, file))
+    SessionMap::decode(BufReader::with_capacity(snapshot_file::FILE_BUFFER, file))
         .map_err(|e| snap_err(ErrorVerb::Read, e))
 }
 

@@ -82,8 +82,7 @@ pub fn write_new(
     let file = std::fs::File::create(path)?;
     let mut w = BufWriter::with_capacity(FILE_BUFFER, WriteBehind::new(file));
     encode(&mut w)?;
-    w.into_inner().map_err(|e| e.into_error())?.finish()?;
-    Ok(())
+    w.into_inner().map_err(|e| e.into_error())?.finish()
 }
 
 /// Renames `from` to `dir/name` and makes the rename durable.

@@ -30,39 +30,37 @@ pub const WINDOW: u64 = 8 << 20;
 #[derive(Debug)]
 pub struct WriteBehind {
     file: File,
-    written: u64,
-    /// Write-back was last requested when this many bytes were written.
-    requested: u64,
+    /// Bytes written since write-back was last requested.
+    unrequested: u64,
 }
 
 impl WriteBehind {
     pub fn new(file: File) -> Self {
         WriteBehind {
             file,
-            written: 0,
-            requested: 0,
+            unrequested: 0,
         }
     }
 
-    /// Fsyncs the file, then drops it from the page cache, and returns it.
-    pub fn finish(self) -> io::Result<File> {
+    /// Fsyncs the file, then drops it from the page cache.
+    pub fn finish(self) -> io::Result<()> {
         self.file.sync_all()?;
         drop_cached(&self.file);
-        Ok(self.file)
+        Ok(())
     }
 }
 
 impl Write for WriteBehind {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.requested >= WINDOW {
+        self.unrequested += n as u64;
+        if self.unrequested >= WINDOW {
             // Over the whole file: the window just filled is dirty, and this starts its
             // write-back; the windows before it are clean by now (their write-back was started
             // one request ago or earlier), and this drops them. A page still being written is
             // left for the next request.
             drop_cached(&self.file);
-            self.requested = self.written;
+            self.unrequested = 0;
         }
         Ok(n)
     }
