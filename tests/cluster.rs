@@ -295,7 +295,7 @@ async fn a_member_is_added_and_the_leader_removed_under_load() {
         id: 4,
         addr: c.members[&4].peer.to_string(),
     };
-    peers
+    let status = peers
         .admin(
             &c.members[&2].peer.to_string(),
             reqwest::Method::POST,
@@ -304,17 +304,32 @@ async fn a_member_is_added_and_the_leader_removed_under_load() {
         )
         .await
         .expect("add member 4");
-    let voters: BTreeSet<u64> = c
-        .member(4)
-        .cluster
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect();
-    assert_eq!(voters, BTreeSet::from([1, 2, 3, 4]));
+    // The answer is the leader's view once the new membership is committed.
+    assert_eq!(
+        status["voters"],
+        serde_json::json!([1, 2, 3, 4]),
+        "{status}"
+    );
+    // A quorum of the new membership need not include member 4 itself, and a member publishes
+    // what it has appended only after answering, so member 4 learns of it a moment later.
+    eventually(
+        Duration::from_secs(20),
+        "member 4 to see itself among the voters",
+        || async {
+            let voters: BTreeSet<u64> = c
+                .member(4)
+                .cluster
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            (voters == BTreeSet::from([1, 2, 3, 4])).then_some(())
+        },
+    )
+    .await;
 
     tracing::info!("phase: remove the leader");
     let leader = c.leader().await;
