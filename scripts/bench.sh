@@ -22,11 +22,14 @@
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh cpu
 #                               # server CPU per full GET and per add of a three-member cluster
 #                               #   (all members, from /proc), each run printed, docs untouched
+#   GRIDRAFT_BIN=old/gridraft scripts/bench.sh snapshot
+#                               # CPU and time of one snapshot of SNAPSHOT_SESSIONS (60000)
+#                               #   sessions written by a member's stop, RUNS runs, docs untouched
 #
 # Environment: BENCH_RUNS (3), BENCH_DURATION (seconds measured per run, 5), BENCH_WARMUP (1),
 # BENCH_FIRST_WARMUP (8, more warm-up seconds before the first run of each workload),
 # BENCH_CONCURRENCY (64), BENCH_DIR (/tmp/gridraft-bench), GRIDRAFT_SELENIUM_JAR,
-# SCALE_MAX (1000000), CHURN_SESSIONS (1000000), JAVA_SESSIONS (100000, the Java map's memory test),
+# SCALE_MAX (1000000), SNAPSHOT_SESSIONS (60000), CHURN_SESSIONS (1000000), JAVA_SESSIONS (100000, the Java map's memory test),
 # GRIDRAFT_BIN (another gridraft build), BENCH_SKIP_BUILD=1,
 # BENCH_MEMBER_THREADS (1: each member of a three-member gridraft or etcd cluster gets one
 # thread's share of the cores, `--worker-threads 1` and GOMAXPROCS=1, and so does each port of
@@ -48,6 +51,7 @@ WORK="${BENCH_DIR:-/tmp/gridraft-bench}"
 JAR="${GRIDRAFT_SELENIUM_JAR:-$ROOT/../shared/selenium/selenium-server-4.48.0.jar}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 SCALE_MAX="${SCALE_MAX:-1000000}"
+SNAPSHOT_SESSIONS="${SNAPSHOT_SESSIONS:-60000}"
 CHURN_SESSIONS="${CHURN_SESSIONS:-1000000}"
 RESULTS="$WORK/results"
 SECRET_FILE="$WORK/cluster-secret"
@@ -469,6 +473,49 @@ PY
   stop_all
 }
 
+# What one snapshot costs: a fresh member with snapshots by size and by count switched off,
+# SNAPSHOT_SESSIONS sessions loaded, then stopped (a stop takes a snapshot first). The CPU from the
+# stop to its exit is the member's whole rusage (wait4) less its CPU before the stop; the shutdown
+# around the snapshot is the same in every build. RUNS runs.
+snapshot_cost() {
+  local dir="$WORK/snapshot-1" url=http://127.0.0.1:6503 run
+  for run in $(seq 1 "$RUNS"); do
+    rm -rf "$dir"
+    python3 - "$GR" "$BENCH" "$dir" "$url" "$SNAPSHOT_SESSIONS" "$CONC" "$SECRET_FILE" "$WORK/snapshot.log" <<'PY'
+import os, signal, subprocess, sys, time, urllib.request
+gr, bench, data, url, n, conc, secret, log = sys.argv[1:]
+member = subprocess.Popen(
+    [gr, "serve", "--id", "1", "--listen", url.removeprefix("http://"), "--peer-listen", "127.0.0.1:6603",
+     "--data-dir", data, "--cluster-secret-file", secret,
+     "--snapshot-after-bytes", "0", "--snapshot-after-entries", "1000000000"],
+    stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+for _ in range(300):
+    try:
+        if urllib.request.urlopen(url + "/readyz").status == 204:
+            break
+    except OSError:
+        time.sleep(0.1)
+subprocess.run([bench, "--url", url, "--concurrency", conc, "--mode", "preload", "--population", n],
+               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(1)
+hz = os.sysconf("SC_CLK_TCK")
+fields = open(f"/proc/{member.pid}/stat").read().rsplit(")", 1)[1].split()
+before_user, before_sys = int(fields[11]) / hz, int(fields[12]) / hz
+t0 = time.monotonic()
+member.send_signal(signal.SIGTERM)
+_, status, usage = os.wait4(member.pid, 0)
+wall = time.monotonic() - t0
+snaps = os.path.join(data, "snapshots")
+size = sum(os.path.getsize(os.path.join(snaps, f)) for f in os.listdir(snaps))
+user, system = usage.ru_utime - before_user, usage.ru_stime - before_sys
+print(f"snapshot of {int(n):,} sessions, {size / 1e6:.1f} MB: user {user * 1e3:.0f} ms  system {system * 1e3:.0f} ms  "
+      f"total {(user + system) * 1e3:.0f} ms ({(user + system) * 1e3 / (size / 1e6):.2f} ms per MB)  "
+      f"stop {wall:.2f} s  exit {status >> 8}")
+PY
+  done
+  rm -rf "$dir"
+}
+
 # What TLS costs: a three-member cluster plain (http), with HTTPS on the public port (https), and
 # with mutual TLS on the peer port too (both: --peer-tls-*; a CA and one certificate for
 # 127.0.0.1 made with openssl), alternating RUNS times; full GET and add spread over the members;
@@ -549,8 +596,9 @@ case "$WHAT" in
   gridraft) gridraft_only ;;
   cpu) cpu_per_request ;;
   tls) tls_cost ;;
+  snapshot) snapshot_cost ;;
   scale) scale ;;
   churn) churn_only ;;
   all) compare; scale ;;
-  *) echo "usage: $0 [compare|scale|all|gridraft|churn|cpu|tls]" >&2; exit 2 ;;
+  *) echo "usage: $0 [compare|scale|all|gridraft|churn|cpu|tls|snapshot]" >&2; exit 2 ;;
 esac

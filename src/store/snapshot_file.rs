@@ -7,13 +7,15 @@
 //! record is durable. A crash at any point leaves the old snapshot current and at most a stray
 //! file, which the next start deletes.
 
-use std::io::{self, BufWriter, SeekFrom};
+use std::io::{self, BufWriter, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
+use super::direct_write::{self, DirectFile};
 use super::write_behind::{self, WriteBehind};
 
 /// The directory under a member's data dir that holds its snapshot files.
@@ -72,18 +74,45 @@ pub fn is_complete(name: &str) -> bool {
     name.ends_with(SUFFIX)
 }
 
-/// Creates the file `path` and writes a snapshot into it with `encode`, fsynced, out of the page
-/// cache as it is written (see [`write_behind`]). On an error the partial file is left for the
-/// caller to remove.
-pub fn write_new(
-    path: &Path,
-    encode: impl FnOnce(&mut BufWriter<WriteBehind>) -> io::Result<()>,
-) -> io::Result<()> {
-    let file = std::fs::File::create(path)?;
-    let mut w = BufWriter::with_capacity(FILE_BUFFER, WriteBehind::new(file));
-    encode(&mut w)?;
-    w.into_inner().map_err(|e| e.into_error())?.finish()
+/// Creates the file `path` and writes a snapshot into it with `encode`, fsynced, without leaving
+/// it in the page cache: written around the cache (see [`direct_write`]) where the file system
+/// takes direct writes, else through it and out of it as it is written (see [`write_behind`]).
+/// `encode` is called again from the start when the direct write is refused. On an error the
+/// partial file is left for the caller to remove.
+pub fn write_new(path: &Path, encode: impl Fn(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+    write_new_with(path, &encode, |path| DirectFile::create(path, FILE_BUFFER))
 }
+
+/// [`write_new`] with the direct file opened by `create_direct`.
+fn write_new_with(
+    path: &Path,
+    encode: &dyn Fn(&mut dyn Write) -> io::Result<()>,
+    create_direct: impl FnOnce(&Path) -> io::Result<DirectFile>,
+) -> io::Result<()> {
+    let direct = create_direct(path).and_then(|mut file| {
+        encode(&mut file)?;
+        file.finish()
+    });
+    match direct {
+        Err(e) if direct_write::is_unsupported(&e) => {
+            if !BUFFERED_NOTED.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    dir = %path.parent().unwrap_or(path).display(),
+                    error = %e,
+                    "the file system refuses direct writes: snapshots are written through the page cache"
+                );
+            }
+            let file = std::fs::File::create(path)?;
+            let mut w = BufWriter::with_capacity(FILE_BUFFER, WriteBehind::new(file));
+            encode(&mut w)?;
+            w.into_inner().map_err(|e| e.into_error())?.finish()
+        }
+        other => other,
+    }
+}
+
+/// Whether this process has said that snapshots go through the page cache.
+static BUFFERED_NOTED: AtomicBool = AtomicBool::new(false);
 
 /// Renames `from` to `dir/name` and makes the rename durable.
 pub fn install(from: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
@@ -204,5 +233,56 @@ mod tests {
         let back = std::fs::read(&path).unwrap();
         assert_eq!(back.len() as u64, len);
         assert!(back.chunks(chunk.len()).all(|c| c == &chunk[..c.len()]));
+    }
+
+    /// What a test snapshot holds: 3 MiB and a bit, in pieces of several sizes.
+    fn encode_test_snapshot(w: &mut dyn Write) -> io::Result<()> {
+        for i in 0..3_000u32 {
+            w.write_all(&i.to_le_bytes())?;
+            w.write_all(&[(i % 251) as u8; 1_044])?;
+        }
+        Ok(())
+    }
+
+    fn test_snapshot() -> Vec<u8> {
+        let mut v = Vec::new();
+        encode_test_snapshot(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn a_file_system_that_refuses_direct_writes_gets_the_snapshot_through_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.tmp");
+        // What tmpfs before Linux 6.6, and other file systems without direct I/O, answer.
+        let refused = |_: &Path| Err(io::Error::from_raw_os_error(libc_einval()));
+        write_new_with(&path, &encode_test_snapshot, refused).unwrap();
+        assert!(std::fs::read(&path).unwrap() == test_snapshot());
+
+        // A failure that is not a refusal of direct writes is the caller's, as it was.
+        let other = |_: &Path| Err(io::Error::from(io::ErrorKind::StorageFull));
+        let e = write_new_with(&path, &encode_test_snapshot, other).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+    }
+
+    #[test]
+    fn a_refusal_after_the_first_bytes_starts_the_snapshot_again_through_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.tmp");
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let refuse_first = |w: &mut dyn Write| {
+            if calls.fetch_add(1, Ordering::Relaxed) == 0 {
+                w.write_all(b"half a snapshot")?;
+                return Err(io::Error::from_raw_os_error(libc_einval()));
+            }
+            encode_test_snapshot(w)
+        };
+        write_new(&path, refuse_first).unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        assert!(std::fs::read(&path).unwrap() == test_snapshot());
+    }
+
+    fn libc_einval() -> i32 {
+        rustix::io::Errno::INVAL.raw_os_error()
     }
 }
