@@ -261,6 +261,20 @@ impl TestCluster {
             .expect("member is running")
     }
 
+    /// The voters of the membership member `id` has appended (its own view, which may lag the
+    /// leader's).
+    pub fn voters(&self, id: u64) -> std::collections::BTreeSet<u64> {
+        self.member(id)
+            .cluster
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
     pub fn running(&self) -> Vec<u64> {
         self.members
             .values()
