@@ -31,10 +31,9 @@ pub struct DirectFile {
     file: File,
     /// The allocation that holds the aligned buffer (never grown, so it never moves).
     storage: Vec<u8>,
-    /// Where the aligned buffer starts in `storage`.
+    /// Where the aligned buffer starts in `storage`; it ends one [`BLOCK`] before the end of
+    /// `storage` at the latest, and is [`DirectFile::capacity`] bytes long.
     start: usize,
-    /// The aligned buffer's length, a multiple of [`BLOCK`].
-    capacity: usize,
     /// Bytes waiting in the buffer.
     filled: usize,
     /// Bytes already written to the file (a multiple of [`BLOCK`]).
@@ -58,10 +57,14 @@ impl DirectFile {
             file,
             storage,
             start,
-            capacity,
             filled: 0,
             written: 0,
         })
+    }
+
+    /// The aligned buffer's length, a multiple of [`BLOCK`].
+    fn capacity(&self) -> usize {
+        self.storage.len() - BLOCK
     }
 
     /// Writes what is left in the buffer, cuts the file to the length written and fsyncs it.
@@ -101,10 +104,11 @@ impl DirectFile {
 
 impl Write for DirectFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.filled == self.capacity {
-            self.write_buffer(self.capacity)?;
+        let capacity = self.capacity();
+        if self.filled == capacity {
+            self.write_buffer(capacity)?;
         }
-        let n = buf.len().min(self.capacity - self.filled);
+        let n = buf.len().min(capacity - self.filled);
         let at = self.start + self.filled;
         self.storage[at..at + n].copy_from_slice(&buf[..n]);
         self.filled += n;

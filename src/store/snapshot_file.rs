@@ -102,13 +102,21 @@ fn write_new_with(
                     "the file system refuses direct writes: snapshots are written through the page cache"
                 );
             }
-            let file = std::fs::File::create(path)?;
-            let mut w = BufWriter::with_capacity(FILE_BUFFER, WriteBehind::new(file));
-            encode(&mut w)?;
-            w.into_inner().map_err(|e| e.into_error())?.finish()
+            write_behind_new(path, encode)
         }
         other => other,
     }
+}
+
+/// Creates the file `path` and writes it with `encode` through the page cache, written behind.
+fn write_behind_new(
+    path: &Path,
+    encode: &dyn Fn(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut w = BufWriter::with_capacity(FILE_BUFFER, WriteBehind::new(file));
+    encode(&mut w)?;
+    w.into_inner().map_err(|e| e.into_error())?.finish()
 }
 
 /// Whether this process has said that snapshots go through the page cache.
@@ -255,7 +263,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("snapshot.tmp");
         // What tmpfs before Linux 6.6, and other file systems without direct I/O, answer.
-        let refused = |_: &Path| Err(io::Error::from_raw_os_error(libc_einval()));
+        let refused = |_: &Path| Err(refusal());
         write_new_with(&path, &encode_test_snapshot, refused).unwrap();
         assert!(std::fs::read(&path).unwrap() == test_snapshot());
 
@@ -273,7 +281,7 @@ mod tests {
         let refuse_first = |w: &mut dyn Write| {
             if calls.fetch_add(1, Ordering::Relaxed) == 0 {
                 w.write_all(b"half a snapshot")?;
-                return Err(io::Error::from_raw_os_error(libc_einval()));
+                return Err(refusal());
             }
             encode_test_snapshot(w)
         };
@@ -282,7 +290,8 @@ mod tests {
         assert!(std::fs::read(&path).unwrap() == test_snapshot());
     }
 
-    fn libc_einval() -> i32 {
-        rustix::io::Errno::INVAL.raw_os_error()
+    /// A file system's refusal of direct writes (`EINVAL`).
+    fn refusal() -> io::Error {
+        io::Error::from_raw_os_error(rustix::io::Errno::INVAL.raw_os_error())
     }
 }
