@@ -8,6 +8,12 @@
 //! the newest entries right after their append, and get copies of those without reading and
 //! decoding them again. Older entries are read back with `pread`.
 //!
+//! Once the active segment is half full, the next one is zero-filled and synced ahead of need
+//! (`prealloc.rs`), so that appends overwrite blocks that exist and the group commit's
+//! `fdatasync` writes only their data, not the file's growth. Such a segment ends in zeros
+//! after its last record, which the reader takes for the end of the log, and is cut to its
+//! records when the log leaves it before it is full.
+//!
 //! A record is `len: u32 LE`, `crc32(payload): u32 LE`, then the payload (the bincode entry).
 //! An append of a record longer than [`MAX_RECORD`] is refused before anything is written, so
 //! every record this log writes is one its reader accepts.
@@ -51,6 +57,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::raft::{Entry, LogId};
+use prealloc::Prealloc;
 
 /// A segment is closed and a new one started once it holds this much.
 const SEGMENT_BYTES: u64 = 64 << 20;
@@ -96,6 +103,8 @@ struct Inner {
     recent: VecDeque<(Entry, u32)>,
     recent_bytes: u64,
     recent_limit: u64,
+    /// The next segment, zero-filled ahead (see `prealloc.rs`); `None` when switched off.
+    prealloc: Option<Prealloc>,
 }
 
 impl Inner {
@@ -254,7 +263,7 @@ impl SegmentLog {
         legacy: Vec<Vec<u8>>,
         sync: Arc<LogSync>,
     ) -> io::Result<Self> {
-        Self::open_with(data_dir, last_purged, legacy, sync, SEGMENT_BYTES)
+        Self::open_with(data_dir, last_purged, legacy, sync, SEGMENT_BYTES, true)
     }
 
     fn open_with(
@@ -263,9 +272,15 @@ impl SegmentLog {
         legacy: Vec<Vec<u8>>,
         sync: Arc<LogSync>,
         segment_bytes: u64,
+        preallocate: bool,
     ) -> io::Result<Self> {
         let dir = data_dir.join(LOG_DIR);
         fs::create_dir_all(&dir)?;
+        let prealloc = if preallocate {
+            Some(Prealloc::start(&dir, segment_bytes)?)
+        } else {
+            None
+        };
         let mark = open_segment(&dir.join(MARK))?;
         if !legacy.is_empty() {
             // A crash during an earlier move left partial segments: the legacy log is whole.
@@ -284,6 +299,7 @@ impl SegmentLog {
                 recent: VecDeque::new(),
                 recent_bytes: 0,
                 recent_limit: RECENT_BYTES,
+                prealloc,
             })),
             sync,
         };
@@ -331,7 +347,14 @@ impl SegmentLog {
                 (true, _) => Some(0),
             };
             let (size, gap) = inner.scan(first, &file, last_purged, tail_from, &path)?;
-            if size < file.metadata()?.len() {
+            let file_len = file.metadata()?.len();
+            // With preallocation, zeros past the last record of the last segment are its
+            // preallocated rest (the scan lets them through only there): kept, for the appends
+            // to come.
+            let preallocated = last_segment
+                && inner.prealloc.is_some()
+                && scan::zeros_to_end(&file, size, file_len)?;
+            if size < file_len && !preallocated {
                 tracing::warn!(segment = %path.display(), size, "log segment cut after its last whole entry: an append the crash interrupted");
                 file.set_len(size)?;
                 file.sync_all()?;
@@ -395,13 +418,24 @@ impl SegmentLog {
             }
         };
         if roll {
-            // Every segment but the last is durable as a whole (see the module doc).
+            // Every segment but the last is durable as a whole (see the module doc), and holds
+            // nothing past its last record: a preallocated one closed before it filled (the log
+            // restarting at another index) is cut to its records first.
             if let Some((_, s)) = inner.segments.iter().next_back() {
+                if s.file.metadata()?.len() > s.size {
+                    s.file.set_len(s.size)?;
+                }
                 s.file.sync_data()?;
             }
             let path = inner.dir.join(segment_name(head.log_id.index));
-            let file = open_segment(&path)?;
-            file.set_len(0)?;
+            let file = match inner.prealloc.as_ref().and_then(|p| p.take(&path)) {
+                Some(file) => file,
+                None => {
+                    let file = open_segment(&path)?;
+                    file.set_len(0)?;
+                    file
+                }
+            };
             inner.segments.insert(
                 head.log_id.index,
                 Segment {
@@ -420,6 +454,11 @@ impl SegmentLog {
         seg.file.write_all_at(&buf, at)?;
         seg.size += buf.len() as u64;
         let (file, size) = (seg.file.clone(), seg.size);
+        if size >= inner.segment_bytes / 2 {
+            if let Some(p) = &inner.prealloc {
+                p.ask();
+            }
+        }
         for (entry, r) in entries.into_iter().zip(records) {
             inner.locs.push_back(Loc {
                 segment: seg_first,
@@ -620,6 +659,7 @@ fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
+mod prealloc;
 mod scan;
 #[cfg(test)]
 mod tests;

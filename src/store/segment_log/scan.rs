@@ -223,7 +223,7 @@ fn nothing_valid_after(file: &File, mut at: u64, file_len: u64) -> io::Result<bo
 }
 
 /// Whether every byte from `at` to the end of the file is zero.
-fn zeros_to_end(file: &File, mut at: u64, file_len: u64) -> io::Result<bool> {
+pub(super) fn zeros_to_end(file: &File, mut at: u64, file_len: u64) -> io::Result<bool> {
     let mut buf = vec![0u8; 1 << 16];
     while at < file_len {
         let n = (file_len - at).min(buf.len() as u64) as usize;
