@@ -53,6 +53,14 @@ async fn the_peer_port_refuses_requests_without_the_cluster_secret_and_changes_n
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // The bootstrap's entries were made durable, each group commit's fdatasync timed.
+    let fsyncs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gridraft_log_fsync_duration_seconds_count "))
+        .expect("the log's fsync histogram is exported")
+        .parse()
+        .unwrap();
+    assert!(fsyncs >= 1, "{fsyncs} log fsyncs counted");
     // The public port serves no peer route.
     let public = c.url(1, "/admin/status");
     assert_eq!(

@@ -135,11 +135,30 @@ impl Inner {
 }
 
 /// The files the next group commit must `fdatasync`, and whether the directory changed.
-#[derive(Default)]
 pub struct LogSync {
     state: Mutex<SyncState>,
     /// Fault injection for tests: while set, every append fails as on a full disk.
     disk_full: AtomicBool,
+    /// How long each group commit's `fdatasync` of the log's segments took.
+    fsync_seconds: prometheus::Histogram,
+}
+
+impl Default for LogSync {
+    fn default() -> Self {
+        let opts = prometheus::HistogramOpts::new(
+            "gridraft_log_fsync_duration_seconds",
+            "Time each group commit took to fdatasync the Raft log's segments",
+        )
+        .buckets(vec![
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            0.5, 1.0, 2.5, 5.0,
+        ]);
+        LogSync {
+            state: Mutex::default(),
+            disk_full: AtomicBool::new(false),
+            fsync_seconds: prometheus::Histogram::with_opts(opts).expect("valid metric"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -160,6 +179,13 @@ impl LogSync {
     #[doc(hidden)]
     pub fn inject_disk_full(&self, on: bool) {
         self.disk_full.store(on, Ordering::Relaxed);
+    }
+
+    /// Adds the log's fsync latency to `registry`.
+    pub fn register(&self, registry: &prometheus::Registry) {
+        if let Err(e) = registry.register(Box::new(self.fsync_seconds.clone())) {
+            tracing::warn!(error = %e, "log fsync metric not registered");
+        }
     }
 
     fn written(&self, file: &Arc<File>, segment: u64, size: u64) {
@@ -204,8 +230,12 @@ impl LogSync {
             )
         };
         let result = (|| {
-            for f in &files {
-                f.sync_data()?;
+            if !files.is_empty() {
+                let started = std::time::Instant::now();
+                for f in &files {
+                    f.sync_data()?;
+                }
+                self.fsync_seconds.observe(started.elapsed().as_secs_f64());
             }
             if let Some(d) = &dir {
                 File::open(d)?.sync_all()?;
