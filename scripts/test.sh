@@ -26,7 +26,7 @@ section() { printf '\n==== %s ====\n' "$*"; }
 
 # A one-shot build keeps no incremental caches (a fifth of a debug build's disk).
 export CARGO_INCREMENTAL=0
-# The whole run needs about 8 GB: the debug build, the release build the images are made from,
+# The whole run needs about 6 GB: the debug build, the release build the images are made from,
 # the previous release's build and the images. A build that runs out of disk fails in the
 # linker with a bus error, so say what there was.
 disk_report() { df -h "$repo" /var/lib/docker 2>/dev/null | awk 'NR == 1 || !seen[$1]++' || true; }
