@@ -8,8 +8,8 @@
 //! the newest entries right after their append, and get copies of those without reading and
 //! decoding them again. Older entries are read back with `pread`.
 //!
-//! Once the active segment is half full, the next one is zero-filled and synced ahead of need
-//! (`prealloc.rs`), so that appends overwrite blocks that exist and the group commit's
+//! Once the first segment is half full, and from then on at each roll, the next segment is
+//! zero-filled and synced ahead of need (`prealloc.rs`), so that appends overwrite blocks that exist and the group commit's
 //! `fdatasync` writes only their data, not the file's growth. Such a segment ends in zeros
 //! after its last record, which the reader takes for the end of the log, and is cut to its
 //! records when the log leaves it before it is full.
@@ -466,6 +466,11 @@ impl SegmentLog {
                     file
                 }
             };
+            // A log that has filled a segment fills more: the next is prepared from now on, so
+            // that the zeros can be written slowly and still be ready in time.
+            if let (Some(p), false) = (&inner.prealloc, inner.segments.is_empty()) {
+                p.ask();
+            }
             inner.segments.insert(
                 head.log_id.index,
                 Segment {

@@ -2,14 +2,15 @@
 //!
 //! An append that grows its file makes the group commit's `fdatasync` write the file's new
 //! size and block map as well as the data; into blocks that were written and synced before,
-//! it writes the data alone, in less time and less CPU. So once the active segment is half
-//! full, a thread of the log writes the next segment's worth of zeros under
-//! `log/next.prealloc` and syncs it; the roll renames it into place. When it is not ready (the
+//! it writes the data alone, in less time and less CPU. So a thread of the log writes the next
+//! segment's worth of zeros under `log/next.prealloc` and syncs it, and the roll renames it into
+//! place. It is asked for once the first segment is half full, and from then on at each roll,
+//! so that it has a whole segment's time to write the zeros a megabyte at a time. When it is not ready (the
 //! thread is still writing it, or the disk had no room for it), the roll creates an empty
 //! segment, as without this. PostgreSQL zero-fills its WAL segments and etcd preallocates its
 //! WAL files for the same reason.
 //!
-//! A small log (a test's, a quiet cluster's first segment) never asks for one. The thread
+//! A small log (a test's, a quiet cluster's) never asks for one. The thread
 //! writes zeros only while the disk keeps [`RESERVE`] free beyond them, so that it never takes
 //! the last free space from the appends or makes the member's disk watch report low space.
 //!
@@ -29,10 +30,9 @@ use crate::telemetry::repeat::Repeated;
 
 /// The file the thread fills; its name is not a segment's, so a reader never lists it.
 pub(super) const NEXT: &str = "next.prealloc";
-/// Zeros are written in pieces of this size, and synced every [`SYNC_EVERY`] bytes, so that
-/// the group commit's `fdatasync` never waits behind a whole segment of writeback.
+/// Zeros are written and synced in pieces of this size, so that the group commit's `fdatasync`
+/// of the log never waits behind more than one piece of write-back on the same disk.
 const PIECE: usize = 1 << 20;
-const SYNC_EVERY: u64 = 8 << 20;
 /// After a failed fill (a full disk, most often), the next try waits this long, doubling up to
 /// [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -185,19 +185,14 @@ impl Shared {
             .open(&self.path)?;
         let zeros = vec![0u8; PIECE];
         let mut at = 0u64;
-        let mut unsynced = 0u64;
         while at < self.bytes {
             if self.stopped() {
                 return Err(io::Error::other("the log was closed"));
             }
             let n = (self.bytes - at).min(PIECE as u64) as usize;
             file.write_all_at(&zeros[..n], at)?;
+            file.sync_data()?;
             at += n as u64;
-            unsynced += n as u64;
-            if unsynced >= SYNC_EVERY {
-                file.sync_data()?;
-                unsynced = 0;
-            }
         }
         file.sync_all()?;
         Ok(file)
