@@ -582,6 +582,32 @@ fn roll_into_preallocated(log: &SegmentLog, dir: &Path, mut next: u64) -> (u64, 
     (next, first)
 }
 
+/// A new log that has rolled into a preallocated segment: its directory, the log, the next
+/// index and that segment's first index.
+fn rolled_into_preallocated() -> (tempfile::TempDir, SegmentLog, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_preallocated(dir.path(), None).unwrap();
+    let (next, first) = roll_into_preallocated(&log, dir.path(), 1);
+    (dir, log, next, first)
+}
+
+/// Reopens the log, which must hold `1..next`, with the segment at `path` `len` bytes long.
+fn reopened_holds(dir: &Path, next: u64, path: &Path, len: u64) -> SegmentLog {
+    let log = open_preallocated(dir, None).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), (1..next).collect::<Vec<_>>());
+    assert_eq!(fs::metadata(path).unwrap().len(), len, "{}", path.display());
+    log
+}
+
+/// Appends entry `next` to a log holding `1..next`: it follows the last record, and all of them
+/// read back after another reopen.
+fn appends_go_on(log: SegmentLog, dir: &Path, next: u64) {
+    log.append(vec![big_entry(next, 4000)]).unwrap();
+    drop(log);
+    let log = open_preallocated(dir, None).unwrap();
+    assert_eq!(indexes(&log, 0, u64::MAX), (1..=next).collect::<Vec<_>>());
+}
+
 #[test]
 fn the_roll_takes_a_zero_filled_segment_and_a_reopen_keeps_its_rest() {
     let dir = tempfile::tempdir().unwrap();
@@ -609,26 +635,15 @@ fn the_roll_takes_a_zero_filled_segment_and_a_reopen_keeps_its_rest() {
     log.sync.sync().unwrap();
     drop(log);
 
-    let log = open_preallocated(dir.path(), None).unwrap();
-    assert_eq!(indexes(&log, 0, u64::MAX), (1..next).collect::<Vec<_>>());
-    assert_eq!(
-        fs::metadata(&path).unwrap().len(),
-        PREALLOC_SEGMENT,
-        "the zeros after the records are kept"
-    );
+    // The zeros after the records are kept.
+    let log = reopened_holds(dir.path(), next, &path, PREALLOC_SEGMENT);
     assert_eq!(log.inner.lock().unwrap().segments[&first].size, size);
-    // Appends go on after the last record, and read back after another reopen.
-    log.append(vec![big_entry(next, 4000)]).unwrap();
-    drop(log);
-    let log = open_preallocated(dir.path(), None).unwrap();
-    assert_eq!(indexes(&log, 0, u64::MAX), (1..=next).collect::<Vec<_>>());
+    appends_go_on(log, dir.path(), next);
 }
 
 #[test]
 fn a_write_torn_in_a_preallocated_segment_is_cut_and_the_entries_before_it_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open_preallocated(dir.path(), None).unwrap();
-    let (next, first) = roll_into_preallocated(&log, dir.path(), 1);
+    let (dir, log, next, first) = rolled_into_preallocated();
     log.sync.sync().unwrap();
     let size = log.inner.lock().unwrap().segments[&first].size;
     drop(log);
@@ -645,24 +660,14 @@ fn a_write_torn_in_a_preallocated_segment_is_cut_and_the_entries_before_it_kept(
         .unwrap()
         .write_all_at(&torn, size)
         .unwrap();
-    let log = open_preallocated(dir.path(), None).unwrap();
-    assert_eq!(indexes(&log, 0, u64::MAX), (1..next).collect::<Vec<_>>());
-    assert_eq!(
-        fs::metadata(&path).unwrap().len(),
-        size,
-        "cut at the torn write"
-    );
-    log.append(vec![big_entry(next, 4000)]).unwrap();
-    drop(log);
-    let log = open_preallocated(dir.path(), None).unwrap();
-    assert_eq!(indexes(&log, 0, u64::MAX), (1..=next).collect::<Vec<_>>());
+    // Cut at the torn write.
+    let log = reopened_holds(dir.path(), next, &path, size);
+    appends_go_on(log, dir.path(), next);
 }
 
 #[test]
 fn damage_in_a_preallocated_segment_is_still_damage() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open_preallocated(dir.path(), None).unwrap();
-    let (next, first) = roll_into_preallocated(&log, dir.path(), 1);
+    let (dir, log, next, first) = rolled_into_preallocated();
     log.append(vec![big_entry(next, 4000)]).unwrap();
     log.sync.sync().unwrap();
     drop(log);
@@ -690,9 +695,7 @@ fn damage_in_a_preallocated_segment_is_still_damage() {
 
 #[test]
 fn a_preallocated_segment_left_early_keeps_only_its_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open_preallocated(dir.path(), None).unwrap();
-    let (next, first) = roll_into_preallocated(&log, dir.path(), 1);
+    let (dir, log, next, first) = rolled_into_preallocated();
     let size = log.inner.lock().unwrap().segments[&first].size;
     // A snapshot past the log's end was installed: the log goes on at a new index, in a new
     // segment, and the preallocated one, no longer the last, holds nothing past its records.
