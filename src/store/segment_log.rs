@@ -9,10 +9,10 @@
 //! decoding them again. Older entries are read back with `pread`.
 //!
 //! Once the first segment is half full, and from then on at each roll, the next segment is
-//! zero-filled and synced ahead of need (`prealloc.rs`), so that appends overwrite blocks that exist and the group commit's
-//! `fdatasync` writes only their data, not the file's growth. Such a segment ends in zeros
-//! after its last record, which the reader takes for the end of the log, and is cut to its
-//! records when the log leaves it before it is full.
+//! zero-filled and synced ahead of need (`prealloc.rs`), so that appends overwrite blocks that
+//! exist and the group commit's `fdatasync` writes only their data, not the file's growth. Such
+//! a segment ends in zeros after its last record, which the reader takes for the end of the
+//! log, and is cut to its records when the log leaves it before it is full.
 //!
 //! A record is `len: u32 LE`, `crc32(payload): u32 LE`, then the payload (the bincode entry).
 //! An append of a record longer than [`MAX_RECORD`] is refused before anything is written, so

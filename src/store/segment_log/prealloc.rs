@@ -5,14 +5,14 @@
 //! it writes the data alone, in less time and less CPU. So a thread of the log writes the next
 //! segment's worth of zeros under `log/next.prealloc` and syncs it, and the roll renames it into
 //! place. It is asked for once the first segment is half full, and from then on at each roll,
-//! so that it has a whole segment's time to write the zeros a megabyte at a time. When it is not ready (the
-//! thread is still writing it, or the disk had no room for it), the roll creates an empty
-//! segment, as without this. PostgreSQL zero-fills its WAL segments and etcd preallocates its
-//! WAL files for the same reason.
+//! so that it has a whole segment's time to write the zeros a megabyte at a time. When it is
+//! not ready (the thread is still writing it, or the disk had no room for it), the roll creates
+//! an empty segment, as without this. PostgreSQL zero-fills its WAL segments and etcd
+//! preallocates its WAL files for the same reason.
 //!
-//! A small log (a test's, a quiet cluster's) never asks for one. The thread
-//! writes zeros only while the disk keeps [`RESERVE`] free beyond them, so that it never takes
-//! the last free space from the appends or makes the member's disk watch report low space.
+//! A small log (a test's, a quiet cluster's) never asks for one. The thread writes zeros only
+//! while the disk keeps [`RESERVE`] free beyond them, so that it never takes the last free
+//! space from the appends or makes the member's disk watch report low space.
 //!
 //! The zeros past a preallocated segment's last record are what the reader already takes for
 //! the end of a log (see `scan.rs`): a zero header followed by zeros to the end of the file.
