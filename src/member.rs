@@ -93,7 +93,8 @@ async fn start_inner(
         cluster: cfg.cluster_name.clone(),
         node_id: cfg.cluster.id,
     };
-    let (storage, log_store, state_machine) = open_storage(&cfg.data_dir, &identity)?;
+    let (storage, log_store, state_machine) =
+        open_storage(&cfg.data_dir, &identity, cfg.raft.preallocate_log_segments)?;
     let cluster_id: Option<Arc<str>> = storage
         .cluster_id()
         .map_err(OpenStorageError::from)?

@@ -16,7 +16,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
             cluster: "suite".into(),
             node_id: 0,
         };
-        let (_storage, log, sm) = open_storage(dir.path(), &identity).expect("open storage");
+        let (_storage, log, sm) = open_storage(dir.path(), &identity, true).expect("open storage");
         Ok((dir, log, sm))
     }
 }
@@ -45,12 +45,12 @@ async fn reopen(
     dir: &std::path::Path,
 ) -> (gridraft::store::durable::Storage, LogStore, StateMachine) {
     for _ in 0..250 {
-        match open_storage(dir, &identity()) {
+        match open_storage(dir, &identity(), true) {
             Ok(s) => return s,
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
         }
     }
-    open_storage(dir, &identity()).expect("reopen the storage")
+    open_storage(dir, &identity(), true).expect("reopen the storage")
 }
 
 /// What openraft's suite does not do: close the store and open it again.
@@ -61,7 +61,7 @@ async fn the_log_reopens_with_its_entries_vote_and_purge_point() {
 
     let dir = tempfile::tempdir().unwrap();
     {
-        let (_storage, mut log, _sm) = open_storage(dir.path(), &identity()).unwrap();
+        let (_storage, mut log, _sm) = open_storage(dir.path(), &identity(), true).unwrap();
         log.blocking_append((1..=50).map(|i| blank(1, i)))
             .await
             .unwrap();
@@ -99,7 +99,7 @@ async fn a_log_kept_in_sled_is_moved_into_segment_files() {
 
     let dir = tempfile::tempdir().unwrap();
     {
-        let (storage, _log, _sm) = open_storage(dir.path(), &identity()).unwrap();
+        let (storage, _log, _sm) = open_storage(dir.path(), &identity(), true).unwrap();
         let tree = storage.db.open_tree("raft_log").unwrap();
         for i in 5..=9u64 {
             tree.insert(i.to_be_bytes(), bincode::serialize(&blank(1, i)).unwrap())
@@ -151,7 +151,7 @@ async fn replication_reads_at_most_a_megabyte_of_entries_per_request() {
     use openraft::RaftLogReader;
 
     let dir = tempfile::tempdir().unwrap();
-    let (_storage, mut log, _sm) = open_storage(dir.path(), &identity()).unwrap();
+    let (_storage, mut log, _sm) = open_storage(dir.path(), &identity(), true).unwrap();
     log.blocking_append((1..=20).map(|i| big(i, 300 * 1024)))
         .await
         .unwrap();
@@ -181,4 +181,54 @@ async fn replication_reads_at_most_a_megabyte_of_entries_per_request() {
         "an entry larger than the limit still goes, alone"
     );
     assert_eq!(log.try_get_log_entries(1..23).await.unwrap().len(), 22);
+}
+
+/// `raft.preallocate-log-segments`: with it, a log past half its first 64 MiB segment gets the
+/// next one zero-filled (`log/next.prealloc`), and rolls into it; without it, the next segment
+/// starts empty.
+#[tokio::test]
+async fn the_next_log_segment_is_zero_filled_only_when_configured() {
+    use openraft::storage::RaftLogStorageExt;
+
+    const SEGMENT: u64 = 64 << 20;
+    for preallocate in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_storage, mut log, _sm) = open_storage(dir.path(), &identity(), preallocate).unwrap();
+        // 36 MiB: past half the first segment.
+        for i in 1..=36 {
+            log.blocking_append([big(i, 1 << 20)]).await.unwrap();
+        }
+        let next = dir.path().join("log").join("next.prealloc");
+        if preallocate {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::fs::metadata(&next).map(|m| m.len()).unwrap_or(0) != SEGMENT {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no zero-filled segment"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        // 30 MiB more: the first segment is full and the log rolls.
+        for i in 37..=66 {
+            log.blocking_append([big(i, 1 << 20)]).await.unwrap();
+        }
+        let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segments.sort();
+        assert_eq!(segments.len(), 2, "{segments:?}");
+        let len = std::fs::metadata(&segments[1]).unwrap().len();
+        if preallocate {
+            assert_eq!(len, SEGMENT, "the roll took the zero-filled segment");
+        } else {
+            assert!(
+                len < 8 << 20,
+                "an empty segment grown by its entries: {len}"
+            );
+            assert!(!next.exists());
+        }
+    }
 }

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     pub snapshot_after_entries: Option<u64>,
     #[arg(long, env = "GRIDRAFT_SNAPSHOT_AFTER_BYTES")]
     pub snapshot_after_bytes: Option<u64>,
+    /// Write the Raft log's next segment full of zeros ahead of need (true|false, default
+    /// true; false on copy-on-write file systems).
+    #[arg(long, env = "GRIDRAFT_PREALLOCATE_LOG_SEGMENTS", action = clap::ArgAction::Set)]
+    pub preallocate_log_segments: Option<bool>,
     #[arg(long, env = "GRIDRAFT_WRITE_TIMEOUT")]
     pub write_timeout: Option<String>,
     #[arg(long, env = "GRIDRAFT_READ_TIMEOUT")]
@@ -256,6 +260,7 @@ settings_from_flags! {
     election_timeout_max => raft.election_timeout_max;
     snapshot_after_entries => raft.snapshot_after_entries;
     snapshot_after_bytes => raft.snapshot_after_bytes;
+    preallocate_log_segments => raft.preallocate_log_segments;
     write_timeout => grid.write_timeout;
     read_timeout => grid.read_timeout;
     read_mode => grid.read_mode;

@@ -21,6 +21,9 @@ pub struct RaftSettings {
     pub snapshot_after_bytes: u64,
     /// Log entries kept behind a snapshot for slow followers.
     pub keep_entries_after_snapshot: u64,
+    /// Write the log's next segment full of zeros ahead of need (`store/segment_log/prealloc.rs`);
+    /// off on copy-on-write file systems, where it gains nothing.
+    pub preallocate_log_segments: bool,
 }
 
 impl Default for RaftSettings {
@@ -32,6 +35,7 @@ impl Default for RaftSettings {
             snapshot_after_entries: 10_000,
             snapshot_after_bytes: 128 << 20,
             keep_entries_after_snapshot: 1_000,
+            preallocate_log_segments: true,
         }
     }
 }
@@ -46,6 +50,8 @@ pub struct RaftTuning {
     pub retry: RetrySettings,
     /// `snapshot-after-bytes` (0: off), a rule openraft has no policy for.
     pub snapshot_after_bytes: u64,
+    /// `preallocate-log-segments`, for the log store.
+    pub preallocate_log_segments: bool,
 }
 
 impl RaftSettings {
@@ -74,6 +80,7 @@ impl RaftSettings {
                 cap_alone: RETRY_CAP_WITHOUT_QUORUM,
             },
             snapshot_after_bytes: self.snapshot_after_bytes,
+            preallocate_log_segments: self.preallocate_log_segments,
         }
     }
 }

@@ -66,7 +66,7 @@ pub enum LogOpenError {
 }
 
 impl LogStore {
-    pub fn open(storage: &Storage) -> Result<Self, LogOpenError> {
+    pub fn open(storage: &Storage, preallocate: bool) -> Result<Self, LogOpenError> {
         let meta = storage.db.open_tree("raft_meta")?;
         let last_purged: Option<LogId> = match meta.get(LAST_PURGED)? {
             Some(raw) => Some(bincode::deserialize(&raw)?),
@@ -84,6 +84,7 @@ impl LogStore {
             last_purged.map(|l| l.index),
             legacy,
             storage.log_sync.clone(),
+            preallocate,
         )?;
         if moved > 0 {
             // The segments are durable; only now may the tree go, durably: a tree that came

@@ -40,6 +40,7 @@ pub type StorageError = openraft::StorageError<MemberId>;
 pub fn open_storage(
     dir: &std::path::Path,
     identity: &durable::DataIdentity,
+    preallocate_log_segments: bool,
 ) -> Result<
     (
         durable::Storage,
@@ -51,9 +52,11 @@ pub fn open_storage(
     // Decoding the snapshot (seconds for a million sessions) overlaps sled's own start.
     let prefetch = state_machine::Prefetch::start(dir);
     let storage = durable::Storage::open(dir, identity)?;
-    let log = log_store::LogStore::open(&storage).map_err(|source| OpenStorageError::Log {
-        path: dir.to_owned(),
-        source,
+    let log = log_store::LogStore::open(&storage, preallocate_log_segments).map_err(|source| {
+        OpenStorageError::Log {
+            path: dir.to_owned(),
+            source,
+        }
     })?;
     let sm =
         state_machine::StateMachine::open(&storage, prefetch).map_err(OpenStorageError::Restore)?;

@@ -292,8 +292,16 @@ impl SegmentLog {
         last_purged: Option<u64>,
         legacy: Vec<Vec<u8>>,
         sync: Arc<LogSync>,
+        preallocate: bool,
     ) -> io::Result<Self> {
-        Self::open_with(data_dir, last_purged, legacy, sync, SEGMENT_BYTES, true)
+        Self::open_with(
+            data_dir,
+            last_purged,
+            legacy,
+            sync,
+            SEGMENT_BYTES,
+            preallocate,
+        )
     }
 
     fn open_with(
