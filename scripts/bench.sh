@@ -82,7 +82,8 @@ GR="${GRIDRAFT_BIN:-$TARGET/release/gridraft}"
 BENCH="$TARGET/release/gridraft-bench"
 
 mkdir -p "$WORK" "$RESULTS"
-[ -f "$SECRET_FILE" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$SECRET_FILE"
+[ -f "$SECRET_FILE" ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$SECRET_FILE")
+chmod 600 "$SECRET_FILE"
 SECRET="$(cat "$SECRET_FILE")"
 
 PIDS=()
@@ -249,16 +250,29 @@ start_gridraft() {
   done
   for i in $(seq 1 "$n"); do wait_for "${GR_SCHEME:-http}://127.0.0.1:${base}0$i/readyz" 204 60; done
   GR_URLS="${urls//http:/${GR_SCHEME:-http}:}"
+  # Which member leads, from each member's own metrics. The page is read whole before it is
+  # searched: `curl | grep -q` under pipefail fails whenever grep stops reading before curl has
+  # written the rest of the page (curl then exits 23), which took the leader for a follower.
+  local page tries
   GR_LEADER="" GR_FOLLOWER=""
-  for i in $(seq 1 "$n"); do
-    if curl -s "${PEER_CURL[@]}" -H "Authorization: Bearer $SECRET" "${PEER_SCHEME:-http}://127.0.0.1:$((base + 1))0$i/metrics" \
-        | grep -q '^gridraft_raft_is_leader 1'; then
-      GR_LEADER="http://127.0.0.1:${base}0$i"
-    else
-      GR_FOLLOWER="http://127.0.0.1:${base}0$i"
-    fi
+  for tries in $(seq 1 100); do
+    GR_LEADER="" GR_FOLLOWER=""
+    for i in $(seq 1 "$n"); do
+      page="$(curl -s "${PEER_CURL[@]}" -H "Authorization: Bearer $SECRET" \
+        "${PEER_SCHEME:-http}://127.0.0.1:$((base + 1))0$i/metrics" || true)"
+      if grep -q '^gridraft_raft_is_leader 1' <<< "$page"; then
+        GR_LEADER="http://127.0.0.1:${base}0$i"
+      else
+        GR_FOLLOWER="http://127.0.0.1:${base}0$i"
+      fi
+    done
+    [ -n "$GR_LEADER" ] && break
+    sleep 0.1
   done
+  [ -n "$GR_LEADER" ] || { log "$name: no member says it leads"; return 1; }
   [ -n "$GR_FOLLOWER" ] || GR_FOLLOWER="$GR_LEADER"
+  GR_LEADER="${GR_LEADER//http:/${GR_SCHEME:-http}:}"
+  GR_FOLLOWER="${GR_FOLLOWER//http:/${GR_SCHEME:-http}:}"
   log "$name: leader $GR_LEADER, a follower $GR_FOLLOWER"
 }
 
