@@ -82,7 +82,7 @@ pub struct ServeArgs {
     #[arg(long, env = "GRIDRAFT_SNAPSHOT_AFTER_BYTES")]
     pub snapshot_after_bytes: Option<u64>,
     /// Write the Raft log's next segment full of zeros ahead of need (true|false, default
-    /// true; false on copy-on-write file systems).
+    /// false; never on copy-on-write file systems).
     #[arg(long, env = "GRIDRAFT_PREALLOCATE_LOG_SEGMENTS", action = clap::ArgAction::Set)]
     pub preallocate_log_segments: Option<bool>,
     #[arg(long, env = "GRIDRAFT_WRITE_TIMEOUT")]

@@ -21,8 +21,9 @@ pub struct RaftSettings {
     pub snapshot_after_bytes: u64,
     /// Log entries kept behind a snapshot for slow followers.
     pub keep_entries_after_snapshot: u64,
-    /// Write the log's next segment full of zeros ahead of need (`store/segment_log/prealloc.rs`);
-    /// off on copy-on-write file systems, where it gains nothing.
+    /// Write the log's next segment full of zeros ahead of need (`store/segment_log/prealloc.rs`).
+    /// Off by default: under sustained writes the zeros' write-back delays the log's own
+    /// `fdatasync`s (decision 0012).
     pub preallocate_log_segments: bool,
 }
 
@@ -35,7 +36,7 @@ impl Default for RaftSettings {
             snapshot_after_entries: 10_000,
             snapshot_after_bytes: 128 << 20,
             keep_entries_after_snapshot: 1_000,
-            preallocate_log_segments: true,
+            preallocate_log_segments: false,
         }
     }
 }

@@ -257,14 +257,17 @@ impl SegmentLog {
             };
             let (size, gap) = inner.scan(first, &file, last_purged, tail_from, &path)?;
             let file_len = file.metadata()?.len();
-            // With preallocation, zeros past the last record of the last segment are its
-            // preallocated rest (the scan lets them through only there): kept, for the appends
-            // to come.
-            let preallocated = last_segment
-                && inner.prealloc.is_some()
-                && scan::zeros_to_end(&file, size, file_len)?;
-            if size < file_len && !preallocated {
-                tracing::warn!(segment = %path.display(), size, "log segment cut after its last whole entry: an append the crash interrupted");
+            // Zeros past the last record of the last segment (the scan lets them through only
+            // there) are a preallocated rest: kept for the appends to come while preallocation
+            // is on, cut without alarm once it has been turned off.
+            let zero_rest =
+                last_segment && size < file_len && scan::zeros_to_end(&file, size, file_len)?;
+            if size < file_len && !(zero_rest && inner.prealloc.is_some()) {
+                if zero_rest {
+                    tracing::info!(segment = %path.display(), size, "log segment's zero-filled rest cut: preallocation is off");
+                } else {
+                    tracing::warn!(segment = %path.display(), size, "log segment cut after its last whole entry: an append the crash interrupted");
+                }
                 file.set_len(size)?;
                 file.sync_all()?;
             }

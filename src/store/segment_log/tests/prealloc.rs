@@ -1,5 +1,6 @@
 //! Preallocated segments (`prealloc.rs`): the roll takes them, a reopen keeps their zeros, a
-//! torn write into them is cut, damage in them is still damage.
+//! torn write into them is cut, damage in them is still damage, and a log that preallocated
+//! opens as well with preallocation off.
 
 use super::*;
 
@@ -188,6 +189,40 @@ fn a_preallocated_segment_left_early_keeps_only_its_records() {
     drop(log);
     let log = open_preallocated(dir.path(), Some(next + 99)).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), vec![next + 100]);
+}
+
+#[test]
+fn a_preallocated_log_reopened_with_preallocation_off_keeps_its_entries_and_drops_the_zeros() {
+    let (dir, log, next, first) = rolled_into_preallocated();
+    log.sync.sync().unwrap();
+    let size = log.inner.lock().unwrap().segments[&first].size;
+    drop(log);
+    let reopen_off = || {
+        SegmentLog::open_with(
+            dir.path(),
+            None,
+            Vec::new(),
+            Arc::default(),
+            PREALLOC_SEGMENT,
+            false,
+        )
+        .unwrap()
+    };
+    let log = reopen_off();
+    assert_eq!(indexes(&log, 0, u64::MAX), (1..next).collect::<Vec<_>>());
+    let path = segment_path(dir.path(), first);
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        size,
+        "cut to its records"
+    );
+    // Appends go on after the last record, growing the segment again.
+    log.append(vec![big_entry(next, 4000)]).unwrap();
+    log.sync.sync().unwrap();
+    assert!(fs::metadata(&path).unwrap().len() > size);
+    drop(log);
+    let log = reopen_off();
+    assert_eq!(indexes(&log, 0, u64::MAX), (1..=next).collect::<Vec<_>>());
 }
 
 #[test]
