@@ -259,12 +259,13 @@ impl SegmentLog {
             let file_len = file.metadata()?.len();
             // Zeros past the last record of the last segment (the scan lets them through only
             // there) are a preallocated rest: kept for the appends to come while preallocation
-            // is on, cut without alarm once it has been turned off.
+            // is on, cut without alarm once it has been turned off (zeros hold no record, so
+            // nothing is lost either way).
             let zero_rest =
                 last_segment && size < file_len && scan::zeros_to_end(&file, size, file_len)?;
             if size < file_len && !(zero_rest && inner.prealloc.is_some()) {
                 if zero_rest {
-                    tracing::info!(segment = %path.display(), size, "log segment's zero-filled rest cut: preallocation is off");
+                    tracing::info!(segment = %path.display(), size, "zeros after the log's last entry cut: a preallocated segment's rest (preallocation is off), or an append a crash left unwritten");
                 } else {
                     tracing::warn!(segment = %path.display(), size, "log segment cut after its last whole entry: an append the crash interrupted");
                 }
