@@ -7,13 +7,18 @@ use super::*;
 const PREALLOC_SEGMENT: u64 = 64 << 10;
 
 fn open_preallocated(dir: &Path, last_purged: Option<u64>) -> io::Result<SegmentLog> {
+    open_small(dir, last_purged, true)
+}
+
+/// A log of [`PREALLOC_SEGMENT`]-byte segments, preallocating or not.
+fn open_small(dir: &Path, last_purged: Option<u64>, preallocate: bool) -> io::Result<SegmentLog> {
     SegmentLog::open_with(
         dir,
         last_purged,
         Vec::new(),
         Arc::default(),
         PREALLOC_SEGMENT,
-        true,
+        preallocate,
     )
 }
 
@@ -71,6 +76,16 @@ fn rolled_into_preallocated() -> (tempfile::TempDir, SegmentLog, u64, u64) {
     (dir, log, next, first)
 }
 
+/// [`rolled_into_preallocated`], synced and closed: its directory, the next index, that
+/// segment's first index and the size of its records.
+fn rolled_and_closed() -> (tempfile::TempDir, u64, u64, u64) {
+    let (dir, log, next, first) = rolled_into_preallocated();
+    log.sync.sync().unwrap();
+    let size = log.inner.lock().unwrap().segments[&first].size;
+    drop(log);
+    (dir, next, first, size)
+}
+
 /// Reopens the log, which must hold `1..next`, with the segment at `path` `len` bytes long.
 fn reopened_holds(dir: &Path, next: u64, path: &Path, len: u64) -> SegmentLog {
     let log = open_preallocated(dir, None).unwrap();
@@ -123,10 +138,7 @@ fn the_roll_takes_a_zero_filled_segment_and_a_reopen_keeps_its_rest() {
 
 #[test]
 fn a_write_torn_in_a_preallocated_segment_is_cut_and_the_entries_before_it_kept() {
-    let (dir, log, next, first) = rolled_into_preallocated();
-    log.sync.sync().unwrap();
-    let size = log.inner.lock().unwrap().segments[&first].size;
-    drop(log);
+    let (dir, next, first, size) = rolled_and_closed();
     // An append the crash interrupted: its header and the first part of its payload reached
     // the disk, the rest of the file is still zeros.
     let path = segment_path(dir.path(), first);
@@ -193,22 +205,8 @@ fn a_preallocated_segment_left_early_keeps_only_its_records() {
 
 #[test]
 fn a_preallocated_log_reopened_with_preallocation_off_keeps_its_entries_and_drops_the_zeros() {
-    let (dir, log, next, first) = rolled_into_preallocated();
-    log.sync.sync().unwrap();
-    let size = log.inner.lock().unwrap().segments[&first].size;
-    drop(log);
-    let reopen_off = || {
-        SegmentLog::open_with(
-            dir.path(),
-            None,
-            Vec::new(),
-            Arc::default(),
-            PREALLOC_SEGMENT,
-            false,
-        )
-        .unwrap()
-    };
-    let log = reopen_off();
+    let (dir, next, first, size) = rolled_and_closed();
+    let log = open_small(dir.path(), None, false).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), (1..next).collect::<Vec<_>>());
     let path = segment_path(dir.path(), first);
     assert_eq!(
@@ -221,7 +219,7 @@ fn a_preallocated_log_reopened_with_preallocation_off_keeps_its_entries_and_drop
     log.sync.sync().unwrap();
     assert!(fs::metadata(&path).unwrap().len() > size);
     drop(log);
-    let log = reopen_off();
+    let log = open_small(dir.path(), None, false).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), (1..=next).collect::<Vec<_>>());
 }
 
