@@ -172,7 +172,7 @@ async fn start_inner(
     let peer_stop = CancellationToken::new();
     let peer_server = api::server::spawn(
         peer,
-        api::peer::router(state.clone()),
+        api::App::Router(api::peer::router(state.clone())),
         listener(
             "peer",
             caps.peer,
@@ -185,7 +185,7 @@ async fn start_inner(
     let public_stop = CancellationToken::new();
     let public_server = api::server::spawn(
         public,
-        api::grid::router(state),
+        api::App::Grid(state),
         listener(
             "public",
             caps.public,

@@ -277,11 +277,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     }
 }
 
-/// The hyper service of one connection: the listener's router, and the phase moves of a
+/// What a listener answers requests with.
+#[derive(Clone)]
+pub enum App {
+    /// An axum router: the peer port (metrics, admin and member-to-member routes).
+    Router(Router),
+    /// The public port's Grid routes, called directly: they are routed by hand
+    /// (`super::grid`), so an axum router would only add a path lookup that always misses, a
+    /// boxed service clone and two future wrappers to every Grid request.
+    Grid(Arc<super::AppState>),
+}
+
+/// The hyper service of one connection: the listener's [`App`], and the phase moves of a
 /// request (header parsed, body read, answered).
 #[derive(Clone)]
 pub(crate) struct ConnService {
-    pub(crate) router: Router,
+    pub(crate) app: App,
     pub(crate) conn: Arc<ConnShared>,
 }
 
@@ -292,27 +303,39 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         // Requests without a body (most Grid calls) are not wrapped: the phase goes straight
-        // to busy.
+        // to busy, and the handler gets an empty body, which needs no allocation.
         let req = if req.body().is_end_stream() {
             self.conn.set(Phase::Busy);
-            req.map(Body::new)
+            req.map(|_| Body::empty())
         } else {
             self.conn.set(Phase::Body);
             let conn = self.conn.clone();
             req.map(|inner| Body::new(PhaseBody::new(inner, conn, Phase::Busy)))
         };
+        let inner = match &self.app {
+            App::Router(router) => AppFuture::Router(router.clone().call(req)),
+            App::Grid(state) => AppFuture::Grid(Box::pin(super::grid::handle(state.clone(), req))),
+        };
         Answered {
-            inner: self.router.clone().call(req),
+            inner,
             conn: self.conn.clone(),
         }
     }
+}
+
+/// The answer being computed by an [`App`]. hyper keeps one per connection, allocated once: the
+/// router's future is held as it is (boxing it would allocate for every peer-port request).
+#[allow(clippy::large_enum_variant)]
+enum AppFuture {
+    Router(<Router as tower::Service<Request<Body>>>::Future),
+    Grid(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
 }
 
 /// The router's answer. The connection is idle once the answer's body is complete: at once for
 /// an empty body, after its last frame for any other (a streamed body, such as a backup, may
 /// take longer than the idle timeout, and hyper reads the socket while it writes).
 pub(crate) struct Answered {
-    inner: <Router as tower::Service<Request<Body>>>::Future,
+    inner: AppFuture,
     conn: Arc<ConnShared>,
 }
 
@@ -320,7 +343,13 @@ impl Future for Answered {
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Ok(resp) = ready!(Pin::new(&mut self.inner).poll(cx));
+        let resp = match &mut self.inner {
+            AppFuture::Router(f) => {
+                let Ok(resp) = ready!(Pin::new(f).poll(cx));
+                resp
+            }
+            AppFuture::Grid(f) => ready!(f.as_mut().poll(cx)),
+        };
         if resp.body().is_end_stream() {
             self.conn.set(Phase::Idle);
             return Poll::Ready(Ok(resp));

@@ -15,10 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response};
 use axum::response::IntoResponse;
-use axum::Router;
 use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 
@@ -32,10 +31,6 @@ use crate::session::{
 };
 
 const ADDED: &str = "{\n  \"value\": true\n}";
-
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().fallback(handle).with_state(state)
-}
 
 /// The routes a request can resolve to.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,6 +54,20 @@ impl Route {
         }
     }
 
+    /// The route's number for [`crate::telemetry::Metrics::request_done`].
+    fn index(&self) -> usize {
+        match self {
+            Route::Add => 0,
+            Route::Get(_) => 1,
+            Route::GetUri(_) => 2,
+            Route::Delete(_) => 3,
+            Route::Status => 4,
+            Route::Readyz => 5,
+            Route::Healthz => 6,
+            Route::Ui => 7,
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self {
             Route::Add => "add",
@@ -75,7 +84,12 @@ impl Route {
 
 /// Resolves a method (HEAD already mapped to GET) and a raw path to a route.
 fn resolve(method: &Method, raw_path: &str) -> Option<Route> {
-    let path = percent_decode_str(raw_path).decode_utf8_lossy();
+    // A path without `%` decodes to itself: most of the Grid's, and no UTF-8 check again then.
+    let path = if raw_path.contains('%') {
+        percent_decode_str(raw_path).decode_utf8_lossy()
+    } else {
+        std::borrow::Cow::Borrowed(raw_path)
+    };
     if let Some(rest) = path.strip_prefix("/se/grid/session") {
         return match (method, rest) {
             (&Method::POST, "") => Some(Route::Add),
@@ -105,7 +119,8 @@ fn resolve(method: &Method, raw_path: &str) -> Option<Route> {
     }
 }
 
-async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Body> {
+/// Answers one request on the public port (`super::conn::App::Grid`).
+pub(crate) async fn handle(state: Arc<AppState>, req: Request) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     if matches!(method, Method::PUT | Method::PATCH | Method::TRACE) {
@@ -134,7 +149,7 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
         }
         .into_response();
     };
-    let label = route.label();
+    let (label, index) = (route.label(), route.index());
     let response = match route.id().map(|id| state.session_limits.check_id(id)) {
         Some(Err(refused)) => Err(refused.into()),
         _ => route_to(&state, route, req).await,
@@ -148,16 +163,12 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
     }
     // The one place a public-port error becomes an answer (and a 5xx a log line).
     let response = response.unwrap_or_else(|e| state.failures.respond(label, e));
-    state
-        .metrics
-        .requests
-        .with_label_values(&[label, response.status().as_str()])
-        .inc();
-    state
-        .metrics
-        .latency
-        .with_label_values(&[label])
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.request_done(
+        index,
+        label,
+        response.status().as_str(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

@@ -13,6 +13,8 @@ pub mod ui;
 
 use std::sync::Arc;
 
+pub use conn::App;
+
 use crate::cluster::Cluster;
 use crate::telemetry::Metrics;
 

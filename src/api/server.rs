@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -28,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::conn::{ConnService, ConnShared, TimedIo};
+use super::conn::{App, ConnService, ConnShared, TimedIo};
 use crate::config::HttpLimits;
 use crate::peer::wire;
 use crate::telemetry::repeat::Repeated;
@@ -148,10 +147,10 @@ pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled, then drains its connections.
+/// Serves `app` on `listener` until `stop` is cancelled, then drains its connections.
 pub fn spawn(
     listener: TcpListener,
-    router: Router,
+    app: App,
     settings: ListenerSettings,
     metrics: &ConnectionMetrics,
     stop: CancellationToken,
@@ -163,7 +162,7 @@ pub fn spawn(
     // write into one record, encrypted once).
     http1.writev(true);
     let server = Server {
-        router,
+        app,
         open: metrics.open.with_label_values(&[name]),
         refused: metrics.refused.with_label_values(&[name]),
         reclaimed: metrics.reclaimed.with_label_values(&[name]),
@@ -182,7 +181,7 @@ pub fn spawn(
 }
 
 struct Server {
-    router: Router,
+    app: App,
     settings: ListenerSettings,
     open: IntGauge,
     refused: IntCounter,
@@ -258,7 +257,7 @@ impl Server {
         };
         let limits = self.settings.limits;
         let service = ConnService {
-            router: self.router.clone(),
+            app: self.app.clone(),
             conn: shared.clone(),
         };
         let http1 = self.http1.clone();
