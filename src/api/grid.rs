@@ -54,30 +54,17 @@ impl Route {
         }
     }
 
-    /// The route's number for [`crate::telemetry::Metrics::request_done`].
-    fn index(&self) -> usize {
+    /// The route's number and label for [`crate::telemetry::Metrics::request_done`].
+    fn series(&self) -> (usize, &'static str) {
         match self {
-            Route::Add => 0,
-            Route::Get(_) => 1,
-            Route::GetUri(_) => 2,
-            Route::Delete(_) => 3,
-            Route::Status => 4,
-            Route::Readyz => 5,
-            Route::Healthz => 6,
-            Route::Ui => 7,
-        }
-    }
-
-    fn label(&self) -> &'static str {
-        match self {
-            Route::Add => "add",
-            Route::Get(_) => "get",
-            Route::GetUri(_) => "get_uri",
-            Route::Delete(_) => "delete",
-            Route::Status => "status",
-            Route::Readyz => "readyz",
-            Route::Healthz => "healthz",
-            Route::Ui => "ui",
+            Route::Add => (0, "add"),
+            Route::Get(_) => (1, "get"),
+            Route::GetUri(_) => (2, "get_uri"),
+            Route::Delete(_) => (3, "delete"),
+            Route::Status => (4, "status"),
+            Route::Readyz => (5, "readyz"),
+            Route::Healthz => (6, "healthz"),
+            Route::Ui => (7, "ui"),
         }
     }
 }
@@ -149,7 +136,7 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request) -> Response<Body>
         }
         .into_response();
     };
-    let (label, index) = (route.label(), route.index());
+    let (index, label) = route.series();
     let response = match route.id().map(|id| state.session_limits.check_id(id)) {
         Some(Err(refused)) => Err(refused.into()),
         _ => route_to(&state, route, req).await,
