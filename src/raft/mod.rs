@@ -13,7 +13,7 @@ pub mod seed;
 pub mod state_machine;
 
 use crate::map::{Applied, Proposal};
-use crate::store::{durable, snapshot_file};
+use crate::store::{background, durable, snapshot_file};
 
 /// Member ids are small integers chosen by the operator.
 pub type MemberId = u64;

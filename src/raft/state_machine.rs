@@ -18,6 +18,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 
+use super::background;
 use super::durable::Storage;
 use super::snapshot_file::{self, SnapshotFile, SNAPSHOT_DIR};
 use super::{Applied, Entry, LogId, MemberId, StorageError, TypeConfig};
@@ -335,7 +336,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let name = snapshot_file::file_name(index);
         let dir = self.snapshots.dir.clone();
         let file_name = name.clone();
-        let path = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
+        // Written at a lower priority than the requests the member serves meanwhile.
+        let path = background::run("snapshot", move || -> std::io::Result<PathBuf> {
             let tmp = dir.join(format!("{file_name}.tmp"));
             let written = snapshot_file::write_new(&tmp, |w| map.encode(w));
             drop(map);
@@ -349,7 +351,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_file::install(&tmp, &dir, &file_name)
         })
         .await
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?
         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let snapshot_id = match self.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, uuid::Uuid::new_v4()),
