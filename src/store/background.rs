@@ -38,7 +38,7 @@ where
 /// Makes the calling thread [`NICE`] nicer. On Linux a `setpriority` on a thread id applies to
 /// that thread alone; elsewhere it would apply to the whole process, so nothing is changed
 /// there. A refusal (a sandbox that forbids the call) leaves the priority as it is.
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{getpriority_process, setpriority_process};

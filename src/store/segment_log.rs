@@ -2,8 +2,9 @@
 //!
 //! An entry is written once: appended to the active segment (`log/<first index>.seg`) and made
 //! durable by the group-commit thread's `fdatasync` of that file (see [`LogSync`]). A purge
-//! deletes whole segments; a truncation cuts the segment holding the first removed entry and
-//! deletes the ones after it. Each entry's position is kept in memory, and the last
+//! takes whole segments out of the log at once and deletes them in the background, a few
+//! megabytes at a time (`reap.rs`); a truncation cuts the segment holding the first removed
+//! entry and deletes the ones after it. Each entry's position is kept in memory, and the last
 //! [`RECENT_BYTES`] of entries themselves as they were appended: replication and apply ask for
 //! the newest entries right after their append, and get copies of those without reading and
 //! decoding them again. Older entries are read back with `pread`.
@@ -58,6 +59,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::raft::{Entry, LogId};
 use prealloc::Prealloc;
+use reap::Reaper;
 pub use sync::LogSync;
 
 /// A segment is closed and a new one started once it holds this much.
@@ -106,6 +108,8 @@ struct Inner {
     recent_limit: u64,
     /// The next segment, zero-filled ahead (see `prealloc.rs`); `None` when switched off.
     prealloc: Option<Prealloc>,
+    /// Deletes purged segments off the append path (see `reap.rs`).
+    reaper: Reaper,
 }
 
 impl Inner {
@@ -190,6 +194,7 @@ impl SegmentLog {
         } else {
             None
         };
+        let reaper = Reaper::start(&dir)?;
         let mark = open_segment(&dir.join(MARK))?;
         if !legacy.is_empty() {
             // A crash during an earlier move left partial segments: the legacy log is whole.
@@ -209,6 +214,7 @@ impl SegmentLog {
                 recent_bytes: 0,
                 recent_limit: RECENT_BYTES,
                 prealloc,
+                reaper,
             })),
             sync,
         };
@@ -505,7 +511,7 @@ impl SegmentLog {
         };
         for first in dead {
             inner.segments.remove(&first);
-            fs::remove_file(inner.dir.join(segment_name(first)))?;
+            inner.reaper.delete(&inner.dir.join(segment_name(first)))?;
         }
         Ok(())
     }
@@ -578,6 +584,7 @@ fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 mod prealloc;
+mod reap;
 mod scan;
 mod sync;
 #[cfg(test)]
