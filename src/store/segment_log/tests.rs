@@ -185,6 +185,24 @@ fn purge_deletes_whole_segments_and_a_reopen_skips_purged_entries() {
     assert!(after.len() < before.len(), "{before:?} -> {after:?}");
     assert!(after[0] <= 21, "the segment holding 21 stays: {after:?}");
     assert_eq!(indexes(&log, 0, u64::MAX), (21..=30).collect::<Vec<_>>());
+    // The dead segments left the log by a rename; the reaper deletes them soon after.
+    let doomed = || {
+        fs::read_dir(dir.path().join(LOG_DIR))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .to_string_lossy()
+                    .ends_with(".deleting")
+            })
+            .count()
+    };
+    let deleted = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        doomed() == 0
+    });
+    assert!(deleted, "{} purged segments still waiting", doomed());
     drop(log);
     let log = open(dir.path(), Some(20)).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), (21..=30).collect::<Vec<_>>());
