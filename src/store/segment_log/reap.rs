@@ -43,7 +43,7 @@ impl Reaper {
             .spawn(move || run(doomed))?;
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            if path.extension() == Some(OsStr::new(DOOMED)) {
+            if is_doomed(&path) {
                 let _ = queue.send(path);
             }
         }
@@ -65,8 +65,22 @@ impl Reaper {
     }
 }
 
+/// Whether `path` is a dead segment waiting for the thread.
+pub(super) fn is_doomed(path: &Path) -> bool {
+    path.extension() == Some(OsStr::new(DOOMED))
+}
+
+/// Polls `done` every 10 ms for up to 5 s: whether it came true (for tests).
+#[cfg(test)]
+pub(super) fn eventually(done: impl Fn() -> bool) -> bool {
+    (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        done()
+    })
+}
+
 fn run(doomed: Receiver<PathBuf>) {
-    super::super::background::lower_priority();
+    crate::store::background::lower_priority();
     let failures = Repeated::new(REPEAT_EVERY);
     while let Ok(path) = doomed.recv() {
         match reap(&path, STEP, PAUSE) {
@@ -131,7 +145,11 @@ mod tests {
             !segment.exists(),
             "renamed out of the log before delete returns"
         );
-        assert!(wait_until_empty(dir.path()), "{:?}", names(dir.path()));
+        assert!(
+            eventually(|| names(dir.path()).is_empty()),
+            "{:?}",
+            names(dir.path())
+        );
     }
 
     #[test]
@@ -142,11 +160,7 @@ mod tests {
         let kept = dir.path().join("00000000000000000002.seg");
         fs::write(&kept, b"live").unwrap();
         let _reaper = Reaper::start(dir.path()).unwrap();
-        let gone = (0..500).any(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            !left.exists()
-        });
-        assert!(gone);
+        assert!(eventually(|| !left.exists()));
         assert!(kept.exists(), "only .deleting files are touched");
     }
 
@@ -155,12 +169,5 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect()
-    }
-
-    fn wait_until_empty(dir: &Path) -> bool {
-        (0..500).any(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            names(dir).is_empty()
-        })
     }
 }

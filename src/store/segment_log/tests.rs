@@ -189,20 +189,14 @@ fn purge_deletes_whole_segments_and_a_reopen_skips_purged_entries() {
     let doomed = || {
         fs::read_dir(dir.path().join(LOG_DIR))
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .to_string_lossy()
-                    .ends_with(".deleting")
-            })
+            .filter(|e| reap::is_doomed(&e.as_ref().unwrap().path()))
             .count()
     };
-    let deleted = (0..500).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        doomed() == 0
-    });
-    assert!(deleted, "{} purged segments still waiting", doomed());
+    assert!(
+        reap::eventually(|| doomed() == 0),
+        "{} purged segments still waiting",
+        doomed()
+    );
     drop(log);
     let log = open(dir.path(), Some(20)).unwrap();
     assert_eq!(indexes(&log, 0, u64::MAX), (21..=30).collect::<Vec<_>>());
