@@ -136,7 +136,14 @@ pub fn members_to_pretty_string_within(
     members: &[(Cow<'_, str>, Node<'_, '_>)],
     limit: usize,
 ) -> Result<String, RenderError> {
-    let mut out = String::new();
+    // Room for the members' text as it came plus a quarter (the indentation and escapes the
+    // layout adds to a compact document), so that most documents are written without the
+    // string growing; a pretty document takes less than its text.
+    let text: usize = members
+        .iter()
+        .map(|(k, v)| k.len() + v.text().len() + 8)
+        .sum();
+    let mut out = String::with_capacity(text.saturating_add(text / 4).min(limit));
     Writer {
         out: &mut out,
         limit,
@@ -201,6 +208,44 @@ const MAY_ESCAPE: [bool; 256] = {
     table[0xE2] = true;
     table
 };
+
+/// The index of the first byte at or after `from` that [`MAY_ESCAPE`] marks, or `bytes.len()`.
+///
+/// Eight bytes are tested at a time, as one `u64`, for a byte below a space or equal to one of
+/// the others (the classic "has a zero byte" test on the word XORed with each); a word that
+/// holds one is looked at byte by byte.
+fn next_may_escape(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const fn splat(b: u8) -> u64 {
+        u64::from_ne_bytes([b; 8])
+    }
+    // Nonzero exactly when some byte of `w` is zero.
+    fn has_zero(w: u64) -> u64 {
+        w.wrapping_sub(ONES) & !w & HIGHS
+    }
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        // A byte below 0x20: subtracting 0x20 borrows into its high bit, which was clear.
+        let below_space = w.wrapping_sub(splat(0x20)) & !w & HIGHS;
+        let hit = below_space
+            | has_zero(w ^ splat(b'"'))
+            | has_zero(w ^ splat(b'\\'))
+            | has_zero(w ^ splat(b'/'))
+            | has_zero(w ^ splat(b'<'))
+            | has_zero(w ^ splat(b'&'))
+            | has_zero(w ^ splat(0xE2));
+        if hit != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !MAY_ESCAPE[usize::from(bytes[i])] {
+        i += 1;
+    }
+    i
+}
 
 /// Appends to `out`, refusing any piece that would take it past `limit` bytes.
 struct Writer<'a> {
@@ -332,20 +377,28 @@ impl Writer<'_> {
 
     /// See [`write_string`].
     fn string(&mut self, s: &str) -> Result<(), TooLarge> {
+        let bytes = s.as_bytes();
+        let mut i = next_may_escape(bytes, 0);
+        // Most strings (keys, versions, names) need no escape: checked against the limit once
+        // and copied whole.
+        if i == bytes.len() {
+            if self.out.len().saturating_add(s.len()).saturating_add(2) > self.limit {
+                return Err(TooLarge(self.limit));
+            }
+            self.out.reserve(s.len() + 2);
+            self.out.push('"');
+            self.out.push_str(s);
+            self.out.push('"');
+            return Ok(());
+        }
         let room = self.limit.saturating_sub(self.out.len());
         self.out.reserve(s.len().saturating_add(2).min(room));
         self.push('"')?;
         // Runs of bytes that need no escape are copied whole. Every byte that may need one is
         // ASCII or 0xE2 (the first byte of U+2028), so each run ends on a character boundary.
-        let bytes = s.as_bytes();
         let mut run = 0;
-        let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
-            if !MAY_ESCAPE[usize::from(b)] {
-                i += 1;
-                continue;
-            }
             let escape = match b {
                 b'"' => "\\\"",
                 b'\\' => "\\\\",
@@ -361,19 +414,19 @@ impl Writer<'_> {
                 c if c < b' ' => {
                     self.push_str(&s[run..i])?;
                     self.unicode_escape(char::from(c))?;
-                    i += 1;
-                    run = i;
+                    run = i + 1;
+                    i = next_may_escape(bytes, run);
                     continue;
                 }
                 _ => {
-                    i += 1;
+                    i = next_may_escape(bytes, i + 1);
                     continue;
                 }
             };
             self.push_str(&s[run..i])?;
             self.push_str(escape)?;
-            i += if b == 0xE2 { 3 } else { 1 };
-            run = i;
+            run = i + if b == 0xE2 { 3 } else { 1 };
+            i = next_may_escape(bytes, run);
         }
         self.push_str(&s[run..])?;
         self.push('"')

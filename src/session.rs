@@ -92,7 +92,8 @@ pub fn parse_add_body(body: &[u8]) -> Result<Session, AddError> {
 /// last value, as Java's streaming reader does.
 pub fn parse_add_body_within(body: &[u8], limits: &SessionLimits) -> Result<Session, AddError> {
     let budget = json_value_budget(body.len());
-    if count_json_values(body, budget) > budget {
+    let values = count_json_values(body, budget);
+    if values > budget {
         return Err(Refused {
             limit: Limit::Json,
             value: budget,
@@ -104,7 +105,7 @@ pub fn parse_add_body_within(body: &[u8], limits: &SessionLimits) -> Result<Sess
     // capabilities written again, from the body's own text.
     let text = std::str::from_utf8(body).map_err(|_| AddError::Unparsable)?;
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| AddError::Unparsable)?;
-    let tape = Tape::new(text).map_err(|_| AddError::Unparsable)?;
+    let tape = Tape::with_capacity(text, values).map_err(|_| AddError::Unparsable)?;
     let root = tape.root();
     if root.is_null() {
         return Err(AddError::NullBody);

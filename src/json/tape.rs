@@ -60,8 +60,14 @@ impl<'a> Tape<'a> {
     /// deserialising it as `serde::de::IgnoredAny`, say). Anything else may panic or give a
     /// meaningless tape.
     pub fn new(text: &'a str) -> Result<Tape<'a>, TapeError> {
+        Tape::with_capacity(text, 0)
+    }
+
+    /// [`Tape::new`], with room for `tokens` tokens made at once (one per value and per object
+    /// key: what [`crate::session::count_json_values`] counts).
+    pub fn with_capacity(text: &'a str, tokens: usize) -> Result<Tape<'a>, TapeError> {
         let bytes = text.as_bytes();
-        let mut tokens: Vec<Token> = Vec::new();
+        let mut tokens: Vec<Token> = Vec::with_capacity(tokens);
         // The tokens of the containers open at `i`.
         let mut open: Vec<usize> = Vec::new();
         let mut i = 0;

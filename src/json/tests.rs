@@ -398,3 +398,37 @@ proptest! {
         prop_assert_eq!(escaped_len(&s), escaped(&s).len());
     }
 }
+
+/// The word-at-a-time scan finds the first byte the escape table marks, wherever it sits
+/// (every position of a word and of the tail, after plain bytes of every kind), and nothing
+/// else.
+#[test]
+fn scan_for_escapes_finds_exactly_the_marked_bytes() {
+    let plain: Vec<u8> = (0u8..=255)
+        .filter(|b| !MAY_ESCAPE[usize::from(*b)])
+        .collect();
+    for len in 0..24 {
+        for at in 0..len {
+            for b in 0u8..=255 {
+                // Filler of different plain bytes, so no word is all one value.
+                let mut bytes: Vec<u8> = (0..len)
+                    .map(|i| plain[(i * 7 + at) % plain.len()])
+                    .collect();
+                bytes[at] = b;
+                let want = if MAY_ESCAPE[usize::from(b)] { at } else { len };
+                assert_eq!(
+                    next_may_escape(&bytes, 0),
+                    want,
+                    "byte {b:#04x} at {at} of {len}"
+                );
+                assert_eq!(
+                    next_may_escape(&bytes, at),
+                    want,
+                    "from {at}, byte {b:#04x}"
+                );
+            }
+        }
+        let clean: Vec<u8> = (0..len).map(|i| plain[i % plain.len()]).collect();
+        assert_eq!(next_may_escape(&clean, 0), len);
+    }
+}

@@ -27,28 +27,66 @@ pub fn format_instant_nanos(nanos: i128) -> String {
         second_of_day % 3600 / 60,
         second_of_day % 60,
     );
-    let year = match year {
-        y if y > 9999 => format!("+{y}"),
-        y if y < 0 => format!("-{:04}", -y),
-        y => format!("{y:04}"),
-    };
-    format!(
-        "{year}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{}Z",
-        fraction(nano)
-    )
+    // Written digit by digit: this runs for every session added, and `format!` cost more than
+    // the rest of the date arithmetic.
+    let mut out = String::with_capacity(32);
+    if year > 9999 {
+        out.push('+');
+    } else if year < 0 {
+        out.push('-');
+    }
+    push_digits(&mut out, year.unsigned_abs(), 4);
+    for (separator, value) in [
+        ('-', month),
+        ('-', day),
+        ('T', hour),
+        (':', minute),
+        (':', second),
+    ] {
+        out.push(separator);
+        push_digits(&mut out, value.unsigned_abs(), 2);
+    }
+    push_fraction(&mut out, nano);
+    out.push('Z');
+    out
 }
 
-/// `.ddd`, `.dddddd` or `.ddddddddd`: the shortest group of three that is exact.
-fn fraction(nano: i128) -> String {
-    if nano == 0 {
-        String::new()
-    } else if nano % 1_000_000 == 0 {
-        format!(".{:03}", nano / 1_000_000)
-    } else if nano % 1_000 == 0 {
-        format!(".{:06}", nano / 1_000)
-    } else {
-        format!(".{nano:09}")
+/// `.ddd`, `.dddddd` or `.ddddddddd`: the shortest group of three that is exact; nothing when
+/// `nano` is zero.
+fn push_fraction(out: &mut String, nano: i128) {
+    let nano = nano.unsigned_abs();
+    let (value, width) = match nano {
+        0 => return,
+        n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+        n if n % 1_000 == 0 => (n / 1_000, 6),
+        n => (n, 9),
+    };
+    out.push('.');
+    push_digits(out, value, width);
+}
+
+/// `value` in decimal, padded with zeros on the left to at least `width` digits.
+fn push_digits(out: &mut String, value: u128, width: usize) {
+    // Every field but a year past `u64` (beyond any `Instant`) fits a `u64`, whose division by
+    // ten is a multiplication.
+    let Ok(mut rest) = u64::try_from(value) else {
+        out.push_str(&format!("{value:0width$}"));
+        return;
+    };
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
     }
+    for _ in digits.len() - at..width {
+        out.push('0');
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
 }
 
 /// Reads a `start` value as Selenium's `Instant` coercion does, into nanoseconds since the epoch.

@@ -341,6 +341,13 @@ fn instant_to_string_layout() {
     assert_eq!(at(-62_167_219_200, 0), "0000-01-01T00:00:00Z");
     assert_eq!(at(-62_167_219_201, 0), "-0001-12-31T23:59:59Z");
     assert_eq!(at(951_782_400, 0), "2000-02-29T00:00:00Z");
+    assert_eq!(at(-377_736_739_200, 0), "-10000-01-01T00:00:00Z");
+    assert_eq!(at(1, 999_999_999), "1970-01-01T00:00:01.999999999Z");
+    assert_eq!(at(1_700_000_000, 5_000_000), "2023-11-14T22:13:20.005Z");
+    // A year past what a `u64` holds is still written whole.
+    let far = format_instant_nanos(i128::MAX / 4);
+    assert!(far.starts_with('+') && far.ends_with('Z'), "{far}");
+    assert!(far.split('-').next().unwrap().len() > 20, "{far}");
 }
 
 #[test]
