@@ -162,7 +162,7 @@ fn check(state: &AppState, hello: Hello) -> Result<(), (&'static str, PeerError)
 async fn run(io: impl IntoHalves, state: Arc<AppState>, stop: CancellationToken) {
     let (read, write) = io.into_halves();
     let mut frames = FramedRead::new(read, wire::codec());
-    let (answers, queue) = mpsc::channel::<Bytes>(IN_FLIGHT);
+    let (answers, queue) = mpsc::channel::<wire::Outgoing>(IN_FLIGHT);
     let closed = CancellationToken::new();
     let writer = tokio::spawn(wire::write_frames(queue, write, closed.clone()).in_current_span());
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -184,14 +184,15 @@ async fn run(io: impl IntoHalves, state: Arc<AppState>, stop: CancellationToken)
         let answers = answers.clone();
         tokio::spawn(
             async move {
-                let answer = match Rpc::from_code(code) {
+                let rpc = Rpc::from_code(code);
+                let answer = match rpc {
                     Some(rpc) => match answer(&state, rpc, body).await {
                         Ok(bytes) => wire::frame(id, OK, &bytes),
                         Err(e) => wire::frame(id, e.status().as_u16(), e.to_string().as_bytes()),
                     },
                     None => wire::frame(id, 404, format!("no request has code {code}").as_bytes()),
                 };
-                let _ = answers.send(answer).await;
+                let _ = answers.send(wire::Outgoing::of(rpc, answer)).await;
                 drop(slot);
             }
             .in_current_span(),

@@ -326,7 +326,7 @@ type Slot = oneshot::Sender<(u16, Bytes)>;
 
 /// One open stream.
 struct Conn {
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<wire::Outgoing>,
     /// Requests sent and not answered, by id.
     pending: Mutex<HashMap<u64, Slot>>,
     next_id: AtomicU64,
@@ -360,7 +360,10 @@ impl Conn {
         let exchange = async {
             let lost = |_| LinkError::Lost("closed".into());
             self.queue
-                .send(wire::frame(id, code, body))
+                .send(wire::Outgoing::of(
+                    Rpc::from_code(code),
+                    wire::frame(id, code, body),
+                ))
                 .await
                 .map_err(lost)?;
             answer

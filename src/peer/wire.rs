@@ -198,11 +198,46 @@ tls_halves!(tokio_rustls::client::TlsStream<IO>);
 /// Frames whose bytes are gathered into one write when several are queued.
 const COALESCE_BYTES: usize = 64 * 1024;
 
+/// A frame queued for a stream's writer.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub frame: Bytes,
+    /// Whether the frame may wait for the tasks runnable now before it is written (see
+    /// [`write_frames`]).
+    pub defer: bool,
+}
+
+impl Outgoing {
+    /// A frame written as soon as the writer runs.
+    pub fn now(frame: Bytes) -> Self {
+        Outgoing {
+            frame,
+            defer: false,
+        }
+    }
+
+    /// A frame of `rpc`, or answering one: forwarded writes, and their answers, may wait (a
+    /// write waits for a group commit's `fdatasync` anyway); Raft's messages and ReadIndex
+    /// rounds go at once.
+    pub fn of(rpc: Option<Rpc>, frame: Bytes) -> Self {
+        Outgoing {
+            frame,
+            defer: rpc == Some(Rpc::Write),
+        }
+    }
+}
+
 /// Writes the frames queued on `queue` to `out` until the queue's senders are all gone or
 /// `closed` is cancelled, gathering the frames queued meanwhile into one write. Cancels
 /// `closed` when it stops, so the connection's reader stops too.
+///
+/// A task that queues a frame wakes the writer, and the runtime runs a woken task next: a
+/// frame queued alone would leave in a write of its own while the tasks about to queue the
+/// next ones are still waiting to run (the answers to one group commit's forwarded writes, the
+/// writes a follower's connections forward). A deferrable frame found alone therefore waits
+/// once for the tasks runnable now, then leaves with whatever they queued.
 pub async fn write_frames(
-    mut queue: tokio::sync::mpsc::Receiver<Bytes>,
+    mut queue: tokio::sync::mpsc::Receiver<Outgoing>,
     mut out: impl tokio::io::AsyncWrite + Unpin,
     closed: tokio_util::sync::CancellationToken,
 ) {
@@ -217,16 +252,19 @@ pub async fn write_frames(
             },
             _ = closed.cancelled() => break,
         };
+        if first.defer && queue.is_empty() {
+            tokio::task::yield_now().await;
+        }
         let written = match queue.try_recv() {
             // The common case under light load: one frame, written without a copy.
-            Err(_) => write_out(&mut out, &first).await,
+            Err(_) => write_out(&mut out, &first.frame).await,
             Ok(second) => {
                 batch.clear();
-                batch.extend_from_slice(&first);
-                batch.extend_from_slice(&second);
+                batch.extend_from_slice(&first.frame);
+                batch.extend_from_slice(&second.frame);
                 while batch.len() < COALESCE_BYTES {
                     match queue.try_recv() {
-                        Ok(f) => batch.extend_from_slice(&f),
+                        Ok(f) => batch.extend_from_slice(&f.frame),
                         Err(_) => break,
                     }
                 }
@@ -243,10 +281,106 @@ pub async fn write_frames(
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
     use futures::StreamExt;
+    use tokio::sync::{mpsc, Semaphore};
     use tokio_util::codec::FramedRead;
+    use tokio_util::sync::CancellationToken;
 
     use super::*;
+
+    /// A connection that records every write it is given.
+    #[derive(Clone, Default)]
+    struct Recorded(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl tokio::io::AsyncWrite for Recorded {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Forwarded writes queued by tasks that became runnable together (a follower's connections
+    /// forwarding, or the answers to one group commit) leave in one write, each frame whole.
+    /// The runtime is a member's: one worker thread, which runs a task woken by
+    /// the running one next, so without the wait each frame left alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn forwarded_writes_queued_together_leave_together() {
+        const TASKS: u64 = 16;
+        let conn = Recorded::default();
+        let (queue, frames) = mpsc::channel(64);
+        let writer = tokio::spawn(write_frames(frames, conn.clone(), CancellationToken::new()));
+        let go = Arc::new(Semaphore::new(0));
+        let mut tasks = Vec::new();
+        for id in 0..TASKS {
+            let (queue, go) = (queue.clone(), go.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = go.acquire().await.unwrap();
+                let frame = frame(id, Rpc::Write as u16, b"session");
+                queue
+                    .send(Outgoing::of(Some(Rpc::Write), frame))
+                    .await
+                    .unwrap();
+            }));
+        }
+        drop(queue);
+        // Every task waits for its permit; then one task on the worker wakes them all.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::spawn(async move { go.add_permits(TASKS as usize) })
+            .await
+            .unwrap();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        writer.await.unwrap();
+        let writes = conn.0.lock().unwrap().clone();
+        assert!(
+            writes.len() <= 2,
+            "{} writes for {TASKS} frames",
+            writes.len()
+        );
+        let bytes = writes.concat();
+        let mut read = FramedRead::new(&bytes[..], codec());
+        let mut ids = Vec::new();
+        while let Some(f) = read.next().await {
+            let (id, code, body) = split(f.unwrap().freeze()).unwrap();
+            assert_eq!((code, &body[..]), (Rpc::Write as u16, &b"session"[..]));
+            ids.push(id);
+        }
+        assert_eq!(ids.len() as u64, TASKS);
+    }
+
+    /// Raft's messages and ReadIndex rounds are not held back, and neither is an answer to
+    /// anything but a forwarded write.
+    #[test]
+    fn only_forwarded_writes_wait() {
+        for rpc in [
+            Rpc::Append,
+            Rpc::Vote,
+            Rpc::Snapshot,
+            Rpc::ReadIndex,
+            Rpc::Lookup,
+        ] {
+            assert!(!Outgoing::of(Some(rpc), Bytes::new()).defer, "{rpc:?}");
+        }
+        assert!(!Outgoing::of(None, Bytes::new()).defer);
+        assert!(Outgoing::of(Some(Rpc::Write), Bytes::new()).defer);
+    }
 
     #[tokio::test]
     async fn frames_written_back_to_back_are_read_whole_and_in_order() {
