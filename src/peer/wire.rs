@@ -208,14 +208,6 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// A frame written as soon as the writer runs.
-    pub fn now(frame: Bytes) -> Self {
-        Outgoing {
-            frame,
-            defer: false,
-        }
-    }
-
     /// A frame of `rpc`, or answering one: forwarded writes, and their answers, may wait (a
     /// write waits for a group commit's `fdatasync` anyway); Raft's messages and ReadIndex
     /// rounds go at once.
