@@ -105,7 +105,7 @@ pub fn parse_add_body_within(body: &[u8], limits: &SessionLimits) -> Result<Sess
     // capabilities written again, from the body's own text.
     let text = std::str::from_utf8(body).map_err(|_| AddError::Unparsable)?;
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| AddError::Unparsable)?;
-    let tape = Tape::with_capacity(text, values).map_err(|_| AddError::Unparsable)?;
+    let tape = Tape::new(text, values).map_err(|_| AddError::Unparsable)?;
     let root = tape.root();
     if root.is_null() {
         return Err(AddError::NullBody);

@@ -59,13 +59,10 @@ impl<'a> Tape<'a> {
     /// Indexes `text`, which must be exactly one JSON value that serde_json accepts (checked by
     /// deserialising it as `serde::de::IgnoredAny`, say). Anything else may panic or give a
     /// meaningless tape.
-    pub fn new(text: &'a str) -> Result<Tape<'a>, TapeError> {
-        Tape::with_capacity(text, 0)
-    }
-
-    /// [`Tape::new`], with room for `tokens` tokens made at once (one per value and per object
-    /// key: what [`crate::session::count_json_values`] counts).
-    pub fn with_capacity(text: &'a str, tokens: usize) -> Result<Tape<'a>, TapeError> {
+    ///
+    /// `tokens` is room made at once for that many tokens: one per value and per object key,
+    /// what [`crate::session::count_json_values`] counts.
+    pub fn new(text: &'a str, tokens: usize) -> Result<Tape<'a>, TapeError> {
         let bytes = text.as_bytes();
         let mut tokens: Vec<Token> = Vec::with_capacity(tokens);
         // The tokens of the containers open at `i`.

@@ -122,7 +122,7 @@ impl Links {
             Ok(conn) => conn?,
             Err(_) => return Err(LinkError::TimedOut),
         };
-        conn.call(rpc as u16, body, deadline).await
+        conn.call(rpc, body, deadline).await
     }
 
     /// Whether a stream to `addr` is open now (for tests and the status of a rolling upgrade).
@@ -344,7 +344,7 @@ impl Conn {
 
     async fn call(
         self: &Arc<Self>,
-        code: u16,
+        rpc: Rpc,
         body: &[u8],
         deadline: Instant,
     ) -> Result<(u16, Bytes), LinkError> {
@@ -361,8 +361,8 @@ impl Conn {
             let lost = |_| LinkError::Lost("closed".into());
             self.queue
                 .send(wire::Outgoing::of(
-                    Rpc::from_code(code),
-                    wire::frame(id, code, body),
+                    Some(rpc),
+                    wire::frame(id, rpc as u16, body),
                 ))
                 .await
                 .map_err(lost)?;

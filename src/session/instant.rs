@@ -27,8 +27,8 @@ pub fn format_instant_nanos(nanos: i128) -> String {
         second_of_day % 3600 / 60,
         second_of_day % 60,
     );
-    // Written digit by digit: this runs for every session added, and `format!` cost more than
-    // the rest of the date arithmetic.
+    // Written into one string: this runs for every session added, and three `format!`s (three
+    // allocations) cost more than the rest of the date arithmetic.
     let mut out = String::with_capacity(32);
     if year > 9999 {
         out.push('+');
@@ -67,26 +67,8 @@ fn push_fraction(out: &mut String, nano: i128) {
 
 /// `value` in decimal, padded with zeros on the left to at least `width` digits.
 fn push_digits(out: &mut String, value: u128, width: usize) {
-    // Every field but a year past `u64` (beyond any `Instant`) fits a `u64`, whose division by
-    // ten is a multiplication.
-    let Ok(mut rest) = u64::try_from(value) else {
-        out.push_str(&format!("{value:0width$}"));
-        return;
-    };
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    for _ in digits.len() - at..width {
-        out.push('0');
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+    use std::fmt::Write;
+    let _ = write!(out, "{value:0width$}");
 }
 
 /// Reads a `start` value as Selenium's `Instant` coercion does, into nanoseconds since the epoch.
