@@ -104,7 +104,12 @@ spawn() { # spawn LOGFILE CMD... ; records the pid in $LAST_PID
   PIDS+=("$LAST_PID")
 }
 
-stop_all() { cleanup; sleep 0.5; }
+stop_all() { cleanup; SERVER_PIDS=""; sleep 0.5; }
+
+# The processes of the system under test, comma separated: `bench` has gridraft-bench report
+# their CPU during each run's measured seconds (server CPU per request). Set by each start_*.
+SERVER_PIDS=""
+add_server_pid() { SERVER_PIDS+="${SERVER_PIDS:+,}$1"; }
 
 wait_for() { # wait_for URL [STATUS] [SECONDS]
   local url="$1" want="${2:-2}" secs="${3:-60}" code
@@ -156,7 +161,8 @@ bench() {
   for i in $(seq 1 "$RUNS"); do
     local warm="$WARM"; [ "$i" = 1 ] && warm=$((WARM + FIRST_WARM))
     "$BENCH" --url "$urls" --concurrency "$CONC" --duration "$DUR" --warmup "$warm" \
-      --label "$system/$workload" --json "$RESULTS/$system.$workload.$i.json" "$@" >&2 || true
+      --label "$system/$workload" --json "$RESULTS/$system.$workload.$i.json" \
+      ${SERVER_PIDS:+--server-pids "$SERVER_PIDS"} "$@" >&2 || true
   done
 }
 
@@ -187,6 +193,7 @@ bench_ceiling() {
     urls+="${urls:+,}http://127.0.0.1:$p"
   done
   spawn "$WORK/ceiling.log" "$BENCH" --mode ceiling-server --listen "$listen" --threads "$threads"
+  add_server_pid "$LAST_PID"
   for p in "${ports[@]}"; do wait_for "http://127.0.0.1:$p/readyz" 204 30; done
   # Nothing to load (any id is answered), but ids of bench_sessionmap's form: answers of its size.
   bench ceiling-3-spread get "$urls" --mode read --read-kind full --population 1000 --skip-preload \
@@ -199,17 +206,20 @@ start_java_local() {
   spawn "$WORK/java-local.log" java -jar "$JAR" sessions --host 127.0.0.1 --port 6001 \
     --publish-events tcp://127.0.0.1:44421 --subscribe-events tcp://127.0.0.1:44431 --bind-bus true
   JAVA_PID=$LAST_PID
+  add_server_pid "$LAST_PID"
   wait_for http://127.0.0.1:6001/readyz 204 120
 }
 
 start_java_redis() {
   rm -f "$WORK/dump.rdb"
   spawn "$WORK/redis.log" redis-server --bind 127.0.0.1 --port 6380 --save "" --appendonly no --dir "$WORK"
+  add_server_pid "$LAST_PID"
   for _ in $(seq 1 100); do redis-cli -p 6380 ping >/dev/null 2>&1 && break; sleep 0.05; done
   spawn "$WORK/java-redis.log" java -jar "$JAR" sessions --host 127.0.0.1 --port 6002 \
     --publish-events tcp://127.0.0.1:44422 --subscribe-events tcp://127.0.0.1:44432 --bind-bus true \
     --sessions-implementation org.openqa.selenium.grid.sessionmap.redis.RedisBackedSessionMap \
     --sessions-scheme redis --sessions-host 127.0.0.1 --sessions-port 6380
+  add_server_pid "$LAST_PID"
   wait_for http://127.0.0.1:6002/readyz 204 120
 }
 
@@ -225,6 +235,7 @@ start_etcd() {
       --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token gridraft-bench \
       --quota-backend-bytes 8589934592 --auto-compaction-mode revision --auto-compaction-retention 1000 \
       --log-level error
+    add_server_pid "$LAST_PID"
   done
   for i in 1 2 3; do wait_for "http://127.0.0.1:2379$i/health" 200 60; done
 }
@@ -237,7 +248,7 @@ start_gridraft() {
     members+="${members:+,}$i=127.0.0.1:$((base + 1))0$i"
     urls+="${urls:+,}http://127.0.0.1:${base}0$i"
   done
-  GR_PIDS=()
+  GR_PIDS=() SERVER_PIDS=""
   for i in $(seq 1 "$n"); do
     rm -rf "$WORK/$name-$i"
     local member_args=()
@@ -247,6 +258,7 @@ start_gridraft() {
       --peer-listen "127.0.0.1:$((base + 1))0$i" --data-dir "$WORK/$name-$i" \
       --cluster-secret-file "$SECRET_FILE" "${member_args[@]}" "$@"
     GR_PIDS+=("$LAST_PID")
+    add_server_pid "$LAST_PID"
   done
   for i in $(seq 1 "$n"); do wait_for "${GR_SCHEME:-http}://127.0.0.1:${base}0$i/readyz" 204 60; done
   GR_URLS="${urls//http:/${GR_SCHEME:-http}:}"

@@ -27,6 +27,8 @@ SYSTEMS = [
     ("gridraft-3-readleader-follower", "gridraft ×3 `--read-mode leader`, through a follower"),
 ]
 WORKLOADS = ["get", "uri", "add", "mix"]
+# p99 (ms) of gridraft ×3 spread in run E (docs/benchmarks.md), the bar issue 16 sets.
+RUN_E_P99 = {"get": 2.96, "add": 13.57}
 
 
 def load(results, system, workload):
@@ -43,6 +45,13 @@ def median_run(runs):
         return None
     runs = sorted(runs, key=lambda r: r["total"]["rps"])
     return runs[len(runs) // 2]
+
+
+def cpu_per_request(results, system, workload):
+    """Median over the runs of the servers' CPU per request (µs), or None when not measured."""
+    values = [r["server_cpu"]["us_per_request"] for r in load(results, system, workload)
+              if r.get("server_cpu")]
+    return statistics.median(values) if values else None
 
 
 def fmt_rps(v):
@@ -142,7 +151,40 @@ def compare(results, md, command):
     for w in ("get", "uri", "add", "mix"):
         v = ratio(rps(gr, w), rps("java-local", w))
         etcd_rows.append(f"| gridraft ×3 spread vs Java LocalSessionMap, {w} | {'–' if v is None else f'{v:.2f}×'} |")
+    cpu_rows = []
+    for system, title in SYSTEMS:
+        cells = [cpu_per_request(results, system, w) for w in WORKLOADS]
+        if any(c is not None for c in cells):
+            cpu_rows.append(f"| {title} | " + " | ".join("–" if c is None else f"{c:.1f}" for c in cells) + " |")
+
+    def target_row(name, value, shown, ok):
+        verdict = "–" if value is None else ("met" if ok(value) else "missed")
+        return f"| {name} | {shown} | {verdict} |"
+
     share = share_of_ceiling(results)
+    jr_uri, jr_add = ratio(rps(gr, "get"), rps("java-local", "uri")), ratio(rps(gr, "add"), rps("java-local", "add"))
+    er_add = ratio(rps(gr, "add"), rps("etcd-3", "add"))
+    cpu_get, cpu_add = cpu_per_request(results, gr, "get"), cpu_per_request(results, gr, "add")
+    gp, ap = p99(gr, "get"), p99(gr, "add")
+    na = "–"
+    transport_rows = [
+        target_row("×3 spread full GET ≥ 60 % of the ceiling", share,
+                   na if share is None else f"{share:.0f} %", lambda v: v >= 60),
+        target_row("×3 spread full GET ≥ 1.5× Java `/uri`", jr_uri,
+                   na if jr_uri is None else f"{jr_uri:.2f}×", lambda v: v >= 1.5),
+        target_row("×3 spread add ≥ 3× Java add", jr_add,
+                   na if jr_add is None else f"{jr_add:.2f}×", lambda v: v >= 3),
+        target_row("×3 spread add ≥ 3× etcd ×3 put", er_add,
+                   na if er_add is None else f"{er_add:.2f}×", lambda v: v >= 3),
+        target_row("server CPU per ×3 spread full GET ≤ 20 µs", cpu_get,
+                   na if cpu_get is None else f"{cpu_get:.1f} µs", lambda v: v <= 20),
+        target_row("server CPU per ×3 spread add ≤ 130 µs", cpu_add,
+                   na if cpu_add is None else f"{cpu_add:.1f} µs", lambda v: v <= 130),
+        target_row(f"×3 spread full GET p99 ≤ run E's {RUN_E_P99['get']} ms", gp,
+                   na if gp is None else f"{gp:.2f} ms", lambda v: v <= RUN_E_P99["get"]),
+        target_row(f"×3 spread add p99 ≤ run E's {RUN_E_P99['add']} ms", ap,
+                   na if ap is None else f"{ap:.2f} ms", lambda v: v <= RUN_E_P99["add"]),
+    ]
     etcd_rows.append(f"| gridraft ×3 spread full GET, share of the ceiling | {'–' if share is None else f'{share:.0f} %'} |")
 
     head = ("| System | full GET req/s | p50 ms | p99 ms | p99.9 ms | `/uri` req/s | p50 | p99 | p99.9 "
@@ -172,6 +214,22 @@ three ports with a member's threads each, measured the same way.
 | Target | Measured | Needed | |
 |---|---:|---:|---|
 {chr(10).join(ratio_rows)}
+
+### Server CPU per request (µs)
+
+The CPU (user and system, every thread) of the system's processes (every member; Java and
+Redis; the three etcd members) during each run's measured seconds, divided by the requests
+answered in them; the median of the runs. The load generator's own CPU is not in it.
+
+| System | full GET | `/uri` | add | Grid mix |
+|---|---:|---:|---:|---:|
+{chr(10).join(cpu_rows)}
+
+### Targets (issue 16, peer streams), from this run
+
+| Target | Measured | |
+|---|---:|---|
+{chr(10).join(transport_rows)}
 
 ### Ratios
 
@@ -253,8 +311,10 @@ def summary(results, _md, _command):
             r = median_run(load(results, system, w))
             if r:
                 t = r["total"]
+                cpu = cpu_per_request(results, system, w)
                 print(f"{system:<32} {w:<4} {t['rps']:>9,.0f} req/s  p50 {t['p50_ms']:7.2f}  "
-                      f"p99 {t['p99_ms']:7.2f}  p99.9 {t['p999_ms']:7.2f}  errors {r['errors']['total']}")
+                      f"p99 {t['p99_ms']:7.2f}  p99.9 {t['p999_ms']:7.2f}  errors {r['errors']['total']}"
+                      + ("" if cpu is None else f"  server CPU {cpu:.1f} us/req"))
     share = share_of_ceiling(results)
     if share is not None:
         print(f"gridraft-3-spread get: {share:.0f} % of the ceiling ({CEILING} get)")

@@ -19,6 +19,7 @@ mod ceiling;
 mod doc;
 mod http;
 mod ops;
+mod server_cpu;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -120,6 +121,10 @@ struct Args {
     /// The CA (PEM) that signed the servers' certificates, for `https://` URLs.
     #[arg(long)]
     ca_file: Option<std::path::PathBuf>,
+    /// Processes of the system under test, comma separated: their CPU (user + system, all
+    /// threads) during the measured seconds is reported, in total and per request.
+    #[arg(long, value_delimiter = ',')]
+    server_pids: Vec<u32>,
 }
 
 fn main() {
@@ -484,6 +489,13 @@ async fn run(args: Args) -> Result<bool, String> {
     } else {
         Duration::ZERO
     };
+    let server_cpu = (!shared.args.server_pids.is_empty()).then(|| {
+        tokio::spawn(server_cpu::measure(
+            shared.args.server_pids.clone(),
+            shared.warm_end,
+            shared.end,
+        ))
+    });
     let mut tasks = Vec::new();
     for w in 0..conc {
         let conns = (0..urls.len())
@@ -505,8 +517,12 @@ async fn run(args: Args) -> Result<bool, String> {
     for t in tasks {
         tally.merge(t.await.map_err(|e| e.to_string())?);
     }
+    let server_cpu = match server_cpu {
+        Some(task) => task.await.map_err(|e| e.to_string())?,
+        None => None,
+    };
     let measured = shared.args.duration;
-    report(&shared, tally, measured, preload_report)
+    report(&shared, tally, measured, preload_report, server_cpu)
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -541,6 +557,7 @@ fn report(
     tally: Tally,
     secs: f64,
     preload: serde_json::Value,
+    server_cpu: Option<f64>,
 ) -> Result<bool, String> {
     let args = &shared.args;
     let all: Vec<u32> = tally.lat.iter().flatten().copied().collect();
@@ -554,6 +571,11 @@ fn report(
         }
     }
     let errors = tally.io + tally.status + tally.missing + tally.wrong;
+    let requests = all.len();
+    let server_cpu = server_cpu.map(|cpu| {
+        json!({"seconds": cpu, "pids": args.server_pids,
+               "us_per_request": if requests == 0 { 0.0 } else { cpu / requests as f64 * 1e6 }})
+    });
     let report = json!({
         "label": args.label,
         "target": if args.etcd { "etcd" } else { "sessionmap" },
@@ -572,6 +594,7 @@ fn report(
         "errors": {"total": errors, "io": tally.io, "status": tally.status, "missing": tally.missing, "wrong": tally.wrong,
                    "examples": tally.examples},
         "preload": preload,
+        "server_cpu": server_cpu,
     });
     let t = &report["total"];
     println!(
@@ -587,6 +610,13 @@ fn report(
         t["p999_ms"].as_f64().unwrap_or(0.0),
         errors
     );
+    if let Some(cpu) = report["server_cpu"].as_object() {
+        println!(
+            "  server CPU {:.2} s, {:.1} us per request",
+            cpu["seconds"].as_f64().unwrap_or(0.0),
+            cpu["us_per_request"].as_f64().unwrap_or(0.0)
+        );
+    }
     for (name, s) in &ops {
         println!(
             "  {name:<22} {:>10.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  errors {}",
