@@ -8,7 +8,10 @@
 #                               #   docs/benchmarks.md
 #   scripts/bench.sh scale      # 1k / 100k / 1M live sessions, memory per session, start and
 #                               #   restart times, churn; writes its section of docs/benchmarks.md
-#   scripts/bench.sh all        # both
+#   scripts/bench.sh targets    # issue 16's targets: Java LocalSessionMap, etcd x3, gridraft x3
+#                               #   spread and the ceiling running together, their cells measured
+#                               #   in turn, RUNS rounds; writes its section of docs/benchmarks.md
+#   scripts/bench.sh all        # compare and scale
 #   CHURN_SESSIONS=10000000 scripts/bench.sh churn
 #                               # churn only, memory and disk every twentieth (docs untouched)
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh gridraft
@@ -164,6 +167,56 @@ bench() {
       --label "$system/$workload" --json "$RESULTS/$system.$workload.$i.json" \
       ${SERVER_PIDS:+--server-pids "$SERVER_PIDS"} "$@" >&2 || true
   done
+}
+
+# The workloads issue 16's targets compare, interleaved: Java LocalSessionMap, etcd x3, gridraft
+# x3 (spread) and the ceiling all started at once, then RUNS rounds each measuring every cell once
+# in turn (Java full GET, `/uri` and add, etcd put, gridraft full GET and add, the ceiling's full
+# GET), so the host's drift, which moved Java's own rate by up to 108 % between runs of the
+# side-by-side table, falls on every system of a round alike. Each ratio is taken within a round;
+# the report gives every round and the medians, and writes its section of docs/benchmarks.md.
+targets() {
+  rm -f "$RESULTS"/*.json
+  machine_json
+  local java etcd gr ceiling p prefix="pre$RANDOM$RANDOM" i cell
+  local e="http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793"
+  start_java_local; java="$SERVER_PIDS"; SERVER_PIDS=""
+  start_etcd; etcd="$SERVER_PIDS"; SERVER_PIDS=""
+  start_gridraft gr3 3; gr="$SERVER_PIDS"; SERVER_PIDS=""
+  read -r -a p <<< "$(free_ports 3)"
+  local listen="127.0.0.1:${p[0]},127.0.0.1:${p[1]},127.0.0.1:${p[2]}"
+  local curls="http://127.0.0.1:${p[0]},http://127.0.0.1:${p[1]},http://127.0.0.1:${p[2]}"
+  spawn "$WORK/ceiling.log" "$BENCH" --mode ceiling-server --listen "$listen" \
+    --threads "$([ "$MEMBER_THREADS" -gt 0 ] && echo "$MEMBER_THREADS" || nproc)"
+  ceiling="$LAST_PID"
+  for u in ${curls//,/ }; do wait_for "$u/readyz" 204 30; done
+  # Each cell: SYSTEM WORKLOAD PIDS URLS ARGS...
+  local cells=(
+    "java-local get $java http://127.0.0.1:6001 --mode read --read-kind full --population 1000 --skip-preload --id-prefix $prefix"
+    "java-local uri $java http://127.0.0.1:6001 --mode read --read-kind uri --population 1000 --skip-preload --id-prefix $prefix"
+    "java-local add $java http://127.0.0.1:6001 --mode write --population 10000"
+    "etcd-3 add $etcd $e --etcd --mode write --population 10000"
+    "gridraft-3-spread get $gr $GR_URLS --mode read --read-kind full --population 1000 --skip-preload --id-prefix $prefix"
+    "gridraft-3-spread add $gr $GR_URLS --mode write --population 10000"
+    "ceiling-3-spread get $ceiling $curls --mode read --read-kind full --population 1000 --skip-preload --id-prefix $prefix"
+  )
+  for u in http://127.0.0.1:6001 "$GR_URLS"; do
+    "$BENCH" --url "$u" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" >/dev/null
+  done
+  # Round 0 warms every cell up (Java's JIT above all) and is not recorded.
+  for i in $(seq 0 "$RUNS"); do
+    for cell in "${cells[@]}"; do
+      read -r -a c <<< "$cell"
+      local json=() warm="$WARM"
+      [ "$i" = 0 ] && warm=$((WARM + FIRST_WARM)) || json=(--json "$RESULTS/${c[0]}.${c[1]}.$i.json")
+      "$BENCH" --url "${c[3]}" --concurrency "$CONC" --duration "$DUR" --warmup "$warm" \
+        --label "${c[0]}/${c[1]}" --server-pids "${c[2]}" "${json[@]}" \
+        "${c[@]:4}" >&2 || true
+    done
+  done
+  stop_all
+  python3 "$ROOT/scripts/bench_report.py" targets "$RESULTS" "$ROOT/docs/benchmarks.md" \
+    "scripts/bench.sh targets (BENCH_RUNS=$RUNS BENCH_DURATION=$DUR BENCH_CONCURRENCY=$CONC BENCH_FIRST_WARMUP=$FIRST_WARM BENCH_MEMBER_THREADS=$MEMBER_THREADS)"
 }
 
 # The four standard workloads against one SessionMap URL list.
@@ -619,6 +672,7 @@ PY
 
 case "$WHAT" in
   compare) compare ;;
+  targets) targets ;;
   gridraft) gridraft_only ;;
   cpu) cpu_per_request ;;
   tls) tls_cost ;;
@@ -626,5 +680,5 @@ case "$WHAT" in
   scale) scale ;;
   churn) churn_only ;;
   all) compare; scale ;;
-  *) echo "usage: $0 [compare|scale|all|gridraft|churn|cpu|tls|snapshot]" >&2; exit 2 ;;
+  *) echo "usage: $0 [compare|targets|scale|all|gridraft|churn|cpu|tls|snapshot]" >&2; exit 2 ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns scripts/bench.sh results into a section of docs/benchmarks.md.
 
-usage: bench_report.py compare|scale RESULTS_DIR BENCHMARKS_MD COMMAND
+usage: bench_report.py compare|targets|scale|summary RESULTS_DIR BENCHMARKS_MD COMMAND
 
 The section sits between `<!-- BEGIN <kind> -->` and `<!-- END <kind> -->` markers; the rest of
 the file (the notes written by hand) is kept.
@@ -52,6 +52,37 @@ def cpu_per_request(results, system, workload):
     values = [r["server_cpu"]["us_per_request"] for r in load(results, system, workload)
               if r.get("server_cpu")]
     return statistics.median(values) if values else None
+
+
+def target_row(name, value, shown, ok):
+    verdict = "–" if value is None else ("met" if ok(value) else "missed")
+    return f"| {name} | {shown} | {verdict} |"
+
+
+def issue16_rows(v):
+    """Issue 16's targets as table rows, from a dict of the measured values (None: not measured):
+    share (% of the ceiling), uri (full GET / Java /uri), java_add, etcd_add (ratios), cpu_get,
+    cpu_add (µs), p99_get, p99_add (ms)."""
+    def shown(x, fmt):
+        return "–" if x is None else fmt.format(x)
+    return [
+        target_row("×3 spread full GET ≥ 60 % of the ceiling", v["share"],
+                   shown(v["share"], "{:.0f} %"), lambda x: x >= 60),
+        target_row("×3 spread full GET ≥ 1.5× Java `/uri`", v["uri"],
+                   shown(v["uri"], "{:.2f}×"), lambda x: x >= 1.5),
+        target_row("×3 spread add ≥ 3× Java add", v["java_add"],
+                   shown(v["java_add"], "{:.2f}×"), lambda x: x >= 3),
+        target_row("×3 spread add ≥ 3× etcd ×3 put", v["etcd_add"],
+                   shown(v["etcd_add"], "{:.2f}×"), lambda x: x >= 3),
+        target_row("server CPU per ×3 spread full GET ≤ 20 µs", v["cpu_get"],
+                   shown(v["cpu_get"], "{:.1f} µs"), lambda x: x <= 20),
+        target_row("server CPU per ×3 spread add ≤ 130 µs", v["cpu_add"],
+                   shown(v["cpu_add"], "{:.1f} µs"), lambda x: x <= 130),
+        target_row(f"×3 spread full GET p99 ≤ run E's {RUN_E_P99['get']} ms", v["p99_get"],
+                   shown(v["p99_get"], "{:.2f} ms"), lambda x: x <= RUN_E_P99["get"]),
+        target_row(f"×3 spread add p99 ≤ run E's {RUN_E_P99['add']} ms", v["p99_add"],
+                   shown(v["p99_add"], "{:.2f} ms"), lambda x: x <= RUN_E_P99["add"]),
+    ]
 
 
 def fmt_rps(v):
@@ -157,34 +188,17 @@ def compare(results, md, command):
         if any(c is not None for c in cells):
             cpu_rows.append(f"| {title} | " + " | ".join("–" if c is None else f"{c:.1f}" for c in cells) + " |")
 
-    def target_row(name, value, shown, ok):
-        verdict = "–" if value is None else ("met" if ok(value) else "missed")
-        return f"| {name} | {shown} | {verdict} |"
-
     share = share_of_ceiling(results)
-    jr_uri, jr_add = ratio(rps(gr, "get"), rps("java-local", "uri")), ratio(rps(gr, "add"), rps("java-local", "add"))
-    er_add = ratio(rps(gr, "add"), rps("etcd-3", "add"))
-    cpu_get, cpu_add = cpu_per_request(results, gr, "get"), cpu_per_request(results, gr, "add")
-    gp, ap = p99(gr, "get"), p99(gr, "add")
-    na = "–"
-    transport_rows = [
-        target_row("×3 spread full GET ≥ 60 % of the ceiling", share,
-                   na if share is None else f"{share:.0f} %", lambda v: v >= 60),
-        target_row("×3 spread full GET ≥ 1.5× Java `/uri`", jr_uri,
-                   na if jr_uri is None else f"{jr_uri:.2f}×", lambda v: v >= 1.5),
-        target_row("×3 spread add ≥ 3× Java add", jr_add,
-                   na if jr_add is None else f"{jr_add:.2f}×", lambda v: v >= 3),
-        target_row("×3 spread add ≥ 3× etcd ×3 put", er_add,
-                   na if er_add is None else f"{er_add:.2f}×", lambda v: v >= 3),
-        target_row("server CPU per ×3 spread full GET ≤ 20 µs", cpu_get,
-                   na if cpu_get is None else f"{cpu_get:.1f} µs", lambda v: v <= 20),
-        target_row("server CPU per ×3 spread add ≤ 130 µs", cpu_add,
-                   na if cpu_add is None else f"{cpu_add:.1f} µs", lambda v: v <= 130),
-        target_row(f"×3 spread full GET p99 ≤ run E's {RUN_E_P99['get']} ms", gp,
-                   na if gp is None else f"{gp:.2f} ms", lambda v: v <= RUN_E_P99["get"]),
-        target_row(f"×3 spread add p99 ≤ run E's {RUN_E_P99['add']} ms", ap,
-                   na if ap is None else f"{ap:.2f} ms", lambda v: v <= RUN_E_P99["add"]),
-    ]
+    transport_rows = issue16_rows({
+        "share": share,
+        "uri": ratio(rps(gr, "get"), rps("java-local", "uri")),
+        "java_add": ratio(rps(gr, "add"), rps("java-local", "add")),
+        "etcd_add": ratio(rps(gr, "add"), rps("etcd-3", "add")),
+        "cpu_get": cpu_per_request(results, gr, "get"),
+        "cpu_add": cpu_per_request(results, gr, "add"),
+        "p99_get": p99(gr, "get"),
+        "p99_add": p99(gr, "add"),
+    })
     etcd_rows.append(f"| gridraft ×3 spread full GET, share of the ceiling | {'–' if share is None else f'{share:.0f} %'} |")
 
     head = ("| System | full GET req/s | p50 ms | p99 ms | p99.9 ms | `/uri` req/s | p50 | p99 | p99.9 "
@@ -303,6 +317,94 @@ Repeat with: `{command}`
     replace_section(md, "SCALE", body)
 
 
+def targets(results, md, command):
+    """scripts/bench.sh targets: every round's cells and ratios, their medians, and issue 16's
+    targets judged on the medians."""
+    def run(system, w, i):
+        path = os.path.join(results, f"{system}.{w}.{i}.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    rounds = sorted({int(os.path.basename(f).split(".")[-2])
+                     for f in glob.glob(os.path.join(results, "gridraft-3-spread.get.*.json"))})
+    gr, cols = "gridraft-3-spread", []
+    rows = []
+    for i in rounds:
+        r = {k: run(*k.split(":"), i) for k in (
+            "java-local:uri", "java-local:add", "etcd-3:add", f"{gr}:get", f"{gr}:add",
+            f"{CEILING}:get")}
+
+        def rate(k):
+            return r[k]["total"]["rps"] if r[k] else None
+
+        def ratio(a, b):
+            return a / b if a and b else None
+
+        def cpu(k):
+            return r[k]["server_cpu"]["us_per_request"] if r[k] and r[k].get("server_cpu") else None
+
+        def tail(k):
+            return r[k]["total"]["p99_ms"] if r[k] else None
+
+        share = ratio(rate(f"{gr}:get"), rate(f"{CEILING}:get"))
+        v = {
+            "java_uri": rate("java-local:uri"), "java_add_rps": rate("java-local:add"),
+            "etcd_put": rate("etcd-3:add"), "gr_get": rate(f"{gr}:get"),
+            "ceiling": rate(f"{CEILING}:get"), "gr_add": rate(f"{gr}:add"),
+            "share": share * 100 if share else None,
+            "uri": ratio(rate(f"{gr}:get"), rate("java-local:uri")),
+            "java_add": ratio(rate(f"{gr}:add"), rate("java-local:add")),
+            "etcd_add": ratio(rate(f"{gr}:add"), rate("etcd-3:add")),
+            "cpu_get": cpu(f"{gr}:get"), "cpu_add": cpu(f"{gr}:add"),
+            "p99_get": tail(f"{gr}:get"), "p99_add": tail(f"{gr}:add"),
+        }
+        cols.append(v)
+        rows.append((str(i), v))
+    med = {k: (statistics.median([c[k] for c in cols if c[k] is not None])
+               if any(c[k] is not None for c in cols) else None) for k in (cols[0] if cols else {})}
+    if cols:
+        rows.append(("**median**", med))
+
+    def cell(x, fmt):
+        return "–" if x is None else fmt.format(x)
+
+    lines = []
+    for name, v in rows:
+        lines.append("| " + " | ".join([
+            name, cell(v["java_uri"], "{:,.0f}"), cell(v["java_add_rps"], "{:,.0f}"),
+            cell(v["etcd_put"], "{:,.0f}"), cell(v["ceiling"], "{:,.0f}"), cell(v["gr_get"], "{:,.0f}"),
+            cell(v["gr_add"], "{:,.0f}"), cell(v["share"], "{:.0f} %"), cell(v["uri"], "{:.2f}×"),
+            cell(v["java_add"], "{:.2f}×"), cell(v["etcd_add"], "{:.2f}×"), cell(v["cpu_get"], "{:.1f}"),
+            cell(v["cpu_add"], "{:.1f}"), cell(v["p99_get"], "{:.2f}"), cell(v["p99_add"], "{:.2f}"),
+        ]) + " |")
+    first = run(gr, "get", rounds[0]) if rounds else None
+    how = (f"{first['seconds']:.0f} s each at concurrency {first['concurrency']}" if first
+           else "no runs recorded")
+    body = f"""## Issue 16's targets, cells interleaved (generated by `scripts/bench.sh targets`)
+
+{machine(results)}
+
+Java LocalSessionMap, etcd ×3, gridraft ×3 and the ceiling server run together; each round
+measures every cell once, in turn ({how}), after a round of warm-up that is not
+recorded. Each ratio is taken within its round, so a drift of the host's speed between rounds
+falls on both sides of it; the median row is the median of each column over the rounds, and the
+targets are judged on it. Server CPU is every member's, during the measured seconds, per request.
+
+| Round | Java `/uri` req/s | Java add | etcd put | ceiling full GET | gridraft ×3 spread full GET | gridraft add | share of the ceiling | full GET ÷ Java `/uri` | add ÷ Java add | add ÷ etcd put | server CPU per full GET µs | per add µs | full GET p99 ms | add p99 ms |
+|---|{"---:|" * 14}
+{chr(10).join(lines)}
+
+| Target (issue 16) | Median | |
+|---|---:|---|
+{chr(10).join(issue16_rows(med) if med else [])}
+
+Repeat with: `{command}`
+"""
+    replace_section(md, "TARGETS", body)
+
+
 def summary(results, _md, _command):
     """Medians per system and workload, printed (for before/after runs), and gridraft ×3
     spread's full GET as a share of the ceiling."""
@@ -322,4 +424,5 @@ def summary(results, _md, _command):
 
 if __name__ == "__main__":
     kind, results, md, command = sys.argv[1:5]
-    {"compare": compare, "scale": scale, "summary": summary}[kind](results, md, command)
+    {"compare": compare, "targets": targets, "scale": scale, "summary": summary}[kind](
+        results, md, command)
