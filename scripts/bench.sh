@@ -178,18 +178,12 @@ bench() {
 targets() {
   rm -f "$RESULTS"/*.json
   machine_json
-  local java etcd gr ceiling p prefix="pre$RANDOM$RANDOM" i cell
+  local java etcd gr ceiling prefix="pre$RANDOM$RANDOM" i cell
   local e="http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793"
   start_java_local; java="$SERVER_PIDS"; SERVER_PIDS=""
   start_etcd; etcd="$SERVER_PIDS"; SERVER_PIDS=""
   start_gridraft gr3 3; gr="$SERVER_PIDS"; SERVER_PIDS=""
-  read -r -a p <<< "$(free_ports 3)"
-  local listen="127.0.0.1:${p[0]},127.0.0.1:${p[1]},127.0.0.1:${p[2]}"
-  local curls="http://127.0.0.1:${p[0]},http://127.0.0.1:${p[1]},http://127.0.0.1:${p[2]}"
-  spawn "$WORK/ceiling.log" "$BENCH" --mode ceiling-server --listen "$listen" \
-    --threads "$([ "$MEMBER_THREADS" -gt 0 ] && echo "$MEMBER_THREADS" || nproc)"
-  ceiling="$LAST_PID"
-  for u in ${curls//,/ }; do wait_for "$u/readyz" 204 30; done
+  start_ceiling; ceiling="$SERVER_PIDS"; SERVER_PIDS=""
   # Each cell: SYSTEM WORKLOAD PIDS URLS ARGS...
   local cells=(
     "java-local get $java http://127.0.0.1:6001 --mode read --read-kind full --population 1000 --skip-preload --id-prefix $prefix"
@@ -198,7 +192,7 @@ targets() {
     "etcd-3 add $etcd $e --etcd --mode write --population 10000"
     "gridraft-3-spread get $gr $GR_URLS --mode read --read-kind full --population 1000 --skip-preload --id-prefix $prefix"
     "gridraft-3-spread add $gr $GR_URLS --mode write --population 10000"
-    "ceiling-3-spread get $ceiling $curls --mode read --read-kind full --population 1000 --skip-preload --id-prefix $prefix"
+    "ceiling-3-spread get $ceiling $CEILING_URLS --mode read --read-kind full --population 1000 --skip-preload --id-prefix $prefix"
   )
   for u in http://127.0.0.1:6001 "$GR_URLS"; do
     "$BENCH" --url "$u" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" >/dev/null
@@ -235,22 +229,28 @@ bench_sessionmap() {
 # (`--mode ceiling-server`) on three free ports, each port on its own runtime with a member's
 # threads (BENCH_MEMBER_THREADS; at 0 one per core), answering every full GET with gridraft's
 # answer for the session asked (same bytes and headers, the id spliced in) and doing nothing else.
-# Measured with gridraft x3 spread's full-GET workload; recorded as ceiling-3-spread.
-bench_ceiling() {
-  local ports listen="" urls="" threads="$MEMBER_THREADS" p
+# start_ceiling leaves its URLs in CEILING_URLS.
+start_ceiling() {
+  local ports listen="" threads="$MEMBER_THREADS" p
   [ "$threads" -gt 0 ] || threads="$(nproc)"
   read -r -a ports <<< "$(free_ports 3)"
   [ "${#ports[@]}" = 3 ] || { log "ceiling: no free ports"; return 1; }
+  CEILING_URLS=""
   for p in "${ports[@]}"; do
     listen+="${listen:+,}127.0.0.1:$p"
-    urls+="${urls:+,}http://127.0.0.1:$p"
+    CEILING_URLS+="${CEILING_URLS:+,}http://127.0.0.1:$p"
   done
   spawn "$WORK/ceiling.log" "$BENCH" --mode ceiling-server --listen "$listen" --threads "$threads"
   add_server_pid "$LAST_PID"
   for p in "${ports[@]}"; do wait_for "http://127.0.0.1:$p/readyz" 204 30; done
+}
+
+# Measured with gridraft x3 spread's full-GET workload; recorded as ceiling-3-spread.
+bench_ceiling() {
+  start_ceiling
   # Nothing to load (any id is answered), but ids of bench_sessionmap's form: answers of its size.
-  bench ceiling-3-spread get "$urls" --mode read --read-kind full --population 1000 --skip-preload \
-    --id-prefix "pre$RANDOM$RANDOM"
+  bench ceiling-3-spread get "$CEILING_URLS" --mode read --read-kind full --population 1000 \
+    --skip-preload --id-prefix "pre$RANDOM$RANDOM"
   stop_all
 }
 
