@@ -232,8 +232,8 @@ three ports with a member's threads each, measured the same way.
 ### Server CPU per request (µs)
 
 The CPU (user and system, every thread) of the system's processes (every member; Java and
-Redis; the three etcd members) during each run's measured seconds, divided by the requests
-answered in them; the median of the runs. The load generator's own CPU is not in it.
+Redis; the three etcd members; the ceiling server) during each run's measured seconds, divided by
+the requests answered in them; the median of the runs. The load generator's own CPU is not in it.
 
 | System | full GET | `/uri` | add | Grid mix |
 |---|---:|---:|---:|---:|
