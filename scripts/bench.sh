@@ -138,12 +138,6 @@ EOF
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# CPU ticks (user + system) of every member start_gridraft started, together.
-cluster_ticks() {
-  local pid sum=0
-  for pid in "${GR_PIDS[@]}"; do sum=$((sum + $(cpu_ticks "$pid"))); done
-  echo "$sum"
-}
 # settle PID: waits (at most 120 s) until PID uses under a tenth of a core over one second, so
 # a level is measured in steady state, not while the snapshot its load triggered is written;
 # prints the milliseconds waited.
@@ -523,10 +517,10 @@ gridraft_only() {
   python3 "$ROOT/scripts/bench_report.py" summary "$RESULTS" - -
 }
 
-# Server CPU per request of a three-member cluster (all three members together, from
-# /proc/PID/stat around each run): full GET and add spread over the members, RUNS runs each.
+# Server CPU per request of a three-member cluster (all three members together, measured by
+# gridraft-bench over each run's measured seconds): full GET and add spread over the members,
+# RUNS runs each.
 cpu_per_request() {
-  local hz; hz="$(getconf CLK_TCK)"
   start_gridraft gr3 3
   local prefix="cpu$RANDOM$RANDOM"
   "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration 3 --warmup 0 --mode mix >/dev/null 2>&1 || true
@@ -535,17 +529,15 @@ cpu_per_request() {
     local args=(--mode write --population 10000)
     [ "$workload" = get ] && args=(--mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix")
     for i in $(seq 1 "$RUNS"); do
-      local before after
-      before="$(cluster_ticks)"
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup 0 \
-        --json "$RESULTS/cpu.$workload.$i.json" "${args[@]}" >/dev/null 2>&1
-      after="$(cluster_ticks)"
-      python3 - "$RESULTS/cpu.$workload.$i.json" "$before" "$after" "$hz" "$workload" <<'PY'
+        --server-pids "$SERVER_PIDS" --json "$RESULTS/cpu.$workload.$i.json" "${args[@]}" >/dev/null 2>&1
+      python3 - "$RESULTS/cpu.$workload.$i.json" "$workload" <<'PY'
 import json, sys
-total = json.load(open(sys.argv[1]))["total"]
-cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
-print(f"gridraft x3 spread {sys.argv[5]:4} {total['rps']:9,.0f} req/s  p99 {total['p99_ms']:6.2f} ms  "
-      f"server CPU {cpu:5.1f} s  {cpu / total['requests'] * 1e6:6.1f} us per request")
+report = json.load(open(sys.argv[1]))
+total, cpu = report["total"], report.get("server_cpu") or {}
+print(f"gridraft x3 spread {sys.argv[2]:4} {total['rps']:9,.0f} req/s  p99 {total['p99_ms']:6.2f} ms  "
+      f"server CPU {cpu.get('seconds', float('nan')):5.1f} s  "
+      f"{cpu.get('us_per_request', float('nan')):6.1f} us per request")
 PY
     done
   done
@@ -610,7 +602,7 @@ tls_cost() {
   local public_tls=(--tls-cert-file "$dir/member.crt" --tls-key-file "$dir/member.key")
   local peer_tls=(--peer-tls-cert-file "$dir/member.crt" --peer-tls-key-file "$dir/member.key"
                   --peer-tls-ca-file "$dir/ca.crt")
-  rm -f "$RESULTS"/tls-*.json "$RESULTS"/tls-*.ticks
+  rm -f "$RESULTS"/tls-*.json
   for run in $(seq 1 "$RUNS"); do
     for mode in http https both; do
       case "$mode" in
@@ -626,34 +618,31 @@ tls_cost() {
       [ "$mode" != http ] && tls_args=(--ca-file "$dir/ca.crt")
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration 3 --warmup 0 --mode mix "${tls_args[@]}" >/dev/null 2>&1 || true
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" "${tls_args[@]}" >/dev/null
-      local w ticks w_args
+      local w w_args
       for w in get add; do
         case "$w" in
           get) w_args=(--mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix") ;;
           add) w_args=(--mode write --population 10000) ;;
         esac
-        # Server CPU around the measured run (warm-up 0, so every tick counts a measured request).
-        ticks="$(cluster_ticks)"
         "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup 0 "${tls_args[@]}" \
-          --json "$RESULTS/tls-$mode.$w.$run.json" "${w_args[@]}" >&2 || true
-        echo "$((  $(cluster_ticks) - ticks ))" > "$RESULTS/tls-$mode.$w.$run.ticks"
+          --server-pids "$SERVER_PIDS" --json "$RESULTS/tls-$mode.$w.$run.json" "${w_args[@]}" >&2 || true
       done
       stop_all
     done
   done
-  python3 - "$RESULTS" "$(getconf CLK_TCK)" <<'PY'
+  python3 - "$RESULTS" <<'PY'
 import glob, json, statistics, sys
-res, hz = sys.argv[1], int(sys.argv[2])
+res = sys.argv[1]
 med, cpu = {}, {}
 for mode in ("http", "https", "both"):
     for w in ("get", "add"):
         files = sorted(glob.glob(f"{res}/tls-{mode}.{w}.*.json"))
-        runs = [json.load(open(f))["total"] for f in files]
+        reports = [json.load(open(f)) for f in files]
+        runs = [r["total"] for r in reports]
         rps = [r["rps"] for r in runs]
         # Server CPU per request, all three members together: steadier than req/s when the
         # host's speed drifts.
-        us = [int(open(f[:-5] + ".ticks").read()) / hz / r["requests"] * 1e6
-              for f, r in zip(files, runs) if r["requests"]]
+        us = [r["server_cpu"]["us_per_request"] for r in reports if r.get("server_cpu")]
         med[mode, w] = statistics.median(rps) if rps else 0
         cpu[mode, w] = statistics.median(us) if us else 0
         p99 = statistics.median([r["p99_ms"] for r in runs]) if runs else 0

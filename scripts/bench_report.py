@@ -59,6 +59,27 @@ def target_row(name, value, shown, ok):
     return f"| {name} | {shown} | {verdict} |"
 
 
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def issue16_values(rate, cpu, tail):
+    """What issue 16's targets judge, from three look-ups by (system, workload): the request
+    rate, the server CPU per request (µs) and the p99 (ms); each may give None."""
+    gr = "gridraft-3-spread"
+    share = ratio(rate(gr, "get"), rate(CEILING, "get"))
+    return {
+        "share": share * 100 if share else None,
+        "uri": ratio(rate(gr, "get"), rate("java-local", "uri")),
+        "java_add": ratio(rate(gr, "add"), rate("java-local", "add")),
+        "etcd_add": ratio(rate(gr, "add"), rate("etcd-3", "add")),
+        "cpu_get": cpu(gr, "get"),
+        "cpu_add": cpu(gr, "add"),
+        "p99_get": tail(gr, "get"),
+        "p99_add": tail(gr, "add"),
+    }
+
+
 def issue16_rows(v):
     """Issue 16's targets as table rows, from a dict of the measured values (None: not measured):
     share (% of the ceiling), uri (full GET / Java /uri), java_add, etcd_add (ratios), cpu_get,
@@ -157,9 +178,6 @@ def compare(results, md, command):
         r = med.get((system, w))
         return r["total"]["p99_ms"] if r else None
 
-    def ratio(a, b):
-        return a / b if a and b else None
-
     gr = "gridraft-3-spread"
     checks = [
         ("Full GET, ×3 spread vs Java full GET", ratio(rps(gr, "get"), rps("java-local", "get")), 5.0),
@@ -189,16 +207,8 @@ def compare(results, md, command):
             cpu_rows.append(f"| {title} | " + " | ".join("–" if c is None else f"{c:.1f}" for c in cells) + " |")
 
     share = share_of_ceiling(results)
-    transport_rows = issue16_rows({
-        "share": share,
-        "uri": ratio(rps(gr, "get"), rps("java-local", "uri")),
-        "java_add": ratio(rps(gr, "add"), rps("java-local", "add")),
-        "etcd_add": ratio(rps(gr, "add"), rps("etcd-3", "add")),
-        "cpu_get": cpu_per_request(results, gr, "get"),
-        "cpu_add": cpu_per_request(results, gr, "add"),
-        "p99_get": p99(gr, "get"),
-        "p99_add": p99(gr, "add"),
-    })
+    transport_rows = issue16_rows(
+        issue16_values(rps, lambda system, w: cpu_per_request(results, system, w), p99))
     etcd_rows.append(f"| gridraft ×3 spread full GET, share of the ceiling | {'–' if share is None else f'{share:.0f} %'} |")
 
     head = ("| System | full GET req/s | p50 ms | p99 ms | p99.9 ms | `/uri` req/s | p50 | p99 | p99.9 "
@@ -332,34 +342,24 @@ def targets(results, md, command):
     gr, cols = "gridraft-3-spread", []
     rows = []
     for i in rounds:
-        r = {k: run(*k.split(":"), i) for k in (
-            "java-local:uri", "java-local:add", "etcd-3:add", f"{gr}:get", f"{gr}:add",
-            f"{CEILING}:get")}
+        def rate(system, w):
+            r = run(system, w, i)
+            return r["total"]["rps"] if r else None
 
-        def rate(k):
-            return r[k]["total"]["rps"] if r[k] else None
+        def cpu(system, w):
+            r = run(system, w, i)
+            return r["server_cpu"]["us_per_request"] if r and r.get("server_cpu") else None
 
-        def ratio(a, b):
-            return a / b if a and b else None
+        def tail(system, w):
+            r = run(system, w, i)
+            return r["total"]["p99_ms"] if r else None
 
-        def cpu(k):
-            return r[k]["server_cpu"]["us_per_request"] if r[k] and r[k].get("server_cpu") else None
-
-        def tail(k):
-            return r[k]["total"]["p99_ms"] if r[k] else None
-
-        share = ratio(rate(f"{gr}:get"), rate(f"{CEILING}:get"))
-        v = {
-            "java_uri": rate("java-local:uri"), "java_add_rps": rate("java-local:add"),
-            "etcd_put": rate("etcd-3:add"), "gr_get": rate(f"{gr}:get"),
-            "ceiling": rate(f"{CEILING}:get"), "gr_add": rate(f"{gr}:add"),
-            "share": share * 100 if share else None,
-            "uri": ratio(rate(f"{gr}:get"), rate("java-local:uri")),
-            "java_add": ratio(rate(f"{gr}:add"), rate("java-local:add")),
-            "etcd_add": ratio(rate(f"{gr}:add"), rate("etcd-3:add")),
-            "cpu_get": cpu(f"{gr}:get"), "cpu_add": cpu(f"{gr}:add"),
-            "p99_get": tail(f"{gr}:get"), "p99_add": tail(f"{gr}:add"),
-        }
+        v = issue16_values(rate, cpu, tail)
+        v.update({
+            "java_uri": rate("java-local", "uri"), "java_add_rps": rate("java-local", "add"),
+            "etcd_put": rate("etcd-3", "add"), "gr_get": rate(gr, "get"),
+            "ceiling": rate(CEILING, "get"), "gr_add": rate(gr, "add"),
+        })
         cols.append(v)
         rows.append((str(i), v))
     med = {k: (statistics.median([c[k] for c in cols if c[k] is not None])

@@ -492,6 +492,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let server_cpu = (!shared.args.server_pids.is_empty()).then(|| {
         tokio::spawn(server_cpu::measure(
             shared.args.server_pids.clone(),
+            server_cpu::ticks_per_second(),
             shared.warm_end,
             shared.end,
         ))
@@ -572,9 +573,13 @@ fn report(
     }
     let errors = tally.io + tally.status + tally.missing + tally.wrong;
     let requests = all.len();
-    let server_cpu = server_cpu.map(|cpu| {
-        json!({"seconds": cpu, "pids": args.server_pids,
-               "us_per_request": if requests == 0 { 0.0 } else { cpu / requests as f64 * 1e6 }})
+    let cpu_per_request = server_cpu.map(|cpu| {
+        let us = if requests == 0 {
+            0.0
+        } else {
+            cpu / requests as f64 * 1e6
+        };
+        (cpu, us)
     });
     let report = json!({
         "label": args.label,
@@ -594,7 +599,9 @@ fn report(
         "errors": {"total": errors, "io": tally.io, "status": tally.status, "missing": tally.missing, "wrong": tally.wrong,
                    "examples": tally.examples},
         "preload": preload,
-        "server_cpu": server_cpu,
+        "server_cpu": cpu_per_request.map(|(cpu, us)| {
+            json!({"seconds": cpu, "pids": args.server_pids, "us_per_request": us})
+        }),
     });
     let t = &report["total"];
     println!(
@@ -610,12 +617,8 @@ fn report(
         t["p999_ms"].as_f64().unwrap_or(0.0),
         errors
     );
-    if let Some(cpu) = report["server_cpu"].as_object() {
-        println!(
-            "  server CPU {:.2} s, {:.1} us per request",
-            cpu["seconds"].as_f64().unwrap_or(0.0),
-            cpu["us_per_request"].as_f64().unwrap_or(0.0)
-        );
+    if let Some((cpu, us)) = cpu_per_request {
+        println!("  server CPU {cpu:.2} s, {us:.1} us per request");
     }
     for (name, s) in &ops {
         println!(

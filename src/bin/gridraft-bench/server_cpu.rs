@@ -20,8 +20,9 @@ fn ticks(pids: &[u32]) -> Option<u64> {
     })
 }
 
-/// Clock ticks per second, from `getconf CLK_TCK` (100 on every Linux this runs on).
-fn ticks_per_second() -> f64 {
+/// Clock ticks per second, from `getconf CLK_TCK` (100 on every Linux this runs on). Read once,
+/// before the load starts.
+pub fn ticks_per_second() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -34,8 +35,12 @@ fn ticks_per_second() -> f64 {
 
 /// Samples the servers' CPU at `warm_end` and at `end`; the seconds of CPU between, or `None`
 /// when a process could not be read at either moment.
-pub async fn measure(pids: Vec<u32>, warm_end: Instant, end: Instant) -> Option<f64> {
-    let per_second = ticks_per_second();
+pub async fn measure(
+    pids: Vec<u32>,
+    per_second: f64,
+    warm_end: Instant,
+    end: Instant,
+) -> Option<f64> {
     tokio::time::sleep_until(warm_end.into()).await;
     let before = ticks(&pids);
     tokio::time::sleep_until(end.into()).await;
