@@ -6,6 +6,7 @@ usage: bench_report.py compare|targets|scale|summary RESULTS_DIR BENCHMARKS_MD C
 The section sits between `<!-- BEGIN <kind> -->` and `<!-- END <kind> -->` markers; the rest of
 the file (the notes written by hand) is kept.
 """
+import functools
 import glob
 import json
 import os
@@ -206,9 +207,9 @@ def compare(results, md, command):
         if any(c is not None for c in cells):
             cpu_rows.append(f"| {title} | " + " | ".join("–" if c is None else f"{c:.1f}" for c in cells) + " |")
 
-    share = share_of_ceiling(results)
-    transport_rows = issue16_rows(
-        issue16_values(rps, lambda system, w: cpu_per_request(results, system, w), p99))
+    values = issue16_values(rps, lambda system, w: cpu_per_request(results, system, w), p99)
+    transport_rows = issue16_rows(values)
+    share = values["share"]
     etcd_rows.append(f"| gridraft ×3 spread full GET, share of the ceiling | {'–' if share is None else f'{share:.0f} %'} |")
 
     head = ("| System | full GET req/s | p50 ms | p99 ms | p99.9 ms | `/uri` req/s | p50 | p99 | p99.9 "
@@ -330,6 +331,7 @@ Repeat with: `{command}`
 def targets(results, md, command):
     """scripts/bench.sh targets: every round's cells and ratios, their medians, and issue 16's
     targets judged on the medians."""
+    @functools.cache
     def run(system, w, i):
         path = os.path.join(results, f"{system}.{w}.{i}.json")
         if not os.path.exists(path):
