@@ -6,7 +6,8 @@ rules gridraft-alerts.test.yml`: each alert fires on its broken series, none on 
 cluster). Then every metric they and the dashboard use must be one gridraft exports:
 it starts one real member (a single-member cluster that elects itself) with a Redis mirror that
 cannot be reached and an event bus played by a minimal ZMTP publisher, drives one public request
-and one request over an input limit, then reads the `# TYPE` lines of its peer-port /metrics: a
+and one request over an input limit, adds a learner at an address that answers some requests and
+drops the others, then reads the `# TYPE` lines of its peer-port /metrics: a
 labelled family is exported only once it has a series, and these steps give every family one.
 Every `gridraft_*` name in the alert rules (expressions and annotations) and in the dashboard's
 panel expressions must be among them (a histogram's `_bucket`, `_sum` and `_count` count as the
@@ -86,6 +87,57 @@ class BusPublisher:
         self.listener.close()
 
 
+class SilentPeer:
+    """A peer address for a learner that is not a gridraft member: it answers every other
+    connection with a 404 and closes the rest unanswered, so the member's requests to it are
+    both timed (answered) and counted as failures."""
+
+    def __init__(self, port):
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.listener.settimeout(1)
+        self.closed = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        n = 0
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    if n % 2 == 0:
+                        conn.sendall(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n"
+                                     b"connection: close\r\n\r\n")
+                except OSError:
+                    pass
+            n += 1
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
+
+
+def add_learner(peer_url, auth, learner_id, addr):
+    """Asks the member to add a learner (the call waits for a catch-up that never comes, so it
+    runs on a thread of its own and its answer is not read)."""
+    body = json.dumps({"id": learner_id, "addr": addr}).encode()
+    req = urllib.request.Request(f"{peer_url}/admin/add", data=body, method="POST",
+                                 headers={**auth, "content-type": "application/json"})
+
+    def call():
+        try:
+            urllib.request.urlopen(req, timeout=20).read()
+        except OSError:
+            pass
+
+    threading.Thread(target=call, daemon=True).start()
+
+
 def http_get(url, headers=None, timeout=5):
     req = urllib.request.Request(url, headers=headers or {})
     try:
@@ -116,6 +168,7 @@ def exported_families(gridraft, workdir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDRAFT_")}
     env["RUST_LOG"] = "warn"
     publisher = BusPublisher(bus)
+    silent = None
     cmd = [gridraft, "serve", "--id", "1", "--members", f"1=127.0.0.1:{peer}",
            "--listen", f"127.0.0.1:{public}", "--peer-listen", f"127.0.0.1:{peer}",
            "--data-dir", os.path.join(workdir, "data"), "--cluster-secret-file", secret_file,
@@ -141,6 +194,13 @@ def exported_families(gridraft, workdir):
 
         wait_until("the event-bus message to be counted",
                    lambda: "gridraft_event_bus_messages_total" in scrape())
+        # A learner whose address answers some requests and drops the others: the member's
+        # requests to a peer are timed and counted.
+        silent = SilentPeer(free_port())
+        add_learner(f"http://127.0.0.1:{peer}", auth, 2, f"127.0.0.1:{silent.listener.getsockname()[1]}")
+        wait_until("requests to the learner to be timed and counted",
+                   lambda: {"gridraft_peer_request_duration_seconds",
+                            "gridraft_peer_request_failures_total"} <= scrape().keys())
         return scrape()
     except Exception:
         with open(os.path.join(workdir, "member.log")) as f:
@@ -156,6 +216,8 @@ def exported_families(gridraft, workdir):
             proc.kill()
             proc.wait()
         publisher.close()
+        if silent:
+            silent.close()
 
 
 def exported(name, families):

@@ -134,6 +134,7 @@ async fn start_inner(
     let event_metrics = EventMetrics::new(&metrics.registry);
     let connection_metrics = ConnectionMetrics::new(&metrics.registry);
     cluster.read_stats().register(&metrics.registry);
+    cluster.peers.metrics().register(&metrics.registry);
     storage.log_sync.register(&metrics.registry);
     cluster.health.register(&metrics.registry);
     cluster.queue_full.register(&metrics.registry);

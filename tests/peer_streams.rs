@@ -203,3 +203,51 @@ async fn members_on_http_and_members_on_streams_serve_one_cluster() {
     assert_eq!(open_streams(&c).await, expected(&c, leader, &[3]));
     c.shutdown().await;
 }
+
+/// The value of the series `family{peer="addr",rpc="rpc"}` (a histogram's `_count`) on member
+/// `id`, or 0.
+async fn peer_series(c: &TestCluster, id: u64, family: &str, peer: u64, rpc: &str) -> f64 {
+    let addr = c.members[&peer].peer.to_string();
+    let name = format!("{family}{{peer=\"{addr}\",rpc=\"{rpc}\"}}");
+    metric(&c.metrics_text(id).await, &name)
+}
+
+#[tokio::test]
+async fn each_members_requests_are_timed_per_peer_and_the_unanswered_counted() {
+    const TIMED: &str = "gridraft_peer_request_duration_seconds_count";
+    const FAILED: &str = "gridraft_peer_request_failures_total";
+    let c = TestCluster::start(3).await;
+    let leader = c.leader().await;
+    let followers: Vec<u64> = c.running().into_iter().filter(|id| *id != leader).collect();
+    let (f, g) = (followers[0], followers[1]);
+    assert_eq!(c.add(f, "timed", "http://node:5555").await.status(), 200);
+    assert_eq!(c.get_status(f, "timed").await, 200);
+    // The follower forwarded the add and asked for a read index; the leader replicated it.
+    assert!(peer_series(&c, f, TIMED, leader, "write").await >= 1.0);
+    assert!(peer_series(&c, f, TIMED, leader, "read_index").await >= 1.0);
+    for follower in [f, g] {
+        assert!(peer_series(&c, leader, TIMED, follower, "append").await >= 1.0);
+    }
+    assert_eq!(peer_series(&c, leader, FAILED, g, "append").await, 0.0);
+    // Cut off, a follower answers nothing: the leader's heartbeats to it fail and are counted,
+    // and none of them is timed.
+    c.isolate(g);
+    let failed_at_least = |n: f64| {
+        let c = &c;
+        async move {
+            eventually(
+                Duration::from_secs(10),
+                "the leader's failed appends to the cut-off member",
+                || async { (peer_series(c, leader, FAILED, g, "append").await >= n).then_some(()) },
+            )
+            .await
+        }
+    };
+    failed_at_least(3.0).await;
+    let timed = peer_series(&c, leader, TIMED, g, "append").await;
+    let failed = peer_series(&c, leader, FAILED, g, "append").await;
+    failed_at_least(failed + 3.0).await;
+    assert_eq!(peer_series(&c, leader, TIMED, g, "append").await, timed);
+    c.heal(g);
+    c.shutdown().await;
+}

@@ -7,12 +7,13 @@
 //! accept streams (an earlier version). Admin calls, backups and the CLI use HTTP.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::link::{LinkError, Links};
+use super::metrics::PeerMetrics;
 use super::wire::Rpc;
 use super::*;
 use crate::map::{Applied, Proposal};
@@ -124,6 +125,8 @@ pub struct PeerClient {
     cluster_id: Option<Arc<str>>,
     /// Peer streams, for a member's client; `None` sends everything over HTTP.
     links: Option<Links>,
+    /// Time and failures of the requests [`Self::exchange`] sends.
+    metrics: PeerMetrics,
 }
 
 impl PeerClient {
@@ -136,7 +139,13 @@ impl PeerClient {
             faults: NetworkFaults::default(),
             cluster_id: None,
             links: None,
+            metrics: PeerMetrics::new(),
         }
+    }
+
+    /// The series of this client's member-to-member requests, for the member's `/metrics`.
+    pub fn metrics(&self) -> &PeerMetrics {
+        &self.metrics
     }
 
     /// Reaches peer ports over mutual TLS with `tls`'s certificate and CA, on streams and
@@ -186,8 +195,22 @@ impl PeerClient {
     }
 
     /// Sends `body` as `rpc` to the member at `addr`, on its stream or else over HTTP, and
-    /// returns the answer's status and body. The one way member-to-member requests leave.
+    /// returns the answer's status and body. The one way member-to-member requests leave; each
+    /// is timed, or counted as a failure, in [`PeerMetrics`].
     pub(crate) async fn exchange(
+        &self,
+        addr: &str,
+        rpc: Rpc,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(u16, bytes::Bytes), NoAnswer> {
+        let sent = Instant::now();
+        let answer = self.deliver(addr, rpc, body, timeout).await;
+        self.metrics.observe(addr, rpc, sent, answer.is_ok());
+        answer
+    }
+
+    async fn deliver(
         &self,
         addr: &str,
         rpc: Rpc,

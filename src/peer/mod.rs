@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod link;
+pub mod metrics;
 pub mod wire;
 
 pub use client::{ClientError, NoAnswer, PeerClient};
