@@ -364,10 +364,22 @@ def targets(results, md, command):
         })
         cols.append(v)
         rows.append((str(i), v))
-    med = {k: (statistics.median([c[k] for c in cols if c[k] is not None])
-               if any(c[k] is not None for c in cols) else None) for k in (cols[0] if cols else {})}
+
+    def median_of(vs):
+        return {k: (statistics.median([c[k] for c in vs if c[k] is not None])
+                    if any(c[k] is not None for c in vs) else None) for k in (vs[0] if vs else {})}
+
+    med = median_of(cols)
     if cols:
         rows.append(("**median**", med))
+    # Rounds in which the hypervisor left every cell its cores: the targets stay judged on all
+    # rounds; this row shows how far the misses are the host's.
+    quiet = [v for i, v in zip(rounds, cols)
+             if all(stolen(run(system, w, i)) is not None and stolen(run(system, w, i)) < STEAL_QUIET
+                    for system, w, _ in CORE_CELLS)]
+    if quiet and len(quiet) < len(cols):
+        rows.append((f"median of the {len(quiet)} round{'s' if len(quiet) > 1 else ''} without steal",
+                     median_of(quiet)))
 
     def cell(x, fmt):
         return "–" if x is None else fmt.format(x)
@@ -381,6 +393,7 @@ def targets(results, md, command):
             cell(v["java_add"], "{:.2f}×"), cell(v["etcd_add"], "{:.2f}×"), cell(v["cpu_get"], "{:.1f}"),
             cell(v["cpu_add"], "{:.1f}"), cell(v["p99_get"], "{:.2f}"), cell(v["p99_add"], "{:.2f}"),
         ]) + " |")
+    cores = cores_table(run, rounds)
     first = run(gr, "get", rounds[0]) if rounds else None
     how = (f"{first['seconds']:.0f} s each at concurrency {first['concurrency']}" if first
            else "no runs recorded")
@@ -397,7 +410,7 @@ targets are judged on it. Server CPU is every member's, during the measured seco
 | Round | Java `/uri` req/s | Java add | etcd put | ceiling full GET | gridraft ×3 spread full GET | gridraft add | share of the ceiling | full GET ÷ Java `/uri` | add ÷ Java add | add ÷ etcd put | server CPU per full GET µs | per add µs | full GET p99 ms | add p99 ms |
 |---|{"---:|" * 14}
 {chr(10).join(lines)}
-
+{cores}
 | Target (issue 16) | Median | |
 |---|---:|---|
 {chr(10).join(issue16_rows(med) if med else [])}
@@ -405,6 +418,57 @@ targets are judged on it. Server CPU is every member's, during the measured seco
 Repeat with: `{command}`
 """
     replace_section(md, "TARGETS", body)
+
+
+# The cells issue 16's ratios compare, for the table of where the cores went.
+CORE_CELLS = [("java-local", "uri", "Java `/uri`"), ("java-local", "add", "Java add"),
+              ("etcd-3", "add", "etcd put"), (CEILING, "get", "ceiling full GET"),
+              ("gridraft-3-spread", "get", "gridraft full GET"),
+              ("gridraft-3-spread", "add", "gridraft add")]
+# Cores the hypervisor may take in a cell of a round the "without steal" row counts.
+STEAL_QUIET = 0.1
+
+
+def stolen(r):
+    m = (r or {}).get("machine")
+    return m["cores_stolen"] if m else None
+
+
+def cores_table(run, rounds):
+    """How the machine's cores went in each round's cells: busy, idle and stolen by the
+    hypervisor (cores, from /proc/stat), and the load generator's CPU per full GET. Empty for
+    results recorded before gridraft-bench sampled them."""
+    def one(r):
+        m = (r or {}).get("machine")
+        if not m:
+            return "–"
+        return f"{m['cores_busy']:.2f} / {m['cores_idle']:.2f} / {m['cores_stolen']:.2f}"
+
+    def client(r):
+        c = (r or {}).get("client_cpu")
+        return "–" if not c else f"{c['us_per_request']:.1f}"
+
+    rows = []
+    for i in rounds:
+        cells = [one(run(system, w, i)) for system, w, _ in CORE_CELLS]
+        gens = [client(run(system, "get", i)) for system in (CEILING, "gridraft-3-spread")]
+        rows.append((i, cells, gens))
+    if not any(v != "–" for _, cells, _ in rows for v in cells):
+        return ""
+    head = " | ".join(title for _, _, title in CORE_CELLS)
+    body = "\n".join(f"| {i} | " + " | ".join(cells) + " | " + " / ".join(gens) + " |"
+                     for i, cells, gens in rows)
+    return f"""
+Where the machine's cores went in each cell's measured seconds (`/proc/stat`): busy / idle /
+taken by the hypervisor (steal), in cores. A cell with cores idle while its requests were in
+flight was waiting, not computing; a cell with cores stolen ran on a smaller machine than the
+cell it is compared with. The "without steal" row above is the median of the rounds in which no
+cell lost {STEAL_QUIET} of a core or more (shown only when some rounds did).
+
+| Round | {head} | load generator µs per full GET (ceiling / gridraft) |
+|---|{"---|" * (len(CORE_CELLS) + 1)}
+{body}
+"""
 
 
 def summary(results, _md, _command):

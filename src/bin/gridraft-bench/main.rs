@@ -489,14 +489,12 @@ async fn run(args: Args) -> Result<bool, String> {
     } else {
         Duration::ZERO
     };
-    let server_cpu = (!shared.args.server_pids.is_empty()).then(|| {
-        tokio::spawn(server_cpu::measure(
-            shared.args.server_pids.clone(),
-            server_cpu::ticks_per_second(),
-            shared.warm_end,
-            shared.end,
-        ))
-    });
+    let cost = tokio::spawn(server_cpu::measure(
+        shared.args.server_pids.clone(),
+        server_cpu::ticks_per_second(),
+        shared.warm_end,
+        shared.end,
+    ));
     let mut tasks = Vec::new();
     for w in 0..conc {
         let conns = (0..urls.len())
@@ -518,12 +516,9 @@ async fn run(args: Args) -> Result<bool, String> {
     for t in tasks {
         tally.merge(t.await.map_err(|e| e.to_string())?);
     }
-    let server_cpu = match server_cpu {
-        Some(task) => task.await.map_err(|e| e.to_string())?,
-        None => None,
-    };
+    let cost = cost.await.map_err(|e| e.to_string())?;
     let measured = shared.args.duration;
-    report(&shared, tally, measured, preload_report, server_cpu)
+    report(&shared, tally, measured, preload_report, cost)
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -558,7 +553,7 @@ fn report(
     tally: Tally,
     secs: f64,
     preload: serde_json::Value,
-    server_cpu: Option<f64>,
+    cost: server_cpu::Cost,
 ) -> Result<bool, String> {
     let args = &shared.args;
     let all: Vec<u32> = tally.lat.iter().flatten().copied().collect();
@@ -573,14 +568,16 @@ fn report(
     }
     let errors = tally.io + tally.status + tally.missing + tally.wrong;
     let requests = all.len();
-    let cpu_per_request = server_cpu.map(|cpu| {
+    let per_request = |cpu: f64| {
         let us = if requests == 0 {
             0.0
         } else {
             cpu / requests as f64 * 1e6
         };
         (cpu, us)
-    });
+    };
+    let cpu_per_request = cost.server.map(per_request);
+    let client_per_request = cost.client.map(per_request);
     let report = json!({
         "label": args.label,
         "target": if args.etcd { "etcd" } else { "sessionmap" },
@@ -602,6 +599,10 @@ fn report(
         "server_cpu": cpu_per_request.map(|(cpu, us)| {
             json!({"seconds": cpu, "pids": args.server_pids, "us_per_request": us})
         }),
+        "client_cpu": client_per_request.map(|(cpu, us)| json!({"seconds": cpu, "us_per_request": us})),
+        "machine": cost.machine.map(|m| {
+            json!({"cores_busy": m.busy, "cores_idle": m.idle, "cores_stolen": m.stolen})
+        }),
     });
     let t = &report["total"];
     println!(
@@ -619,6 +620,12 @@ fn report(
     );
     if let Some((cpu, us)) = cpu_per_request {
         println!("  server CPU {cpu:.2} s, {us:.1} us per request");
+    }
+    if let (Some(m), Some((_, us))) = (cost.machine, client_per_request) {
+        println!(
+            "  cores: {:.2} busy, {:.2} idle, {:.2} stolen; load generator {us:.1} us per request",
+            m.busy, m.idle, m.stolen
+        );
     }
     for (name, s) in &ops {
         println!(
