@@ -169,7 +169,12 @@ mod tests {
         )
         .await;
         let m = cost.machine.expect("/proc/stat");
-        let cpus = std::thread::available_parallelism().unwrap().get() as f64;
+        // The cores /proc/stat counts (a process's CPU affinity or quota may allow fewer).
+        let cpus = std::fs::read_to_string("/proc/stat")
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .count() as f64;
         let total = m.busy + m.idle + m.stolen;
         // Ticks are counted per core at 100 a second: a second's sample is within a tick or two.
         assert!(
