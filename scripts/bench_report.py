@@ -375,7 +375,7 @@ def targets(results, md, command):
     # Rounds in which the hypervisor left every cell its cores: the targets stay judged on all
     # rounds; this row shows how far the misses are the host's.
     quiet = [v for i, v in zip(rounds, cols)
-             if all(stolen(run(system, w, i)) is not None and stolen(run(system, w, i)) < STEAL_QUIET
+             if all((lost := stolen(run(system, w, i))) is not None and lost < STEAL_QUIET
                     for system, w, _ in CORE_CELLS)]
     if quiet and len(quiet) < len(cols):
         rows.append((f"median of the {len(quiet)} round{'s' if len(quiet) > 1 else ''} without steal",
@@ -429,8 +429,13 @@ CORE_CELLS = [("java-local", "uri", "Java `/uri`"), ("java-local", "add", "Java 
 STEAL_QUIET = 0.1
 
 
+def machine_of(r):
+    """A run's record of the machine's cores, if it has one."""
+    return (r or {}).get("machine")
+
+
 def stolen(r):
-    m = (r or {}).get("machine")
+    m = machine_of(r)
     return m["cores_stolen"] if m else None
 
 
@@ -439,7 +444,7 @@ def cores_table(run, rounds):
     hypervisor (cores, from /proc/stat), and the load generator's CPU per full GET. Empty for
     results recorded before gridraft-bench sampled them."""
     def one(r):
-        m = (r or {}).get("machine")
+        m = machine_of(r)
         if not m:
             return "–"
         return f"{m['cores_busy']:.2f} / {m['cores_idle']:.2f} / {m['cores_stolen']:.2f}"
