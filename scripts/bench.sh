@@ -25,6 +25,9 @@
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh cpu
 #                               # server CPU per full GET and per add of a three-member cluster
 #                               #   (all members, from /proc), each run printed, docs untouched
+#   scripts/bench.sh profile    # where the three members' CPU goes under x3 spread full GETs
+#                               #   and adds (perf record with call graphs), by phase of the
+#                               #   request path, leader and followers apart, docs untouched
 #   GRIDRAFT_BIN=old/gridraft scripts/bench.sh snapshot
 #                               # CPU and time of one snapshot of SNAPSHOT_SESSIONS (60000)
 #                               #   sessions written by a member's stop, RUNS runs, docs untouched
@@ -544,6 +547,38 @@ PY
   stop_all
 }
 
+# Where the members' CPU goes: `perf record` with DWARF call graphs of the three members of a
+# three-member cluster for DUR seconds of x3 spread full GETs, then of adds, each sample counted
+# in the phase of the request path it falls in (scripts/profile_phases.py), leader and followers
+# apart, with the server CPU per request of the same seconds. Needs perf (Debian: linux-perf).
+profile_phases() {
+  command -v perf >/dev/null || { log "profile: perf not found (Debian package linux-perf)"; return 1; }
+  start_gridraft gr3 3
+  local prefix="prof$RANDOM$RANDOM" leader_pid="" i workload bench_pid us
+  for i in "${!GR_PIDS[@]}"; do
+    [ "$GR_LEADER" = "http://127.0.0.1:${GR_BASE:-61}0$((i + 1))" ] && leader_pid="${GR_PIDS[$i]}"
+  done
+  "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" >/dev/null
+  for workload in get add; do
+    local args=(--mode write --population 10000)
+    [ "$workload" = get ] && args=(--mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix")
+    # The load runs a second longer on each side of the recording.
+    "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup 1 \
+      --server-pids "$SERVER_PIDS" "${args[@]}" > "$WORK/profile.$workload.txt" 2>&1 &
+    bench_pid=$!
+    sleep 1
+    perf record -F 299 --call-graph dwarf,32768 -o "$WORK/perf.$workload.data" -p "$SERVER_PIDS" \
+      -- sleep "$DUR" >/dev/null 2>&1
+    wait "$bench_pid" || true
+    echo "== gridraft x3 spread $workload"
+    grep -E '^total|server CPU' "$WORK/profile.$workload.txt"
+    us="$(sed -n 's/.*, \([0-9.]*\) us per request.*/\1/p' "$WORK/profile.$workload.txt" | head -1)"
+    perf script -F pid,tid,comm,ip,sym -i "$WORK/perf.$workload.data" 2>/dev/null |
+      python3 "$ROOT/scripts/profile_phases.py" --leader "$leader_pid" ${us:+--us-per-request "$us"}
+  done
+  stop_all
+}
+
 # What one snapshot costs: a fresh member with snapshots by size and by count switched off,
 # SNAPSHOT_SESSIONS sessions loaded, then stopped (a stop takes a snapshot first). The CPU from the
 # stop to its exit is the member's whole rusage (wait4) less its CPU before the stop; the shutdown
@@ -664,10 +699,11 @@ case "$WHAT" in
   targets) targets ;;
   gridraft) gridraft_only ;;
   cpu) cpu_per_request ;;
+  profile) profile_phases ;;
   tls) tls_cost ;;
   snapshot) snapshot_cost ;;
   scale) scale ;;
   churn) churn_only ;;
   all) compare; scale ;;
-  *) echo "usage: $0 [compare|targets|scale|all|gridraft|churn|cpu|tls|snapshot]" >&2; exit 2 ;;
+  *) echo "usage: $0 [compare|targets|scale|all|gridraft|churn|cpu|profile|tls|snapshot]" >&2; exit 2 ;;
 esac
