@@ -316,14 +316,14 @@ start_gridraft() {
   # searched: `curl | grep -q` under pipefail fails whenever grep stops reading before curl has
   # written the rest of the page (curl then exits 23), which took the leader for a follower.
   local page tries
-  GR_LEADER="" GR_FOLLOWER=""
+  GR_LEADER="" GR_FOLLOWER="" GR_LEADER_PID=""
   for tries in $(seq 1 100); do
     GR_LEADER="" GR_FOLLOWER=""
     for i in $(seq 1 "$n"); do
       page="$(curl -s "${PEER_CURL[@]}" -H "Authorization: Bearer $SECRET" \
         "${PEER_SCHEME:-http}://127.0.0.1:$((base + 1))0$i/metrics" || true)"
       if grep -q '^gridraft_raft_is_leader 1' <<< "$page"; then
-        GR_LEADER="http://127.0.0.1:${base}0$i"
+        GR_LEADER="http://127.0.0.1:${base}0$i" GR_LEADER_PID="${GR_PIDS[$((i - 1))]}"
       else
         GR_FOLLOWER="http://127.0.0.1:${base}0$i"
       fi
@@ -523,17 +523,24 @@ gridraft_only() {
 # Server CPU per request of a three-member cluster (all three members together, measured by
 # gridraft-bench over each run's measured seconds): full GET and add spread over the members,
 # RUNS runs each.
+# The arguments of gridraft-bench for WORKLOAD (get: full GETs of the 1 000 sessions preloaded
+# under PREFIX; add: adds) into the array WORKLOAD_ARGS.
+workload_args() {
+  WORKLOAD_ARGS=(--mode write --population 10000)
+  [ "$1" = get ] && WORKLOAD_ARGS=(--mode read --read-kind full --population 1000 --skip-preload --id-prefix "$2")
+  return 0
+}
+
 cpu_per_request() {
   start_gridraft gr3 3
   local prefix="cpu$RANDOM$RANDOM"
   "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration 3 --warmup 0 --mode mix >/dev/null 2>&1 || true
   "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" >/dev/null
   for workload in get add; do
-    local args=(--mode write --population 10000)
-    [ "$workload" = get ] && args=(--mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix")
+    workload_args "$workload" "$prefix"
     for i in $(seq 1 "$RUNS"); do
       "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup 0 \
-        --server-pids "$SERVER_PIDS" --json "$RESULTS/cpu.$workload.$i.json" "${args[@]}" >/dev/null 2>&1
+        --server-pids "$SERVER_PIDS" --json "$RESULTS/cpu.$workload.$i.json" "${WORKLOAD_ARGS[@]}" >/dev/null 2>&1
       python3 - "$RESULTS/cpu.$workload.$i.json" "$workload" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
@@ -554,17 +561,13 @@ PY
 profile_phases() {
   command -v perf >/dev/null || { log "profile: perf not found (Debian package linux-perf)"; return 1; }
   start_gridraft gr3 3
-  local prefix="prof$RANDOM$RANDOM" leader_pid="" i workload bench_pid us
-  for i in "${!GR_PIDS[@]}"; do
-    [ "$GR_LEADER" = "http://127.0.0.1:${GR_BASE:-61}0$((i + 1))" ] && leader_pid="${GR_PIDS[$i]}"
-  done
+  local prefix="prof$RANDOM$RANDOM" workload bench_pid us
   "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --mode preload --population 1000 --id-prefix "$prefix" >/dev/null
   for workload in get add; do
-    local args=(--mode write --population 10000)
-    [ "$workload" = get ] && args=(--mode read --read-kind full --population 1000 --skip-preload --id-prefix "$prefix")
-    # The load runs a second longer on each side of the recording.
+    workload_args "$workload" "$prefix"
+    # The recording starts after the load's second of warm-up and lasts its measured seconds.
     "$BENCH" --url "$GR_URLS" --concurrency "$CONC" --duration "$DUR" --warmup 1 \
-      --server-pids "$SERVER_PIDS" "${args[@]}" > "$WORK/profile.$workload.txt" 2>&1 &
+      --server-pids "$SERVER_PIDS" "${WORKLOAD_ARGS[@]}" > "$WORK/profile.$workload.txt" 2>&1 &
     bench_pid=$!
     sleep 1
     perf record -F 299 --call-graph dwarf,32768 -o "$WORK/perf.$workload.data" -p "$SERVER_PIDS" \
@@ -574,7 +577,7 @@ profile_phases() {
     grep -E '^total|server CPU' "$WORK/profile.$workload.txt"
     us="$(sed -n 's/.*, \([0-9.]*\) us per request.*/\1/p' "$WORK/profile.$workload.txt" | head -1)"
     perf script -F pid,tid,comm,ip,sym -i "$WORK/perf.$workload.data" 2>/dev/null |
-      python3 "$ROOT/scripts/profile_phases.py" --leader "$leader_pid" ${us:+--us-per-request "$us"}
+      python3 "$ROOT/scripts/profile_phases.py" --leader "$GR_LEADER_PID" ${us:+--us-per-request "$us"}
   done
   stop_all
 }

@@ -60,11 +60,9 @@ def samples(lines):
             parts = line.split(None, 1)
             frames.append(parts[1].strip() if len(parts) > 1 else "")
         else:
-            # "comm pid/tid" or "comm pid": the pid is the first field with digits after the
-            # command's name, which may itself hold spaces.
-            match = re.search(r"\s(\d+)(?:/\d+)?\s*$", line.rstrip()) or re.search(
-                r"\s(\d+)(?:/\d+)?\s", line
-            )
+            # "comm pid/tid" (the fields asked for, in perf's order); the command's name may
+            # hold spaces, so the pid is read from the end.
+            match = re.search(r"(\d+)/\d+\s*$", line)
             pid = match.group(1) if match else "?"
     if pid is not None:
         yield pid, frames
