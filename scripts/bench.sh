@@ -172,10 +172,13 @@ bench() {
 # GET), so the host's drift, which moved Java's own rate by up to 108 % between runs of the
 # side-by-side table, falls on every system of a round alike. Each ratio is taken within a round;
 # the report gives every round and the medians, and writes its section of docs/benchmarks.md.
+# Every round's add cells write the same 10 000 sessions (WRITES; the warm-up round creates them),
+# so each round measures maps of one size: with a new prefix per round, gridraft's map would
+# grow by 10 000 sessions a round, and with it each snapshot, which the adds pay for.
 targets() {
   rm -f "$RESULTS"/*.json
   machine_json
-  local java etcd gr ceiling prefix="pre$RANDOM$RANDOM" i cell
+  local java etcd gr ceiling prefix="pre$RANDOM$RANDOM" writes="add$RANDOM$RANDOM" i cell
   local e="http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793"
   start_java_local; java="$SERVER_PIDS"; SERVER_PIDS=""
   start_etcd; etcd="$SERVER_PIDS"; SERVER_PIDS=""
@@ -185,10 +188,10 @@ targets() {
   local cells=(
     "java-local get $java http://127.0.0.1:6001 --mode read --read-kind full --population 1000 --skip-preload --id-prefix $prefix"
     "java-local uri $java http://127.0.0.1:6001 --mode read --read-kind uri --population 1000 --skip-preload --id-prefix $prefix"
-    "java-local add $java http://127.0.0.1:6001 --mode write --population 10000"
-    "etcd-3 add $etcd $e --etcd --mode write --population 10000"
+    "java-local add $java http://127.0.0.1:6001 --mode write --population 10000 --id-prefix $writes"
+    "etcd-3 add $etcd $e --etcd --mode write --population 10000 --id-prefix $writes"
     "gridraft-3-spread get $gr $GR_URLS --mode read --read-kind full --population 1000 --skip-preload --id-prefix $prefix"
-    "gridraft-3-spread add $gr $GR_URLS --mode write --population 10000"
+    "gridraft-3-spread add $gr $GR_URLS --mode write --population 10000 --id-prefix $writes"
     "ceiling-3-spread get $ceiling $CEILING_URLS --mode read --read-kind full --population 1000 --skip-preload --id-prefix $prefix"
   )
   for u in http://127.0.0.1:6001 "$GR_URLS"; do
