@@ -527,9 +527,10 @@ gridraft_only() {
 # gridraft-bench over each run's measured seconds): full GET and add spread over the members,
 # RUNS runs each.
 # The arguments of gridraft-bench for WORKLOAD (get: full GETs of the 1 000 sessions preloaded
-# under PREFIX; add: adds) into the array WORKLOAD_ARGS.
+# under PREFIX; add: adds of 10 000 sessions under PREFIX-w, the same ones in every run, so that
+# each run measures a map of one size) into the array WORKLOAD_ARGS.
 workload_args() {
-  WORKLOAD_ARGS=(--mode write --population 10000)
+  WORKLOAD_ARGS=(--mode write --population 10000 --id-prefix "$2-w")
   [ "$1" = get ] && WORKLOAD_ARGS=(--mode read --read-kind full --population 1000 --skip-preload --id-prefix "$2")
   return 0
 }
