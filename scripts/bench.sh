@@ -523,9 +523,6 @@ gridraft_only() {
   python3 "$ROOT/scripts/bench_report.py" summary "$RESULTS" - -
 }
 
-# Server CPU per request of a three-member cluster (all three members together, measured by
-# gridraft-bench over each run's measured seconds): full GET and add spread over the members,
-# RUNS runs each.
 # The arguments of gridraft-bench for WORKLOAD (get: full GETs of the 1 000 sessions preloaded
 # under PREFIX; add: adds of 10 000 sessions under PREFIX-w, the same ones in every run, so that
 # each run measures a map of one size) into the array WORKLOAD_ARGS.
@@ -535,6 +532,9 @@ workload_args() {
   return 0
 }
 
+# Server CPU per request of a three-member cluster (all three members together, measured by
+# gridraft-bench over each run's measured seconds): full GET and add spread over the members,
+# RUNS runs each.
 cpu_per_request() {
   start_gridraft gr3 3
   local prefix="cpu$RANDOM$RANDOM"

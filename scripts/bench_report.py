@@ -405,9 +405,8 @@ Java LocalSessionMap, etcd ×3, gridraft ×3 and the ceiling server run together
 measures every cell once, in turn ({how}), after a round of warm-up that is not
 recorded. Every round's add cells write the same 10 000 sessions again (the warm-up round creates
 them), so each round measures maps of one size. Each ratio is taken within its round, so a drift
-of the host's speed between rounds
-falls on both sides of it; the median row is the median of each column over the rounds, and the
-targets are judged on it. Server CPU is every member's, during the measured seconds, per request.
+of the host's speed between rounds falls on both sides of it; the median row is the median of
+each column over the rounds, and the targets are judged on it. Server CPU is every member's, during the measured seconds, per request.
 
 | Round | Java `/uri` req/s | Java add | etcd put | ceiling full GET | gridraft ×3 spread full GET | gridraft add | share of the ceiling | full GET ÷ Java `/uri` | add ÷ Java add | add ÷ etcd put | server CPU per full GET µs | per add µs | full GET p99 ms | add p99 ms |
 |---|{"---:|" * 14}
